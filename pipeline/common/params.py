@@ -1,0 +1,76 @@
+"""Typed models of ``params.yaml``: the one source of knobs and paths.
+
+Each top-level section is named after the stage (or tool) that reads it. ``dvc.yaml``
+declares, per stage, the exact keys it reads, so DVC re-runs a stage only when they change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from pipeline.common.config import Strict, load_model
+
+PARAMS_FILE = Path("params.yaml")  # DVC's default params file, relative to the repo root
+
+class DataParams(Strict):
+    """Paths of the raw input data (the pipeline's source, committed to git)."""
+
+    raw: Path
+    raw_pii_spans: Path
+
+
+class LabelBias(Strict):
+    """Injected label bias: priority made to depend on a protected attribute."""
+
+    strength: float = Field(ge=0.0, le=1.0)
+    attribute: Literal["gender", "age_band", "region"]
+    group: str
+
+
+class Defects(Strict):
+    """Injected data defects, to exercise the data contract."""
+
+    null_rate: float = Field(ge=0.0, le=1.0)
+    duplicate_rate: float = Field(ge=0.0, le=1.0)
+    overlong_rate: float = Field(ge=0.0, le=1.0)
+
+
+class SynthesizeParams(Strict):
+    """Knobs of the demo-data generator (``python -m pipeline.synthesize``)."""
+
+    rows: int = Field(gt=0, le=5_000_000)
+    seed: int
+    tickets_per_customer: float = Field(ge=1.0)
+    start_date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    days: int = Field(gt=0)
+    label_bias: LabelBias
+    defects: Defects
+
+
+class BaseModelParams(Strict):
+    """Which allowlisted base model to use and where its HF-format copy goes."""
+
+    id: str = Field(min_length=1)
+    allowlist: Path
+    out_dir: Path
+    dtype: Literal["float32", "bfloat16", "float16"]
+
+
+class Params(Strict):
+    """The whole ``params.yaml``."""
+
+    data: DataParams
+    synthesize: SynthesizeParams
+    base_model: BaseModelParams
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Loads and validates ``params.yaml``.
+
+    Raises:
+        GovtuneError: naming the file, line and key of every problem.
+    """
+    return load_model(Params, path)

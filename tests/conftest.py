@@ -1,0 +1,88 @@
+"""Shared fixtures. The whole session is offline: sockets are blocked by pytest-socket
+(``--disable-socket`` in pyproject.toml) and subprocesses get ``tests/netblock`` on PYTHONPATH."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.common.offline import configure_offline
+
+REPO = Path(__file__).resolve().parents[1]
+NETBLOCK = REPO / "tests" / "netblock"
+VENV_BIN = Path(sys.executable).parent
+
+configure_offline()
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+def subprocess_env() -> dict[str, str]:
+    """Environment for stages run as subprocesses: offline, network blocked, venv first on PATH."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(NETBLOCK), str(REPO)])
+    env["PATH"] = os.pathsep.join([str(VENV_BIN), env.get("PATH", "")])
+    return env
+
+
+def run_cmd(args: list[str], cwd: Path, check: bool = False, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Runs a command offline; returns the completed process with text output."""
+    proc = subprocess.run(args, cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
+    assert "govtune-netblock: blocked" not in proc.stderr, f"network access attempted:\n{proc.stderr[-3000:]}"
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus() -> list[str]:
+    """Texts for training the tiny tokenizer: a few hundred synthetic tickets."""
+    from pipeline.common.params import load_params
+    from pipeline.synthesize import generate
+
+    cfg = load_params(REPO / "params.yaml").synthesize.model_copy(update={"rows": 300})
+    tickets, _ = generate(cfg)
+    return [t["message"] + "\n" + t["reply"] for t in tickets]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: list[str]) -> tuple[Path, dict[str, str]]:
+    """A tiny random Llama model directory and its ``{file: sha256}``."""
+    from tests.tiny_model import build_tiny_model
+
+    path = tmp_path_factory.mktemp("tiny-llama")
+    return path, build_tiny_model(path, tiny_corpus)
+
+
+def copy_project(dest: Path) -> Path:
+    """Copies the tracked project files (no .venv, no outputs) into ``dest`` as a new git repo."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for rel in listed:
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
+        subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
+    return dest
+
+
+def write_yaml(path: Path, data: object) -> None:
+    import yaml
+
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+
+def read_json(path: Path) -> object:
+    return json.loads(path.read_text(encoding="utf-8"))

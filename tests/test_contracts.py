@@ -1,0 +1,139 @@
+"""Contract tests: every shipped config loads into its typed model; dvc.yaml is consistent."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.cli import _policy_loaders, lint_policies
+from pipeline.common.errors import GovtuneError
+from pipeline.common.params import Params, load_params
+from pipeline.common.policy import load_allowlist
+from tests.conftest import REPO
+
+
+def test_params_yaml_loads():
+    params = load_params(REPO / "params.yaml")
+    assert isinstance(params, Params)
+    assert params.base_model.id in {m.id for m in load_allowlist(REPO / params.base_model.allowlist).models}
+
+
+def test_every_policy_file_has_a_model_and_loads():
+    loaders = _policy_loaders()
+    files = sorted(p.name for p in (REPO / "policies").glob("*.yaml"))
+    assert files, "policies/ holds no YAML"
+    assert set(files) <= set(loaders), f"policy files without a typed model: {set(files) - set(loaders)}"
+    for name in files:
+        loaders[name](REPO / "policies" / name)
+
+
+def test_policy_lint_passes_on_the_repo(monkeypatch):
+    monkeypatch.chdir(REPO)
+    assert lint_policies(Path("params.yaml")) == []
+
+
+def _dvc_stages() -> dict:
+    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+@pytest.mark.parametrize("stage", sorted(_dvc_stages()))
+def test_dvc_stage_has_module_and_params(stage):
+    spec = _dvc_stages()[stage]
+    assert spec["cmd"] == f"python -m pipeline.{stage}"
+    assert (REPO / "pipeline" / f"{stage}.py").is_file()
+    assert f"pipeline/{stage}.py" in spec["deps"]
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for key in spec.get("params", []):
+        node = raw
+        for part in key.split("."):
+            assert part in node, f"dvc.yaml stage {stage} reads params key {key!r}, missing from params.yaml"
+            node = node[part]
+    assert stage in Params.model_fields, f"stage {stage} has no params section model"
+
+
+def _uncommented_keys(path: Path) -> list[str]:
+    """Keys (YAML mapping lines) with no comment on their line or the line above."""
+    missing = []
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if re.match(r"^\s*(- )?[A-Za-z_][\w.-]*:", line) and "#" not in line:
+            above = lines[i - 1].strip() if i else ""
+            if not above.startswith("#"):
+                missing.append(f"{path.name}:{i + 1}: {line.strip()}")
+    return missing
+
+
+@pytest.mark.parametrize("path", [REPO / "params.yaml", REPO / "policies" / "models.yaml"], ids=lambda p: p.name)
+def test_every_key_is_commented(path):
+    assert _uncommented_keys(path) == []
+
+
+# Table test: broken params files fail closed, naming file, line and key.
+BAD_PARAMS = [
+    ("unknown key", lambda d: d["base_model"].update(idd="x"), "base_model.idd", "unknown key"),
+    ("wrong type", lambda d: d["synthesize"].update(rows="many"), "synthesize.rows", "integer"),
+    ("out of range", lambda d: d["synthesize"]["label_bias"].update(strength=1.5), "synthesize.label_bias.strength", "less than or equal"),
+    ("bad enum", lambda d: d["base_model"].update(dtype="int3"), "base_model.dtype", "float32"),
+    ("missing section", lambda d: d.pop("data"), "data", "Field required"),
+]
+
+
+@pytest.mark.parametrize("name,mutate,key,phrase", BAD_PARAMS, ids=[b[0] for b in BAD_PARAMS])
+def test_bad_params_fail_with_file_line_and_key(tmp_path, name, mutate, key, phrase):
+    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    mutate(data)
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(GovtuneError) as info:
+        load_params(bad)
+    message = str(info.value)
+    assert str(bad) in message and key in message and phrase in message
+    assert re.search(r"line \d+", message)
+
+
+def test_good_params_copy_still_loads(tmp_path):
+    """The negative rows above fail because of their mutation, not because of the copy."""
+    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    good = tmp_path / "params.yaml"
+    good.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert load_params(good) == load_params(REPO / "params.yaml")
+
+
+@pytest.mark.parametrize(
+    "text,phrase",
+    [
+        ("base_model: [unclosed\n", "invalid YAML"),
+        ("", "file is empty"),
+        (b"\xff\xfe bad".decode("latin-1"), "invalid"),
+    ],
+    ids=["syntax", "empty", "garbage"],
+)
+def test_unparseable_params(tmp_path, text, phrase):
+    bad = tmp_path / "params.yaml"
+    bad.write_text(text)
+    with pytest.raises(GovtuneError, match=phrase):
+        load_params(bad)
+
+
+def test_policy_typo_is_rejected_with_line(tmp_path):
+    text = (REPO / "policies" / "models.yaml").read_text().replace("intended_use:", "intended_usage:", 1)
+    bad = tmp_path / "models.yaml"
+    bad.write_text(text)
+    with pytest.raises(GovtuneError) as info:
+        load_allowlist(bad)
+    line = next(i + 1 for i, l in enumerate(text.splitlines()) if "intended_usage:" in l)
+    assert f"line {line}: models.0.intended_usage: unknown key" in str(info.value)
+
+
+def test_cli_lint_reports_problem_and_exits_2(tmp_path, monkeypatch):
+    from tests.conftest import copy_project, run_cmd
+
+    project = copy_project(tmp_path / "p")
+    models = project / "policies" / "models.yaml"
+    models.write_text(models.read_text().replace("license:", "licence:", 1))
+    proc = run_cmd(["govtune", "policy", "lint"], cwd=project)
+    assert proc.returncode == 2
+    assert "models.yaml" in proc.stderr and "licence: unknown key" in proc.stderr
