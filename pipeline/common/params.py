@@ -59,12 +59,23 @@ class BaseModelParams(Strict):
     dtype: Literal["float32", "bfloat16", "float16"]
 
 
+class ValidateParams(Strict):
+    """Stage validate: the data contract and where its results go."""
+
+    contract: Path
+    report: Path
+    html: Path
+    max_failing_ids: int = Field(ge=0)
+
+
 class Params(Strict):
     """The whole ``params.yaml``."""
 
     data: DataParams
     synthesize: SynthesizeParams
     base_model: BaseModelParams
+    # `validate` would shadow pydantic's BaseModel.validate, hence the alias.
+    validate_: ValidateParams = Field(alias="validate")
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:

@@ -93,3 +93,108 @@ class ModelAllowlist(Strict):
 def load_allowlist(path: str | Path) -> ModelAllowlist:
     """Loads ``policies/models.yaml``."""
     return load_model(ModelAllowlist, path)
+
+
+# --- policies/data_contract.yaml ----------------------------------------------------------
+
+Severity = Literal["blocking", "warning"]
+JsonType = Literal["string", "integer", "number", "boolean"]
+
+
+class _Rule(Strict):
+    id: str = Field(pattern=r"^[a-z0-9_]+$")
+    column: str
+    severity: Severity
+
+
+class UniqueRule(_Rule):
+    """Every value of the column is different."""
+
+    kind: Literal["unique"]
+
+
+class RegexRule(_Rule):
+    """Every non-null value matches ``pattern``."""
+
+    kind: Literal["regex"]
+    pattern: str
+
+
+class NotNullRule(_Rule):
+    """No value is null."""
+
+    kind: Literal["not_null"]
+
+
+class LengthRule(_Rule):
+    """Every non-null value has between ``min`` and ``max`` characters."""
+
+    kind: Literal["length_between"]
+    min: int = Field(ge=0)
+    max: int = Field(gt=0)
+
+
+class InSetRule(_Rule):
+    """Every non-null value is one of ``values``."""
+
+    kind: Literal["in_set"]
+    values: list[str] = Field(min_length=1)
+
+
+class DuplicateRateRule(_Rule):
+    """At most ``max_rate`` of the records repeat another record's value."""
+
+    kind: Literal["max_duplicate_rate"]
+    max_rate: float = Field(ge=0.0, le=1.0)
+
+
+class MinRowsPerClassRule(_Rule):
+    """Each allowed value of the column (from its in_set rule) has at least ``min_rows`` records."""
+
+    kind: Literal["min_rows_per_class"]
+    min_rows: int = Field(ge=1)
+
+
+class CoverageRule(_Rule):
+    """At least ``min_rate`` of the records have a (non-null) value."""
+
+    kind: Literal["coverage"]
+    min_rate: float = Field(ge=0.0, le=1.0)
+
+
+ContractRule = Annotated[
+    UniqueRule | RegexRule | NotNullRule | LengthRule | InSetRule | DuplicateRateRule | MinRowsPerClassRule | CoverageRule,
+    Field(discriminator="kind"),
+]
+
+
+class DataContract(Strict):
+    """``policies/data_contract.yaml``: the schema and quality rules of the raw data."""
+
+    id_column: str
+    max_record_bytes: int = Field(gt=0)
+    columns: dict[str, JsonType] = Field(min_length=1)
+    rules: list[ContractRule] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataContract:
+        known = set(self.columns)
+        for name in [self.id_column, *(r.column for r in self.rules)]:
+            if name not in known:
+                raise ValueError(f"column {name!r} is not declared under columns")
+        ids = [r.id for r in self.rules]
+        if len(ids) != len(set(ids)):
+            raise ValueError("rule ids must be unique")
+        for rule in self.rules:
+            if isinstance(rule, MinRowsPerClassRule) and not self.allowed_values(rule.column):
+                raise ValueError(f"rule {rule.id}: min_rows_per_class needs an in_set rule on {rule.column!r}")
+        return self
+
+    def allowed_values(self, column: str) -> list[str]:
+        """The values an in_set rule allows for ``column`` (empty if none)."""
+        return next((r.values for r in self.rules if isinstance(r, InSetRule) and r.column == column), [])
+
+
+def load_data_contract(path: str | Path) -> DataContract:
+    """Loads ``policies/data_contract.yaml``."""
+    return load_model(DataContract, path)

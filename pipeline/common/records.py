@@ -1,0 +1,103 @@
+"""Strict reading of JSON Lines input: every problem names the file and the line.
+
+Shared by the stages that read raw-format data (validate, scrub, and monitoring). Errors
+never quote record content (it may hold PII): they give the file, line, column and type.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pipeline.common.errors import GovtuneError
+
+_PY_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+}
+
+
+def iter_jsonl(path: Path, max_record_bytes: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yields ``(line number, record)`` from a UTF-8 JSON Lines file.
+
+    Raises:
+        GovtuneError: the file is missing or empty, starts with a BOM, has invalid UTF-8, a
+            line over ``max_record_bytes``, a line that is not JSON, or one that is not an object.
+    """
+    fix_encoding = "save the file as UTF-8 without a byte-order mark, one JSON object per line"
+    if not path.is_file():
+        raise GovtuneError(str(path), "file not found", "check data.raw in params.yaml")
+    with open(path, "rb") as handle:
+        any_line = False
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raise GovtuneError(f"{path}:1", "file starts with a UTF-8 byte-order mark (BOM)", fix_encoding)
+            if len(raw) > max_record_bytes:
+                raise GovtuneError(
+                    f"{path}:{number}",
+                    f"record is {len(raw):,} bytes, over the contract's max_record_bytes ({max_record_bytes:,})",
+                    "remove or split the record, or raise max_record_bytes in policies/data_contract.yaml",
+                )
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise GovtuneError(f"{path}:{number}", f"invalid UTF-8 at byte {exc.start} of the line", fix_encoding) from exc
+            if not text.strip():
+                continue
+            any_line = True
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise GovtuneError(
+                    f"{path}:{number}", f"not valid JSON ({exc.msg} at column {exc.colno})", "fix or remove the line"
+                ) from exc
+            if not isinstance(record, dict):
+                raise GovtuneError(f"{path}:{number}", f"a JSON {type(record).__name__}, not an object", "one JSON object per line")
+            yield number, record
+    if not any_line:
+        raise GovtuneError(str(path), "file is empty (no records)", "point data.raw at a file with records")
+
+
+def check_schema(path: Path, number: int, record: dict[str, Any], columns: dict[str, str]) -> None:
+    """Checks one record's columns and JSON types against the contract.
+
+    Nulls pass here: whether a column may be null is a contract rule (``not_null``), checked
+    over all records so the report can count them.
+
+    Raises:
+        GovtuneError: naming file, line, column, expected and found type (never the value).
+    """
+    missing = [c for c in columns if c not in record]
+    if missing:
+        raise GovtuneError(
+            f"{path}:{number}", f"missing column(s): {', '.join(missing)}", "add them, or declare the schema in policies/data_contract.yaml"
+        )
+    extra = sorted(set(record) - set(columns))
+    if extra:
+        raise GovtuneError(
+            f"{path}:{number}", f"unexpected column(s): {', '.join(extra)}", "remove them, or declare them in policies/data_contract.yaml"
+        )
+    for column, json_type in columns.items():
+        value = record[column]
+        if value is None:
+            continue
+        ok = isinstance(value, _PY_TYPES[json_type]) and not (json_type != "boolean" and isinstance(value, bool))
+        if not ok:
+            raise GovtuneError(
+                f"{path}:{number}",
+                f"column {column!r} should be a {json_type}, found a {type(value).__name__}",
+                "fix the value's type in the data, or the column's type in policies/data_contract.yaml",
+            )
+
+
+def load_records(path: Path, columns: dict[str, str], max_record_bytes: int) -> list[dict[str, Any]]:
+    """Reads and schema-checks every record of a JSON Lines file."""
+    records = []
+    for number, record in iter_jsonl(path, max_record_bytes):
+        check_schema(path, number, record, columns)
+        records.append(record)
+    return records
