@@ -72,6 +72,9 @@ REGION_LOCALES = {
     "latin_america": ("es_MX",),
 }
 COUNTRY_PHONE = {"en_US": "+1", "en_GB": "+44", "de_DE": "+49", "fr_FR": "+33", "en_IN": "+91", "es_MX": "+52"}
+# IBAN layouts used: country -> (leading letters, then digits) of the BBAN.
+IBAN_BBAN = {"GB": (4, 14), "DE": (0, 18), "FR": (0, 23), "ES": (0, 20), "NL": (4, 10)}
+IBAN_COUNTRY = {"en_GB": "GB", "de_DE": "DE", "fr_FR": "FR"}
 US_AREA_CODES = (212, 213, 305, 312, 404, 415, 503, 512, 602, 617, 646, 702, 713, 718, 773, 808, 818, 917, 972)
 PRODUCTS = ("Nimbus Router X2", "AeroDesk Pro", "Lumen Smart Bulb", "Orbit Earbuds", "Vega Tablet 10",
             "Pulse Fitness Band", "Atlas Backup Drive", "Nova Coffee Maker", "Zephyr Air Purifier")  # fmt: skip
@@ -305,9 +308,16 @@ class Generator:
         groups = [number[i : i + 4] for i in range(0, 16, 4)]
         return (" " if style < 0.75 else "-").join(groups)
 
-    def _iban(self, fake: Any) -> str:
-        iban = fake.iban()
-        if self.rng.random() < 0.5:
+    def _iban(self, locale: str) -> str:
+        """A valid IBAN (ISO 13616 check digits) of the customer's country, or a common one."""
+        r = self.rng
+        country = IBAN_COUNTRY.get(locale) or r.choice(sorted(IBAN_BBAN))
+        letters, digits = IBAN_BBAN[country]
+        bban = "".join(r.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(letters))
+        bban += "".join(r.choice("0123456789") for _ in range(digits))
+        numeric = "".join(str(int(ch, 36)) for ch in bban + country + "00")
+        iban = f"{country}{98 - int(numeric) % 97:02d}{bban}"
+        if r.random() < 0.5:
             return " ".join(iban[i : i + 4] for i in range(0, len(iban), 4))
         return iban
 
@@ -347,7 +357,7 @@ class Generator:
         return Customer(
             customer_id=self._unique("CUST-", 6), locale=locale, gender=gender, age_band=age_band, age=age,
             region=region, first=first, last=last, email=self._email(first, last, fake),
-            phone=self._phone(locale), address=address, card=self._card(fake), iban=self._iban(fake),
+            phone=self._phone(locale), address=address, card=self._card(fake), iban=self._iban(locale),
             ssn=self._ssn(), ip=ip, dob=dob, account=self._unique("ACCT-", 7),
         )  # fmt: skip
 

@@ -127,3 +127,22 @@ def test_written_files_are_jsonl_utf8(tmp_path, monkeypatch):
     lines = (tmp_path / "tickets.jsonl").read_bytes().split(b"\n")
     assert lines[-1] == b"" and len(lines) == 21
     assert all(json.loads(line.decode("utf-8"))["ticket_id"].startswith("TCK-") for line in lines[:-1])
+
+
+def test_ibans_and_cards_are_valid_numbers():
+    """Real identifiers carry check digits; a scrubber that validates them must see valid ones."""
+    tickets, spans = generate(cfg(rows=800))
+
+    def luhn(number: str) -> bool:
+        digits = [int(c) for c in number if c.isdigit()][::-1]
+        return sum(d if i % 2 == 0 else (d * 2 - 9 if d > 4 else d * 2) for i, d in enumerate(digits)) % 10 == 0
+
+    def iban_ok(iban: str) -> bool:
+        s = iban.replace(" ", "")
+        return int("".join(str(int(c, 36)) for c in s[4:] + s[:4])) % 97 == 1
+
+    ibans = [s["value"] for s in spans if s["entity_type"] == "IBAN_CODE"]
+    cards = [s["value"] for s in spans if s["entity_type"] == "CREDIT_CARD"]
+    assert ibans and all(iban_ok(i) for i in ibans)
+    assert cards and all(luhn(c) for c in cards)
+    assert not iban_ok(ibans[0][:-1] + str((int(ibans[0][-1]) + 1) % 10)), "the check itself must be able to fail"

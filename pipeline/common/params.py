@@ -68,6 +68,18 @@ class ValidateParams(Strict):
     max_failing_ids: int = Field(ge=0)
 
 
+class ScrubParams(Strict):
+    """Stage scrub: the PII policy, outputs, and how the work is spread over cores."""
+
+    policy: Path
+    out: Path
+    report: Path
+    workers: int = Field(ge=0)
+    batch_size: int = Field(ge=1)
+    chunk_records: int = Field(ge=1)
+    rescan: bool
+
+
 class Params(Strict):
     """The whole ``params.yaml``."""
 
@@ -76,6 +88,7 @@ class Params(Strict):
     base_model: BaseModelParams
     # `validate` would shadow pydantic's BaseModel.validate, hence the alias.
     validate_: ValidateParams = Field(alias="validate")
+    scrub: ScrubParams
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:

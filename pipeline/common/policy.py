@@ -198,3 +198,71 @@ class DataContract(Strict):
 def load_data_contract(path: str | Path) -> DataContract:
     """Loads ``policies/data_contract.yaml``."""
     return load_model(DataContract, path)
+
+
+# --- policies/pii.yaml --------------------------------------------------------------------
+
+Operator = Literal["replace", "mask", "redact", "hash", "pseudonym"]
+
+
+class EntityPolicy(Strict):
+    """How one entity type is detected (minimum score) and replaced (operator)."""
+
+    min_score: float = Field(ge=0.0, le=1.0)
+    operator: Operator
+
+
+class KeyPolicy(Strict):
+    """Where the pseudonymisation key comes from."""
+
+    env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$")
+    file: Path | None = None
+    allow_demo_key: bool
+
+
+class RecognizerPolicy(Strict):
+    """A custom Presidio pattern recognizer."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    entity: str
+    patterns: list[str] = Field(min_length=1)
+    score: float = Field(gt=0.0, le=1.0)
+    context: list[str] = []
+    validator: Literal["luhn", "iban"] | None = None
+
+    @model_validator(mode="after")
+    def _patterns_compile(self) -> RecognizerPolicy:
+        import re
+
+        for i, pattern in enumerate(self.patterns):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"patterns[{i}] is not a valid regular expression: {exc}") from exc
+        return self
+
+
+class PiiPolicy(Strict):
+    """``policies/pii.yaml``: what PII is, how it is found, what replaces it."""
+
+    enabled: bool
+    language: str
+    ner_model: str
+    fields: list[str] = Field(min_length=1)
+    identifier_columns: dict[str, Literal["keep", "pseudonymize", "drop"]]
+    key: KeyPolicy
+    entities: dict[str, EntityPolicy] = Field(min_length=1)
+    recognizers: list[RecognizerPolicy] = []
+    allow_list: list[str] = []
+
+    @model_validator(mode="after")
+    def _recognizers_feed_policy_entities(self) -> PiiPolicy:
+        for r in self.recognizers:
+            if r.entity not in self.entities:
+                raise ValueError(f"recognizer {r.name!r} reports {r.entity!r}, which is not under entities")
+        return self
+
+
+def load_pii_policy(path: str | Path) -> PiiPolicy:
+    """Loads ``policies/pii.yaml``."""
+    return load_model(PiiPolicy, path)

@@ -1,0 +1,208 @@
+"""Presidio engines built from ``policies/pii.yaml``: detect, replace, re-scan.
+
+Used by the scrub stage, and by every later step that must treat text the way training data
+was treated (counterfactual variants, generated outputs, monitored batches). Nothing here
+logs or returns a detected value: detections are positions, entity types and scores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.common.errors import GovtuneError
+from pipeline.common.policy import PiiPolicy, RecognizerPolicy
+
+# A public, fixed key for demos and tests. A run that uses it is marked "demo key" in the
+# report; the policy must allow it explicitly (key.allow_demo_key).
+DEMO_KEY = b"govtune-demo-pseudonym-key--public--not-a-secret"
+
+# Text our operators put in place of PII; the residual re-scan ignores detections inside it.
+_TAG = re.compile(r"<[A-Z_]+(?:_[0-9a-f]{10})?>|\*{4,}|\b[0-9a-f]{64}\b")
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detected span: ``text[start:end]`` looks like ``entity`` with ``score``."""
+
+    start: int
+    end: int
+    entity: str
+    score: float
+
+
+@dataclass(frozen=True)
+class PseudonymKey:
+    """The HMAC key and where it came from (``env``, ``file`` or ``demo``); never printed."""
+
+    secret: bytes
+    source: str
+
+    def __repr__(self) -> str:  # keep the secret out of tracebacks and logs
+        return f"PseudonymKey(source={self.source!r})"
+
+    @property
+    def fingerprint(self) -> str:
+        """A short, non-reversible id of the key, so reports can show which key was used."""
+        return hmac.new(self.secret, b"govtune-key-fingerprint", hashlib.sha256).hexdigest()[:16]
+
+
+def load_key(policy: PiiPolicy, policy_path: Path, repo_root: Path) -> PseudonymKey:
+    """Reads the pseudonymisation key from the environment or a key file outside the repo.
+
+    Raises:
+        GovtuneError: no key and the demo key is not allowed, an empty key, or a key file
+            inside the repository (it would end up in git or DVC).
+    """
+    value = os.environ.get(policy.key.env, "")
+    if value:
+        return PseudonymKey(value.encode("utf-8"), "env")
+    if policy.key.file is not None:
+        path = policy.key.file.expanduser().resolve()
+        if path.is_relative_to(repo_root.resolve()):
+            raise GovtuneError(f"{policy_path}: key.file", "the key file lies inside the repository", "move it outside the repository and point key.file at it")
+        if not path.is_file():
+            raise GovtuneError(f"{policy_path}: key.file", f"key file {path} not found", f"create it, or set {policy.key.env}")
+        secret = path.read_bytes().strip()
+        if not secret:
+            raise GovtuneError(f"{policy_path}: key.file", f"key file {path} is empty", "write a random key into it (e.g. `openssl rand -hex 32`)")
+        return PseudonymKey(secret, "file")
+    if policy.key.allow_demo_key:
+        return PseudonymKey(DEMO_KEY, "demo")
+    raise GovtuneError(
+        f"{policy_path}: key",
+        f"no pseudonymisation key: {policy.key.env} is not set and key.file is null",
+        f"export {policy.key.env}=<random secret> (e.g. `openssl rand -hex 32`), or set key.file",
+    )
+
+
+def keyed_digest(key: PseudonymKey, entity: str, value: str) -> str:
+    """HMAC-SHA256 of a normalised value, scoped by entity type (hex)."""
+    normalised = " ".join(value.split()).casefold()
+    return hmac.new(key.secret, f"{entity}\x1f{normalised}".encode(), hashlib.sha256).hexdigest()
+
+
+def pseudonym(key: PseudonymKey, entity: str, value: str) -> str:
+    """A consistent surrogate: the same value (and key) always gives the same tag."""
+    return f"<{entity}_{keyed_digest(key, entity, value)[:10]}>"
+
+
+def luhn_ok(text: str) -> bool:
+    """Luhn check of the digits in ``text`` (credit-card numbers)."""
+    digits = [int(c) for c in text if c.isdigit()][::-1]
+    if len(digits) < 12:
+        return False
+    total = sum(d if i % 2 == 0 else (d * 2 - 9 if d > 4 else d * 2) for i, d in enumerate(digits))
+    return total % 10 == 0
+
+
+def iban_ok(text: str) -> bool:
+    """ISO 13616 mod-97 check of an IBAN (spaces ignored)."""
+    s = text.replace(" ", "").upper()
+    if not re.fullmatch(r"[A-Z]{2}\d{2}[A-Z0-9]{10,30}", s):
+        return False
+    return int("".join(str(int(c, 36)) for c in s[4:] + s[:4])) % 97 == 1
+
+
+VALIDATORS: dict[str, Callable[[str], bool]] = {"luhn": luhn_ok, "iban": iban_ok}
+
+
+def build_recognizer(spec: RecognizerPolicy) -> Any:
+    """A Presidio PatternRecognizer from a policy entry (with an optional check-digit validator)."""
+    from presidio_analyzer import Pattern, PatternRecognizer
+
+    validator = VALIDATORS.get(spec.validator) if spec.validator else None
+
+    class PolicyPatternRecognizer(PatternRecognizer):
+        def validate_result(self, pattern_text: str) -> bool | None:
+            return validator(pattern_text) if validator else None
+
+    patterns = [Pattern(f"{spec.name}_{i}", regex, spec.score) for i, regex in enumerate(spec.patterns)]
+    return PolicyPatternRecognizer(
+        supported_entity=spec.entity, name=spec.name, patterns=patterns, context=spec.context or None
+    )
+
+
+def build_analyzer(policy: PiiPolicy) -> Any:
+    """Presidio AnalyzerEngine: the pinned spaCy NER, predefined and the policy's recognizers."""
+    from pipeline.common.offline import configure_offline
+
+    configure_offline()
+    import logging
+
+    from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer.nlp_engine import NlpEngineProvider
+
+    logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
+    provider = NlpEngineProvider(
+        nlp_configuration={
+            "nlp_engine_name": "spacy",
+            "models": [{"lang_code": policy.language, "model_name": policy.ner_model}],
+        }
+    )
+    analyzer = AnalyzerEngine(nlp_engine=provider.create_engine(), supported_languages=[policy.language])
+    for spec in policy.recognizers:
+        analyzer.registry.add_recognizer(build_recognizer(spec))
+    return analyzer
+
+
+def detect_batch(analyzer: Any, policy: PiiPolicy, texts: Sequence[str | None], batch_size: int) -> list[list[Detection]]:
+    """Runs the analyzer over texts with spaCy batching; keeps detections above each entity's minimum."""
+    from presidio_analyzer import BatchAnalyzerEngine
+
+    entities = list(policy.entities)
+    floor = min(e.min_score for e in policy.entities.values())
+    batch = BatchAnalyzerEngine(analyzer)
+    results = batch.analyze_iterator(
+        [t or "" for t in texts], language=policy.language, batch_size=batch_size, entities=entities,
+        allow_list=policy.allow_list or None, score_threshold=floor,
+    )  # fmt: skip
+    out = []
+    for found in results:
+        kept = [
+            Detection(r.start, r.end, r.entity_type, round(float(r.score), 4))
+            for r in found
+            if r.score >= policy.entities[r.entity_type].min_score
+        ]
+        out.append(sorted(kept, key=lambda d: (d.start, d.end, d.entity)))
+    return out
+
+
+def build_operators(policy: PiiPolicy, key: PseudonymKey) -> dict[str, Any]:
+    """Presidio OperatorConfigs per entity, from the policy's operator names."""
+    from presidio_anonymizer.entities import OperatorConfig
+
+    def config(entity: str, operator: str) -> Any:
+        if operator == "replace":
+            return OperatorConfig("replace", {"new_value": f"<{entity}>"})
+        if operator == "redact":
+            return OperatorConfig("redact", {})
+        if operator == "mask":
+            return OperatorConfig("mask", {"masking_char": "*", "chars_to_mask": 10_000, "from_end": False})
+        if operator == "hash":
+            return OperatorConfig("custom", {"lambda": lambda value: keyed_digest(key, entity, value)})
+        return OperatorConfig("custom", {"lambda": lambda value: pseudonym(key, entity, value)})
+
+    return {entity: config(entity, spec.operator) for entity, spec in policy.entities.items()}
+
+
+def anonymize(anonymizer: Any, text: str, detections: Iterable[Detection], operators: dict[str, Any]) -> str:
+    """Replaces the detected spans in ``text`` with the policy's operators."""
+    from presidio_anonymizer.entities import RecognizerResult
+
+    results = [RecognizerResult(d.entity, d.start, d.end, d.score) for d in detections]
+    if not results:
+        return text
+    return anonymizer.anonymize(text=text, analyzer_results=results, operators=operators).text
+
+
+def outside_tags(text: str, detections: Iterable[Detection]) -> list[Detection]:
+    """Detections in scrubbed text that are not (inside) one of our replacement tags."""
+    tags = [(m.start(), m.end()) for m in _TAG.finditer(text)]
+    return [d for d in detections if not any(s <= d.start and d.end <= e for s, e in tags)]
