@@ -6,6 +6,8 @@ test as they are built; the tiny profile keeps it to seconds per stage.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -15,8 +17,13 @@ from tests.tiny_model import allowlist_entry
 
 @pytest.fixture()
 def tiny_project(tmp_path, tiny_model):
-    """A copy of the project whose params select the tiny model (added to its allowlist)."""
+    """A copy of the project on the tiny profile: the tiny model (added to its allowlist)
+    and 300 synthetic tickets."""
     project = copy_project(tmp_path / "project")
+    run_cmd(["python", "-m", "pipeline.synthesize", "--rows", "300"], cwd=project, check=True)
+    # 300 rows cannot meet the default's 50 rows per class; the tiny profile asks for 10.
+    contract = project / "policies" / "data_contract.yaml"
+    contract.write_text(contract.read_text().replace("min_rows: 50", "min_rows: 10"))
     path, files = tiny_model
     allow = project / "policies" / "models.yaml"
     data = yaml.safe_load(allow.read_text())
@@ -31,7 +38,12 @@ def tiny_project(tmp_path, tiny_model):
 @pytest.mark.slow
 def test_dvc_repro_tiny_profile(tiny_project):
     first = run_cmd(["dvc", "repro"], cwd=tiny_project, check=True)
-    assert "Running stage 'base_model'" in first.stdout
+    for stage in ("base_model", "validate", "scrub", "split"):
+        assert f"Running stage '{stage}'" in first.stdout
+    assert read_json(tiny_project / "reports" / "data_validation.json")["success"] is True
+    pii = read_json(tiny_project / "reports" / "pii_report.json")
+    assert pii["records"] == 300 and pii["totals"]["min_recall"] >= 0.95
+    assert read_json(tiny_project / "reports" / "split_report.json")["customer_overlap"] == 0
     prov = read_json(tiny_project / "models" / "base" / "provenance.json")
     assert prov["model_id"] == "tiny-llama" and prov["source"]["kind"] == "local_dir"
     lock = yaml.safe_load((tiny_project / "dvc.lock").read_text())
@@ -41,6 +53,20 @@ def test_dvc_repro_tiny_profile(tiny_project):
     again = run_cmd(["dvc", "repro"], cwd=tiny_project, check=True)
     assert "Running stage" not in again.stdout
     assert "up to date" in again.stdout
+
+    # A PII policy edit re-runs scrub (and split only if the scrubbed data changed), never upstream.
+    pii_policy = tiny_project / "policies" / "pii.yaml"
+    pii_policy.write_text(pii_policy.read_text().replace("US_SSN: {min_score: 0.3", "US_SSN: {min_score: 0.35"))
+    edited = run_cmd(["dvc", "repro"], cwd=tiny_project, check=True)
+    ran = set(re.findall(r"Running stage '(\w+)'", edited.stdout))
+    assert "scrub" in ran and ran <= {"scrub", "split"}, ran
+
+    # Bad data stops the pipeline at validate: nothing downstream runs.
+    raw = tiny_project / "data" / "raw" / "tickets.jsonl"
+    raw.write_text(raw.read_text().replace('"category":"billing"', '"category":"complaints"', 1))
+    blocked = run_cmd(["dvc", "repro"], cwd=tiny_project)
+    assert blocked.returncode != 0 and "rule category_allowed (column category): 1 failing rows" in blocked.stderr
+    assert "Running stage 'scrub'" not in blocked.stdout
 
     # The allowlist's expected hash no longer matches: the stage fails closed, naming file and hashes.
     allow = tiny_project / "policies" / "models.yaml"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pipeline.common.config import Strict, load_model
 
@@ -80,6 +80,24 @@ class ScrubParams(Strict):
     rescan: bool
 
 
+class SplitParams(Strict):
+    """Stage split: fractions, grouping and stratification columns, outputs."""
+
+    train: float = Field(gt=0.0, lt=1.0)
+    val: float = Field(gt=0.0, lt=1.0)
+    salt: str = Field(min_length=1)
+    group_by: str
+    stratify_by: str
+    out_dir: Path
+    report: Path
+
+    @model_validator(mode="after")
+    def _leaves_a_test_split(self) -> SplitParams:
+        if self.train + self.val >= 1.0:
+            raise ValueError("train + val must be below 1 (the rest is the test split)")
+        return self
+
+
 class Params(Strict):
     """The whole ``params.yaml``."""
 
@@ -89,6 +107,7 @@ class Params(Strict):
     # `validate` would shadow pydantic's BaseModel.validate, hence the alias.
     validate_: ValidateParams = Field(alias="validate")
     scrub: ScrubParams
+    split: SplitParams
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:

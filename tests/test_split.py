@@ -1,0 +1,72 @@
+"""Tests of the split stage: deterministic, grouped by customer, stratified, attributes kept apart."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from pipeline.common.params import load_params
+from pipeline.split import ATTRIBUTE_COLUMNS, SPLITS, assign_customers, split_records
+from pipeline.synthesize import generate
+from tests.conftest import REPO
+
+PARAMS = load_params(REPO / "params.yaml")
+CFG = PARAMS.split
+
+
+@pytest.fixture(scope="module")
+def records() -> list[dict]:
+    return generate(PARAMS.synthesize.model_copy(update={"rows": 1500}))[0]
+
+
+def test_row_order_does_not_matter(records):
+    shuffled = list(records)
+    random.Random(1).shuffle(shuffled)
+    a, b = split_records(records, CFG), split_records(shuffled, CFG)
+    assert a.splits == b.splits and a.test_attributes == b.test_attributes
+
+
+def test_no_customer_in_two_splits(records):
+    result = split_records(records, CFG)
+    owners = {}
+    for name, rows in result.splits.items():
+        for r in rows:
+            assert owners.setdefault(r["customer_id"], name) == name
+    assert result.report["customer_overlap"] == 0
+    assert sum(len(rows) for rows in result.splits.values()) == len(records)
+
+
+def test_fractions_and_stratification(records):
+    result = split_records(records, CFG)
+    shares = result.report["record_share"]
+    assert abs(shares["train"] - CFG.train) < 0.06 and abs(shares["val"] - CFG.val) < 0.04
+    overall = Counter(r["category"] for r in records)
+    for name in SPLITS:
+        counts = Counter(r["category"] for r in result.splits[name])
+        n = sum(counts.values())
+        for category, total in overall.items():
+            assert abs(counts[category] / n - total / len(records)) < 0.07, (name, category)
+
+
+def test_protected_attributes_only_in_the_evaluation_file(records):
+    result = split_records(records, CFG)
+    for rows in result.splits.values():
+        assert not any(set(ATTRIBUTE_COLUMNS) & set(r) for r in rows)
+    assert {a["ticket_id"] for a in result.test_attributes} == {r["ticket_id"] for r in result.splits["test"]}
+    assert all(set(ATTRIBUTE_COLUMNS) <= set(a) for a in result.test_attributes)
+
+
+def test_salt_draws_another_split(records):
+    a = assign_customers(records, CFG)
+    b = assign_customers(records, CFG.model_copy(update={"salt": "other"}))
+    assert a.keys() == b.keys() and a != b
+
+
+@pytest.mark.parametrize("train,val", [(0.9, 0.1), (0.95, 0.2)])
+def test_fractions_must_leave_a_test_split(train, val):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="train \\+ val must be below 1"):
+        CFG.model_validate({**CFG.model_dump(), "train": train, "val": val})
