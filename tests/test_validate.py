@@ -161,3 +161,12 @@ def test_stage_blocks_and_reports_without_raw_values(tmp_path, good_records):
     texts = (project / "reports" / "data_validation.json").read_text() + html + proc.stderr + proc.stdout
     for r in records[:50]:
         assert r["message"] not in texts and r["reply"] not in texts and r["customer_id"] not in texts
+
+
+def test_stage_exits_2_on_a_malformed_line(tmp_path, good_records):
+    project = copy_project(tmp_path / "p")
+    raw = project / "data" / "raw" / "tickets.jsonl"
+    _truncated(raw, good_records[:10])
+    proc = run_cmd([str(VENV_BIN / "python"), "-m", "pipeline.validate"], cwd=project)
+    assert proc.returncode == 2
+    assert "data/raw/tickets.jsonl:5: not valid JSON" in proc.stderr and "Traceback" not in proc.stderr
