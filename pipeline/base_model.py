@@ -27,6 +27,7 @@ from pipeline.common.errors import GovtuneError, run_main
 from pipeline.common.io import atomic_path, save_json, sha256_file
 from pipeline.common.params import BaseModelParams, load_params
 from pipeline.common.policy import ApprovedModel, LocalSource, PypiSource, load_allowlist
+from pipeline.common.tracking import flatten, stage_run
 
 log = logging.getLogger(__name__)
 
@@ -219,11 +220,16 @@ def main() -> None:
     from pipeline.common.offline import configure_offline
 
     configure_offline()
-    cfg = load_params().base_model
+    params = load_params()
+    cfg = params.base_model
     allowlist = load_allowlist(cfg.allowlist)
     model = allowlist.get(cfg.id, cfg.allowlist)
     source_dir = resolve_source_dir(model, cfg.allowlist)
-    run(cfg, model, source_dir)
+    with stage_run(params.tracking, "base_model", [cfg.allowlist], [cfg.out_dir]) as tracked:
+        result = run(cfg, model, source_dir)
+        tracked.log_params({**flatten("base_model", cfg), "base_model.license": model.license, "base_model.upstream": model.upstream})
+        tracked.set_tags({f"govtune.base_model.sha256.{k}": v for k, v in result.verified_files.items()})
+        tracked.log_artifact(cfg.out_dir / PROVENANCE_FILE, "base_model")
 
 
 if __name__ == "__main__":

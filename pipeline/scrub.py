@@ -41,6 +41,7 @@ from pipeline.common.pii import (
 )  # fmt: skip
 from pipeline.common.policy import PiiPolicy, load_pii_policy
 from pipeline.common.records import iter_jsonl
+from pipeline.common.tracking import NullRun, flatten, stage_run
 
 log = logging.getLogger(__name__)
 
@@ -308,6 +309,21 @@ def run(cfg: ScrubParams, policy: PiiPolicy, key: PseudonymKey, raw: Path, sidec
     return build_report(totals, policy, key, cfg, has_truth=bool(sidecar))
 
 
+def log_scrub(tracked: NullRun, cfg: ScrubParams, report: dict[str, Any]) -> None:
+    """Logs the scrubbed dataset, per-entity recall/residual metrics and the report (no values)."""
+    import pandas as pd
+
+    tracked.log_params({**flatten("scrub", cfg), "scrub.key_source": report["key"]["source"], "scrub.key_fingerprint": report["key"]["fingerprint"]})
+    tracked.log_dataset("scrubbed", cfg.out, pd.read_json(cfg.out, lines=True, dtype=False), context="scrubbed")
+    metrics = {f"scrub/{k}": v for k, v in report["totals"].items() if isinstance(v, (int, float))}
+    for entity, row in report["entities"].items():
+        for key in ("recall", "residual_detections", "leaked_values"):
+            if row[key] is not None:
+                metrics[f"scrub/{key}.{entity}"] = row[key]
+    tracked.log_metrics(metrics)
+    tracked.log_artifact(cfg.report, "reports")
+
+
 def main() -> None:
     """Scrubs data.raw per the PII policy; writes the scrubbed data and the report."""
     from pipeline.common.offline import configure_offline
@@ -321,8 +337,11 @@ def main() -> None:
     if key.source == "demo":
         log.warning("using the public demo pseudonymisation key (policy allows it); set %s for real data", policy.key.env)
     contract = load_data_contract(params.validate_.contract)
-    report = run(cfg, policy, key, params.data.raw, params.data.raw_pii_spans, contract.max_record_bytes)
-    save_json(cfg.report, report)
+    deps = [params.data.raw, params.data.raw_pii_spans, cfg.policy]
+    with stage_run(params.tracking, "scrub", deps, [cfg.out, cfg.report]) as tracked:
+        report = run(cfg, policy, key, params.data.raw, params.data.raw_pii_spans, contract.max_record_bytes)
+        save_json(cfg.report, report)
+        log_scrub(tracked, cfg, report)
     t = report["totals"]
     log.info(
         "PII: %d detections, %d residual, %s leaked of %s true spans, min recall %s",

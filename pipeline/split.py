@@ -29,6 +29,7 @@ from typing import Any
 from pipeline.common.errors import GovtuneError, run_main
 from pipeline.common.io import atomic_path, save_json, save_jsonl
 from pipeline.common.params import SplitParams, load_params
+from pipeline.common.tracking import NullRun, flatten, stage_run
 
 log = logging.getLogger(__name__)
 
@@ -132,15 +133,29 @@ def save_splits(result: SplitResult, out_dir: Path) -> None:
         save_jsonl(tmp / "test_attributes.jsonl", result.test_attributes)
 
 
+def log_split(tracked: NullRun, cfg: SplitParams, result: SplitResult) -> None:
+    """Logs train/val/test as MLflow datasets (digest = DVC md5 of each file) and the sizes."""
+    import pandas as pd
+
+    tracked.log_params(flatten("split", cfg))
+    for name, rows in result.splits.items():
+        tracked.log_dataset(name, cfg.out_dir / f"{name}.jsonl", pd.DataFrame.from_records(rows), context=name)
+    tracked.log_metrics({f"split/records.{k}": v for k, v in result.report["records"].items()})
+    tracked.log_metrics({"split/customer_overlap": result.report["customer_overlap"]})
+    tracked.log_artifact(cfg.report, "reports")
+
+
 def main() -> None:
     """Splits the scrubbed data; writes the splits and the report."""
     params = load_params()
     cfg = params.split
-    result = split_records(load_scrubbed(params.scrub.out), cfg)
-    if result.report["customer_overlap"]:
-        raise GovtuneError(str(cfg.out_dir), "a customer appears in two splits", "report this as a bug")
-    save_splits(result, cfg.out_dir)
-    save_json(cfg.report, result.report)
+    with stage_run(params.tracking, "split", [params.scrub.out], [cfg.out_dir, cfg.report]) as tracked:
+        result = split_records(load_scrubbed(params.scrub.out), cfg)
+        if result.report["customer_overlap"]:
+            raise GovtuneError(str(cfg.out_dir), "a customer appears in two splits", "report this as a bug")
+        save_splits(result, cfg.out_dir)
+        save_json(cfg.report, result.report)
+        log_split(tracked, cfg, result)
     log.info("split %s records into %s", sum(result.report["records"].values()), result.report["records"])
 
 

@@ -28,6 +28,7 @@ from pipeline.common.policy import (
     NotNullRule, RegexRule, UniqueRule, load_data_contract,
 )  # fmt: skip
 from pipeline.common.records import load_records
+from pipeline.common.tracking import NullRun, flatten, stage_run
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +211,37 @@ def run(cfg: ValidateParams, contract: DataContract, raw_path: Path) -> Validati
     return run_suite(contract, records, cfg.max_failing_ids)
 
 
+def log_validation(tracked: NullRun, raw: Path, contract: DataContract, report: dict[str, Any], cfg: ValidateParams) -> None:
+    """Logs the raw dataset (digest and schema only), the summary metrics and the reports."""
+    import pandas as pd
+
+    tracked.log_params(flatten("validate", cfg))
+    tracked.log_dataset("raw", raw, pd.DataFrame({c: pd.Series(dtype="object") for c in contract.columns}), context="raw")
+    tracked.log_metrics({
+        "validate/rows": report["rows"], "validate/expectations_failed": report["expectations_failed"],
+        "validate/blocking_failures": len(report["blocking_failures"]), "validate/success": float(report["success"]),
+    })  # fmt: skip
+    tracked.log_artifact(cfg.report, "reports")
+    tracked.log_artifact(cfg.html, "reports")
+
+
+def check_blocking(result: ValidationResult, raw: Path, cfg: ValidateParams) -> None:
+    """Logs warnings; raises on blocking failures (naming rule, column and count)."""
+    for check in result.warnings:
+        log.warning("warning rule %s (column %s): %s failing rows", check.rule_id, check.column, check.observed.get("unexpected_count", "n/a"))
+    if result.blocking_failures:
+        lines = [
+            f"rule {c.rule_id} (column {c.column}): " + describe_failure(c)
+            for c in result.blocking_failures
+        ]
+        raise GovtuneError(
+            str(raw),
+            "data contract failed:\n    " + "\n    ".join(lines),
+            f"fix the data (failing ids in {cfg.report}) or, if the rule is wrong, change {cfg.contract}",
+        )
+    log.info("data contract passed: %d expectations, %d warning(s)", len(result.checks), len(result.warnings))
+
+
 def main() -> None:
     """Validates data.raw; writes the reports; exits non-zero on a blocking failure."""
     from pipeline.common.offline import configure_offline
@@ -219,23 +251,14 @@ def main() -> None:
     params = load_params()
     cfg = params.validate_
     contract = load_data_contract(cfg.contract)
-    result = run(cfg, contract, params.data.raw)
-    report = result.as_dict(str(cfg.contract))
-    save_json(cfg.report, report)
-    save_text(cfg.html, render_html(report))
-    for check in result.warnings:
-        log.warning("warning rule %s (column %s): %s failing rows", check.rule_id, check.column, check.observed.get("unexpected_count", "n/a"))
-    if result.blocking_failures:
-        lines = [
-            f"rule {c.rule_id} (column {c.column}): " + describe_failure(c)
-            for c in result.blocking_failures
-        ]
-        raise GovtuneError(
-            str(params.data.raw),
-            "data contract failed:\n    " + "\n    ".join(lines),
-            f"fix the data (failing ids in {cfg.report}) or, if the rule is wrong, change {cfg.contract}",
-        )
-    log.info("data contract passed: %d expectations, %d warning(s)", len(result.checks), len(result.warnings))
+    deps = [params.data.raw, cfg.contract]
+    with stage_run(params.tracking, "validate", deps, [cfg.report, cfg.html]) as tracked:
+        result = run(cfg, contract, params.data.raw)
+        report = result.as_dict(str(cfg.contract))
+        save_json(cfg.report, report)
+        save_text(cfg.html, render_html(report))
+        log_validation(tracked, params.data.raw, contract, report, cfg)
+        check_blocking(result, params.data.raw, cfg)
 
 
 if __name__ == "__main__":

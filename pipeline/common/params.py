@@ -98,9 +98,50 @@ class SplitParams(Strict):
         return self
 
 
+class TrackingParams(Strict):
+    """Where lineage goes (MLflow). Not a DVC param of any stage: it does not change outputs."""
+
+    enabled: bool
+    uri: str
+    experiment: str
+    artifact_location: Path
+    registered_model: str
+
+
+class FinetuneParams(Strict):
+    """Stage finetune: LoRA, optimisation, batching, checkpoints, outputs."""
+
+    lora_r: int = Field(ge=1)
+    lora_alpha: float = Field(gt=0)
+    lora_dropout: float = Field(ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(min_length=1)
+    learning_rate: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    schedule: Literal["linear", "cosine", "constant", "constant_with_warmup"]
+    warmup_steps: int = Field(ge=0)
+    epochs: float = Field(gt=0)
+    max_steps: int = Field(ge=0)
+    batch_size: int = Field(ge=1)
+    grad_accum: int = Field(ge=1)
+    max_seq_len: int = Field(ge=16)
+    max_grad_norm: float = Field(gt=0)
+    seed: int
+    precision: Literal["auto", "fp32", "bf16"]
+    eval_interval: int = Field(ge=1)
+    eval_max_examples: int = Field(ge=1)
+    checkpoint_interval: int = Field(ge=0)
+    checkpoint_dir: Path
+    out_dir: Path
+    metrics: Path
+    plots_dir: Path
+    log_model: bool
+    log_base_in_model: bool
+
+
 class Params(Strict):
     """The whole ``params.yaml``."""
 
+    tracking: TrackingParams
     data: DataParams
     synthesize: SynthesizeParams
     base_model: BaseModelParams
@@ -108,6 +149,7 @@ class Params(Strict):
     validate_: ValidateParams = Field(alias="validate")
     scrub: ScrubParams
     split: SplitParams
+    finetune: FinetuneParams
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:

@@ -1,0 +1,77 @@
+"""The fine-tuned model as an MLflow ``pyfunc``: base model + LoRA adapter, answering tickets.
+
+``mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"message": [...]}))`` returns one row
+per message with the parsed ``category``, ``priority``, ``reply``, whether the answer was
+well formed, and the raw generation. The logged model carries the adapter, the base model
+(unless told not to) and this package's code, so it loads outside the repository.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+
+MODEL_NAME = "ticket_triage"  # name of the logged model inside a run
+
+
+class TriageModel(mlflow.pyfunc.PythonModel):
+    """Loads base + adapter once; answers a batch of messages with greedy decoding."""
+
+    max_new_tokens = 96
+
+    def load_context(self, context: Any) -> None:
+        import json
+
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        adapter = Path(context.artifacts["adapter"])
+        base = context.artifacts.get("base") or json.loads((adapter / "provenance.json").read_text())["base_model_dir"]
+        self.tokenizer = AutoTokenizer.from_pretrained(adapter, local_files_only=True)
+        self.tokenizer.padding_side = "left"
+        model = AutoModelForCausalLM.from_pretrained(base, local_files_only=True)
+        self.model = PeftModel.from_pretrained(model, adapter).eval()
+
+    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+        import pandas as pd
+        import torch
+
+        from pipeline.common.task import parse_answer, prompt_messages
+
+        messages = list(model_input["message"])
+        prompts = [self.tokenizer.apply_chat_template(prompt_messages(m), add_generation_prompt=True, tokenize=False) for m in messages]
+        batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            out = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                      pad_token_id=self.tokenizer.pad_token_id)  # fmt: skip
+        texts = self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+        rows = []
+        for text in texts:
+            parsed = parse_answer(text) or {"category": None, "priority": None, "reply": None}
+            rows.append({**parsed, "well_formed": parse_answer(text) is not None, "raw": text})
+        return pd.DataFrame(rows)
+
+
+def log_triage_model(base_dir: Path, adapter_dir: Path, include_base: bool) -> str:
+    """Logs the pyfunc model in the active run; returns its MLflow model id."""
+    import mlflow
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    import pipeline
+
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("string", "message")]),
+        outputs=Schema([ColSpec("string", "category"), ColSpec("string", "priority"), ColSpec("string", "reply"),
+                        ColSpec("boolean", "well_formed"), ColSpec("string", "raw")]),
+    )  # fmt: skip
+    artifacts = {"adapter": str(adapter_dir)}
+    if include_base:
+        artifacts["base"] = str(base_dir)
+    info = mlflow.pyfunc.log_model(
+        name=MODEL_NAME, python_model=TriageModel(), artifacts=artifacts, signature=signature,
+        code_paths=[str(Path(pipeline.__file__).parent)], pip_requirements="requirements.lock",
+    )  # fmt: skip
+    return info.model_id

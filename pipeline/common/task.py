@@ -1,0 +1,59 @@
+"""The fine-tuning task: prompt and answer format, shared by training, evaluation and serving.
+
+Given a customer's (scrubbed) message, the model answers in three fixed lines::
+
+    category: <one of the categories>
+    priority: <low|medium|high|urgent>
+    reply: <a short reply to the customer>
+
+The prompt goes through the base model's chat template; the loss is on the answer only.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+SYSTEM_PROMPT = (
+    "You triage customer-support tickets. Answer in exactly three lines: "
+    "'category: <category>', 'priority: <low|medium|high|urgent>', 'reply: <short reply>'."
+)
+_ANSWER = re.compile(r"^\s*category:\s*(?P<category>[a-z_]+)\s*\n\s*priority:\s*(?P<priority>[a-z]+)\s*\n\s*reply:\s*(?P<reply>.*)", re.S)
+
+
+def prompt_messages(message: str) -> list[dict[str, str]]:
+    """Chat messages for one ticket (system instruction, then the customer's message)."""
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": message}]
+
+
+def format_answer(category: str, priority: str, reply: str) -> str:
+    """The target answer text for one ticket."""
+    return f"category: {category}\npriority: {priority}\nreply: {reply}"
+
+
+def parse_answer(text: str) -> dict[str, Any] | None:
+    """Parses a generated answer; ``None`` when it is not in the three-line format."""
+    match = _ANSWER.match(text)
+    if not match:
+        return None
+    return {"category": match["category"], "priority": match["priority"], "reply": match["reply"].strip()}
+
+
+def encode_example(tokenizer: Any, message: str, answer: str, max_len: int) -> tuple[list[int], list[int], bool]:
+    """Token ids and labels (prompt masked with -100) of one example.
+
+    Returns:
+        ``(input_ids, labels, truncated)``; sequences longer than ``max_len`` are cut at the
+        end (the answer keeps at least its first tokens; the prompt is never dropped).
+    """
+    messages = prompt_messages(message)
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": answer}], tokenize=True)
+    if hasattr(prompt, "input_ids") or isinstance(prompt, dict):  # a BatchEncoding
+        prompt, full = prompt["input_ids"], full["input_ids"]
+    prompt, full = list(prompt), list(full)
+    if full[: len(prompt)] != prompt:
+        raise ValueError("the chat template does not render the prompt as a prefix of the full conversation")
+    labels = [-100] * len(prompt) + full[len(prompt) :]
+    truncated = len(full) > max_len
+    return full[:max_len], labels[:max_len], truncated

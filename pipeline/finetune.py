@@ -1,0 +1,480 @@
+"""Stage ``finetune``: LoRA fine-tuning of the admitted base model on the scrubbed train split.
+
+The model learns the triage task of :mod:`pipeline.common.task` (category, priority, short
+reply) through the base model's chat template, with the loss on the answer tokens only.
+
+- Batching: examples are grouped by length (within shuffled mega-batches) and padded only to
+  the longest of their batch, so little compute goes to padding. The data order is a pure
+  function of the seed and the epoch.
+- Checkpoints: every ``checkpoint_interval`` steps the adapter, optimizer, scheduler, RNG
+  state and metrics go to ``models/checkpoints/finetune/`` (atomically). A run killed after
+  a checkpoint resumes from it on the next ``dvc repro`` and ends with the same adapter as an
+  uninterrupted run (bit for bit on CPU). A checkpoint made with other params, data or base
+  model is ignored.
+- Scale-out: under ``torchrun``/``accelerate launch`` (``WORLD_SIZE`` > 1) the model is
+  wrapped in DistributedDataParallel (gloo on CPU, nccl on GPU); each process takes its share
+  of every step's micro-batches; rank 0 writes the outputs.
+- Lineage: one MLflow run with every param, the base model's sha256, per-step metrics, the
+  train/val datasets (digest = DVC md5), the pinned environment, and the adapter as a logged
+  ``pyfunc`` model (base + adapter) that answers tickets.
+
+Inputs:  params ``finetune.*``, ``base_model.out_dir``, ``split.out_dir``; ``models/base/``,
+         ``data/splits/{train,val}.jsonl``.
+Outputs: ``models/adapter/``, ``reports/train_metrics.json``, ``reports/plots/train_*.csv``.
+Run:     ``python -m pipeline.finetune`` or ``dvc repro finetune``;
+         ``torchrun --nproc_per_node 2 -m pipeline.finetune`` for DDP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.common.errors import GovtuneError, run_main
+from pipeline.common.io import atomic_path, save_json, save_text, sha256_file
+from pipeline.common.params import FinetuneParams, Params, load_params
+from pipeline.common.task import encode_example, format_answer
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.pt"
+PROVENANCE_FILE = "provenance.json"
+# Fault injection for the resume test: SIGKILL this process right after saving the
+# checkpoint of this step (a real crash: no cleanup, no flush).
+KILL_AFTER_STEP_ENV = "GOVTUNE_FAULT_KILL_AFTER_STEP"
+
+
+@dataclass(frozen=True)
+class Example:
+    """One tokenised training example."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint restores besides tensors."""
+
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    evals: list[dict[str, float]] = field(default_factory=list)
+    tokens: int = 0
+    padded_tokens: int = 0
+    seconds: float = 0.0
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+def load_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Reads a split file."""
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def encode_records(tokenizer: Any, records: list[dict[str, Any]], max_len: int) -> tuple[list[Example], int]:
+    """Tokenises records into examples; returns them and how many were truncated."""
+    examples, truncated = [], 0
+    for r in records:
+        ids, labels, cut = encode_example(tokenizer, r["message"], format_answer(r["category"], r["priority"], r["reply"]), max_len)
+        truncated += cut
+        examples.append(Example(ids, labels))
+    return examples, truncated
+
+
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, group_factor: int = 50) -> list[list[int]]:
+    """Length-grouped batches of example indices for one epoch (deterministic).
+
+    Shuffles all indices, cuts them into mega-batches of ``batch_size * group_factor``, sorts
+    each by length (longest first), cuts into batches, and shuffles the batch order.
+    """
+    rng = random.Random(f"{seed}:{epoch}")
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    mega = batch_size * group_factor
+    batches = []
+    for start in range(0, len(order), mega):
+        group = sorted(order[start : start + mega], key=lambda i: (-lengths[i], i))
+        batches.extend(group[i : i + batch_size] for i in range(0, len(group), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def micro_batch_stream(lengths: list[int], batch_size: int, seed: int) -> Iterator[list[int]]:
+    """All micro-batches of all epochs, in order (epoch after epoch)."""
+    epoch = 0
+    while True:
+        yield from epoch_batches(lengths, batch_size, seed, epoch)
+        epoch += 1
+
+
+def collate(examples: list[Example], pad_id: int) -> dict[str, Any]:
+    """Pads a batch to its longest example (right padding, labels -100 on padding)."""
+    import torch
+
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, e in enumerate(examples):
+        n = len(e.input_ids)
+        ids[row, :n] = torch.tensor(e.input_ids)
+        labels[row, :n] = torch.tensor(e.labels)
+        mask[row, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+# --- schedule and config identity ----------------------------------------------------------
+
+
+def total_steps(cfg: FinetuneParams, n_examples: int, world: int) -> int:
+    """Optimizer steps: ``max_steps`` if set, else ``epochs`` over the data."""
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    per_step = cfg.batch_size * cfg.grad_accum * world
+    return max(1, math.ceil(cfg.epochs * n_examples / per_step))
+
+
+def run_fingerprint(cfg: FinetuneParams, base_sha: str, train_md5: str, world: int) -> str:
+    """Identity of a training run: a checkpoint resumes only a run with the same fingerprint."""
+    blob = json.dumps({"cfg": cfg.model_dump(mode="json"), "base": base_sha, "train": train_md5, "world": world}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def resolve_precision(requested: str) -> str:
+    """``auto``: bf16 on a GPU that supports it, else fp32."""
+    import torch
+
+    if requested != "auto":
+        return requested
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dist:
+    """Process-group facts (world of one when not distributed)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Dist:
+    """Joins the process group started by torchrun / accelerate launch, if any."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch
+    import torch.distributed as dist
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend=backend)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+    return Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local)
+
+
+def build_model(base_dir: Path, cfg: FinetuneParams, precision: str, device: str) -> Any:
+    """The base model with fresh LoRA adapters (peft) on ``cfg.target_modules``."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype, local_files_only=True)
+    model.config.use_cache = False
+    lora = LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.target_modules), task_type="CAUSAL_LM",
+    )  # fmt: skip
+    model = get_peft_model(model, lora)
+    return model.to(device)
+
+
+def evaluate_loss(model: Any, examples: list[Example], pad_id: int, batch_size: int, device: str) -> float:
+    """Mean per-token loss on the answer tokens of ``examples`` (no dropout, no grad)."""
+    import torch
+
+    model.eval()
+    total, count = 0.0, 0
+    order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            batch = collate([examples[i] for i in order[start : start + batch_size]], pad_id)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+            shift_logits, shift_labels = logits[:, :-1], batch["labels"][:, 1:]
+            loss = torch.nn.functional.cross_entropy(
+                shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100, reduction="sum"
+            )
+            total += loss.item()
+            count += int((shift_labels != -100).sum())
+    model.train()
+    return total / max(count, 1)
+
+
+def save_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any, state: TrainState, fingerprint: str) -> None:
+    """Writes the resumable state atomically (a crash mid-write keeps the previous one)."""
+    import torch
+    from peft import get_peft_model_state_dict
+
+    payload = {
+        "fingerprint": fingerprint, "adapter": get_peft_model_state_dict(model), "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(), "state": state.__dict__,
+    }  # fmt: skip
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` if it belongs to this run, else ``None``."""
+    import torch
+
+    if not path.is_file():
+        return None
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if payload.get("fingerprint") != fingerprint:
+        log.info("ignoring checkpoint %s: it was made with other params, data or base model", path)
+        return None
+    return payload
+
+
+def train(
+    cfg: FinetuneParams, base_dir: Path, train_records: list[dict], val_records: list[dict], fingerprint: str,
+    dist_info: Dist, on_step: Any = None,
+) -> tuple[Any, Any, TrainState, dict[str, Any]]:  # fmt: skip
+    """Runs (or resumes) LoRA training; returns ``(model, tokenizer, state, summary)``."""
+    import torch
+    from peft import set_peft_model_state_dict
+    from tqdm import tqdm
+    from transformers import AutoTokenizer, get_scheduler
+
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    precision = resolve_precision(cfg.precision)
+    device = f"cuda:{dist_info.local_rank}" if torch.cuda.is_available() else "cpu"
+    tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    train_ex, truncated = encode_records(tokenizer, train_records, cfg.max_seq_len)
+    val_ex, _ = encode_records(tokenizer, val_records[: cfg.eval_max_examples], cfg.max_seq_len)
+    model = build_model(base_dir, cfg, precision, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    steps = total_steps(cfg, len(train_ex), dist_info.world)
+    scheduler = get_scheduler(cfg.schedule, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=steps)
+    state = TrainState()
+    ckpt_path = cfg.checkpoint_dir / CHECKPOINT_FILE
+    payload = load_checkpoint(ckpt_path, fingerprint)
+    if payload is not None:
+        set_peft_model_state_dict(model, payload["adapter"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        torch.set_rng_state(payload["torch_rng"])
+        state = TrainState(**payload["state"])
+        log.info("resuming from %s at step %d of %d", ckpt_path, state.step, steps)
+    ddp_model = model
+    if dist_info.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp_model = DistributedDataParallel(model, device_ids=[dist_info.local_rank] if device != "cpu" else None)
+    lengths = [len(e.input_ids) for e in train_ex]
+    stream = micro_batch_stream(lengths, cfg.batch_size, cfg.seed)
+    per_step = cfg.grad_accum * dist_info.world
+    for _ in range(state.step * per_step):  # skip what was already trained on
+        next(stream)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16" and device != "cpu" else _null_context()
+    if state.step == 0 and dist_info.main:
+        state.evals.append({"step": 0, "val_loss": evaluate_loss(model, val_ex, pad_id, cfg.batch_size, device)})
+    model.train()
+    bar = tqdm(total=steps, initial=state.step, desc="finetune", unit="step", disable=not dist_info.main)
+    while state.step < steps:
+        started = time.perf_counter()
+        step_tokens = step_padded = 0
+        loss_sum = 0.0
+        for k in range(per_step):
+            indices = next(stream)
+            if k % dist_info.world != dist_info.rank:
+                continue
+            batch = collate([train_ex[i] for i in indices], pad_id)
+            step_tokens += int(batch["attention_mask"].sum())
+            step_padded += batch["attention_mask"].numel()
+            batch = {key: value.to(device) for key, value in batch.items()}
+            with autocast:
+                loss = ddp_model(**batch).loss / cfg.grad_accum
+            loss.backward()
+            loss_sum += loss.item()
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        elapsed = time.perf_counter() - started
+        state.seconds += elapsed
+        state.tokens += step_tokens
+        state.padded_tokens += step_padded
+        row = {"step": state.step, "train_loss": loss_sum, "learning_rate": scheduler.get_last_lr()[0],
+               "tokens_per_s": step_tokens * dist_info.world / elapsed if elapsed else 0.0}  # fmt: skip
+        state.history.append(row)
+        bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
+        bar.update(1)
+        if dist_info.main and (state.step % cfg.eval_interval == 0 or state.step == steps):
+            state.evals.append({"step": state.step, "val_loss": evaluate_loss(model, val_ex, pad_id, cfg.batch_size, device)})
+        if on_step is not None:
+            on_step(row, state)
+        if dist_info.main and cfg.checkpoint_interval and (state.step % cfg.checkpoint_interval == 0 or state.step == steps):
+            save_checkpoint(ckpt_path, model, optimizer, scheduler, state, fingerprint)
+            if os.environ.get(KILL_AFTER_STEP_ENV) == str(state.step):
+                os.kill(os.getpid(), signal.SIGKILL)
+    bar.close()
+    summary = {
+        "steps": steps, "examples": len(train_ex), "truncated_examples": truncated, "precision": precision,
+        "device": device, "world_size": dist_info.world, "trainable_parameters": sum(p.numel() for p in params),
+        "total_parameters": sum(p.numel() for p in model.parameters()),
+    }  # fmt: skip
+    return model, tokenizer, state, summary
+
+
+class _null_context:
+    def __enter__(self) -> None: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def train_metrics(state: TrainState, summary: dict[str, Any]) -> dict[str, Any]:
+    """The metrics file DVC shows (``dvc metrics show``) and the gate and report read."""
+    evals = state.evals
+    base_val = evals[0]["val_loss"] if evals and evals[0]["step"] == 0 else None
+    last = state.history[-1] if state.history else {}
+    return {
+        **summary,
+        "train_loss_final": last.get("train_loss"),
+        "val_loss_base": base_val,
+        "val_loss_final": evals[-1]["val_loss"] if evals else None,
+        "val_loss_improvement": (base_val - evals[-1]["val_loss"]) if base_val is not None and evals else None,
+        "tokens": state.tokens,
+        "padding_waste": round(1 - state.tokens / state.padded_tokens, 4) if state.padded_tokens else None,
+        "train_seconds": round(state.seconds, 2),
+        "tokens_per_s": round(state.tokens / state.seconds, 1) if state.seconds else None,
+    }
+
+
+# --- outputs -------------------------------------------------------------------------------
+
+
+def save_adapter(model: Any, tokenizer: Any, out_dir: Path, provenance: dict[str, Any]) -> None:
+    """Writes adapter (safetensors + config), tokenizer and provenance as one atomic directory."""
+    with atomic_path(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        provenance = {**provenance, "adapter_files_sha256": {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}}
+        save_json(tmp / PROVENANCE_FILE, provenance)
+
+
+def save_plots(state: TrainState, plots_dir: Path) -> None:
+    """Loss curves as CSV for ``dvc plots show``."""
+    rows = ["step,train_loss,learning_rate,tokens_per_s"] + [
+        f"{h['step']},{h['train_loss']:.6f},{h['learning_rate']:.8g},{h['tokens_per_s']:.1f}" for h in state.history
+    ]
+    save_text(plots_dir / "train_loss.csv", "\n".join(rows) + "\n")
+    evals = ["step,val_loss"] + [f"{e['step']},{e['val_loss']:.6f}" for e in state.evals]
+    save_text(plots_dir / "val_loss.csv", "\n".join(evals) + "\n")
+
+
+def base_identity(base_dir: Path) -> tuple[str, str]:
+    """``(model id, sha256 of the weights)`` from the base model's provenance."""
+    prov = json.loads((base_dir / "provenance.json").read_text())
+    weights = prov["output_files_sha256"].get("model.safetensors")
+    if not weights:
+        raise GovtuneError(f"{base_dir}/provenance.json", "no sha256 for model.safetensors", "re-run `dvc repro base_model`")
+    return prov["model_id"], weights
+
+
+def log_finetune(tracked: Any, params: Params, cfg: FinetuneParams, metrics: dict, state: TrainState, provenance: dict) -> None:
+    """Logs params, per-step metrics, datasets, environment and the logged model to MLflow."""
+    import pandas as pd
+
+    from pipeline.common.serving import log_triage_model
+    from pipeline.common.tracking import flatten
+
+    tracked.log_params({**flatten("finetune", cfg), "base_model.id": provenance["base_model_id"], "base_model.sha256": provenance["base_model_sha256"]})
+    for name, context in (("train", "training"), ("val", "validation")):
+        path = params.split.out_dir / f"{name}.jsonl"
+        tracked.log_dataset(name, path, pd.read_json(path, lines=True, dtype=False), context=context)
+    for row in state.history:
+        tracked.log_metrics({f"finetune/{k}": v for k, v in row.items() if k != "step"}, step=row["step"])
+    for row in state.evals:
+        tracked.log_metrics({"finetune/val_loss": row["val_loss"]}, step=row["step"])
+    tracked.log_metrics({f"finetune/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    tracked.log_artifact(Path("requirements.lock"), "environment")
+    tracked.log_artifact(cfg.metrics, "reports")
+    if cfg.log_model and tracked.run_id:
+        model_id = log_triage_model(params.base_model.out_dir, cfg.out_dir, include_base=cfg.log_base_in_model)
+        tracked.set_tags({"govtune.logged_model_id": model_id})
+
+
+def main() -> None:
+    """Trains, writes the adapter, metrics and plots; logs lineage (rank 0)."""
+    from pipeline.common.offline import configure_offline
+    from pipeline.common.tracking import NullRun, dvc_md5, git_state, stage_run
+
+    configure_offline()
+    params = load_params()
+    cfg = params.finetune
+    base_dir = params.base_model.out_dir
+    train_path, val_path = params.split.out_dir / "train.jsonl", params.split.out_dir / "val.jsonl"
+    for path in (base_dir / "provenance.json", train_path, val_path):
+        if not path.is_file():
+            raise GovtuneError(str(path), "missing input", "run the upstream stages first (`dvc repro finetune`)")
+    dist_info = init_distributed()
+    base_id, base_sha = base_identity(base_dir)
+    train_md5 = dvc_md5(train_path)
+    fingerprint = run_fingerprint(cfg, base_sha, train_md5, dist_info.world)
+    outs = [cfg.out_dir, cfg.metrics, cfg.plots_dir]
+    context = stage_run(params.tracking, "finetune", [base_dir, train_path, val_path], outs) if dist_info.main else _null_run()
+    with context as tracked:
+        model, tokenizer, state, summary = train(cfg, base_dir, load_jsonl(train_path), load_jsonl(val_path), fingerprint, dist_info)
+        if not dist_info.main:
+            return
+        commit, dirty = git_state()
+        provenance = {
+            "base_model_id": base_id, "base_model_sha256": base_sha, "base_model_dir": str(base_dir),
+            "data_md5": {"train": train_md5, "val": dvc_md5(val_path)}, "params_sha256": fingerprint,
+            "git_commit": commit, "git_dirty": dirty, "mlflow_run_id": getattr(tracked, "run_id", None),
+        }  # fmt: skip
+        metrics = train_metrics(state, summary)
+        save_adapter(model, tokenizer, cfg.out_dir, provenance)
+        save_json(cfg.metrics, metrics)
+        save_plots(state, cfg.plots_dir)
+        log_finetune(tracked, params, cfg, metrics, state, provenance)
+    log.info("val loss %.4f -> %.4f in %d steps, %.0f tokens/s", metrics["val_loss_base"] or float("nan"),
+             metrics["val_loss_final"] or float("nan"), metrics["steps"], metrics["tokens_per_s"] or 0)  # fmt: skip
+
+
+def _null_run() -> Any:
+    import contextlib
+
+    from pipeline.common.tracking import NullRun
+
+    return contextlib.nullcontext(NullRun())
+
+
+if __name__ == "__main__":
+    run_main(main)
