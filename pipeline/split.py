@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.common.errors import GovtuneError, run_main
-from pipeline.common.io import atomic_path, save_json, save_jsonl
+from pipeline.common.io import save_json, save_jsonl
 from pipeline.common.params import SplitParams, load_params
 from pipeline.common.tracking import NullRun, flatten, stage_run
 
@@ -125,12 +125,10 @@ def load_scrubbed(path: Path) -> list[dict[str, Any]]:
 
 
 def save_splits(result: SplitResult, out_dir: Path) -> None:
-    """Writes the split files into ``out_dir`` as one atomic directory swap."""
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir(parents=True)
-        for name, rows in result.splits.items():
-            save_jsonl(tmp / f"{name}.jsonl", rows)
-        save_jsonl(tmp / "test_attributes.jsonl", result.test_attributes)
+    """Writes one file per split (each atomically) and the test attributes into ``out_dir``."""
+    for name, rows in result.splits.items():
+        save_jsonl(out_dir / f"{name}.jsonl", rows)
+    save_jsonl(out_dir / "test_attributes.jsonl", result.test_attributes)
 
 
 def log_split(tracked: NullRun, cfg: SplitParams, result: SplitResult) -> None:
@@ -149,7 +147,8 @@ def main() -> None:
     """Splits the scrubbed data; writes the splits and the report."""
     params = load_params()
     cfg = params.split
-    with stage_run(params.tracking, "split", [params.scrub.out], [cfg.out_dir, cfg.report]) as tracked:
+    outs = [cfg.out_dir / f"{name}.jsonl" for name in (*SPLITS, "test_attributes")] + [cfg.report]
+    with stage_run(params.tracking, "split", [params.scrub.out], outs) as tracked:
         result = split_records(load_scrubbed(params.scrub.out), cfg)
         if result.report["customer_overlap"]:
             raise GovtuneError(str(cfg.out_dir), "a customer appears in two splits", "report this as a bug")

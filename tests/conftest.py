@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.common.offline import configure_offline
 
@@ -63,12 +64,18 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: list[str])
     return path, build_tiny_model(path, tiny_corpus)
 
 
+# Stage outputs: never copied, even when DVC has not git-ignored them yet in this checkout.
+OUTPUT_PREFIXES = ("models/adapter", "models/base", "models/checkpoints", "reports/", "data/scrubbed/", "data/splits/")
+
+
 def copy_project(dest: Path) -> Path:
-    """Copies the tracked project files (no .venv, no outputs) into ``dest`` as a new git repo."""
+    """Copies the project's source files (no .venv, no outputs) into ``dest`` as a new git repo."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.split()
     for rel in listed:
+        if rel.startswith(OUTPUT_PREFIXES) and not rel.endswith(".gitignore"):
+            continue
         src = REPO / rel
         if src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -86,3 +93,29 @@ def write_yaml(path: Path, data: object) -> None:
 
 def read_json(path: Path) -> object:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+TINY_FINETUNE = {
+    "max_steps": 12, "batch_size": 4, "eval_interval": 4, "eval_max_examples": 8, "checkpoint_interval": 4,
+    "warmup_steps": 2, "max_seq_len": 256, "learning_rate": 0.01,
+}  # fmt: skip
+
+
+def make_tiny_project(root, tiny_model, rows=300, finetune=None):
+    """A project copy on the tiny profile: tiny model, `rows` tickets, small contract and training."""
+    from tests.tiny_model import allowlist_entry
+
+    project = copy_project(root)
+    run_cmd(["python", "-m", "pipeline.synthesize", "--rows", str(rows)], cwd=project, check=True)
+    contract = project / "policies" / "data_contract.yaml"
+    contract.write_text(contract.read_text().replace("min_rows: 50", "min_rows: 10"))
+    path, files = tiny_model
+    allow = project / "policies" / "models.yaml"
+    data = yaml.safe_load(allow.read_text())
+    data["models"].append(allowlist_entry("tiny-llama", path, files))
+    write_yaml(allow, data)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["base_model"]["id"] = "tiny-llama"
+    params["finetune"].update(TINY_FINETUNE | (finetune or {}))
+    write_yaml(project / "params.yaml", params)
+    return project

@@ -11,39 +11,28 @@ import re
 import pytest
 import yaml
 
-from tests.conftest import copy_project, read_json, run_cmd, write_yaml
-from tests.tiny_model import allowlist_entry
+from tests.conftest import make_tiny_project, read_json, run_cmd, write_yaml
 
 
 @pytest.fixture()
 def tiny_project(tmp_path, tiny_model):
-    """A copy of the project on the tiny profile: the tiny model (added to its allowlist)
-    and 300 synthetic tickets."""
-    project = copy_project(tmp_path / "project")
-    run_cmd(["python", "-m", "pipeline.synthesize", "--rows", "300"], cwd=project, check=True)
-    # 300 rows cannot meet the default's 50 rows per class; the tiny profile asks for 10.
-    contract = project / "policies" / "data_contract.yaml"
-    contract.write_text(contract.read_text().replace("min_rows: 50", "min_rows: 10"))
-    path, files = tiny_model
-    allow = project / "policies" / "models.yaml"
-    data = yaml.safe_load(allow.read_text())
-    data["models"].append(allowlist_entry("tiny-llama", path, files))
-    write_yaml(allow, data)
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["base_model"]["id"] = "tiny-llama"
-    write_yaml(project / "params.yaml", params)
-    return project
+    return make_tiny_project(tmp_path / "project", tiny_model)
 
 
 @pytest.mark.slow
 def test_dvc_repro_tiny_profile(tiny_project):
     first = run_cmd(["dvc", "repro"], cwd=tiny_project, check=True)
-    for stage in ("base_model", "validate", "scrub", "split"):
+    for stage in ("base_model", "validate", "scrub", "split", "finetune"):
         assert f"Running stage '{stage}'" in first.stdout
     assert read_json(tiny_project / "reports" / "data_validation.json")["success"] is True
     pii = read_json(tiny_project / "reports" / "pii_report.json")
     assert pii["records"] == 300 and pii["totals"]["min_recall"] >= 0.95
     assert read_json(tiny_project / "reports" / "split_report.json")["customer_overlap"] == 0
+    metrics = read_json(tiny_project / "reports" / "train_metrics.json")
+    assert metrics["val_loss_final"] < metrics["val_loss_base"]
+    assert (tiny_project / "models" / "adapter" / "adapter_model.safetensors").is_file()
+    shown = run_cmd(["dvc", "metrics", "show", "--json"], cwd=tiny_project, check=True).stdout
+    assert "val_loss_final" in shown
     prov = read_json(tiny_project / "models" / "base" / "provenance.json")
     assert prov["model_id"] == "tiny-llama" and prov["source"]["kind"] == "local_dir"
     lock = yaml.safe_load((tiny_project / "dvc.lock").read_text())
@@ -54,12 +43,12 @@ def test_dvc_repro_tiny_profile(tiny_project):
     assert "Running stage" not in again.stdout
     assert "up to date" in again.stdout
 
-    # A PII policy edit re-runs scrub (and split only if the scrubbed data changed), never upstream.
+    # A PII policy edit re-runs scrub (and what follows only if its output changed), never upstream.
     pii_policy = tiny_project / "policies" / "pii.yaml"
     pii_policy.write_text(pii_policy.read_text().replace("US_SSN: {min_score: 0.3", "US_SSN: {min_score: 0.35"))
     edited = run_cmd(["dvc", "repro"], cwd=tiny_project, check=True)
     ran = set(re.findall(r"Running stage '(\w+)'", edited.stdout))
-    assert "scrub" in ran and ran <= {"scrub", "split"}, ran
+    assert "scrub" in ran and ran <= {"scrub", "split", "finetune"}, ran
 
     # Bad data stops the pipeline at validate: nothing downstream runs.
     raw = tiny_project / "data" / "raw" / "tickets.jsonl"

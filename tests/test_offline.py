@@ -20,7 +20,7 @@ def test_sockets_are_blocked_in_the_test_session():
 
 
 def test_subprocesses_get_the_network_block(tmp_path):
-    code = "import socket; socket.create_connection(('127.0.0.1', 9), timeout=1)"
+    code = "import socket; socket.create_connection(('192.0.2.1', 9), timeout=1)"  # TEST-NET-1, never routed
     import subprocess
 
     from tests.conftest import subprocess_env

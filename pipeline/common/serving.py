@@ -34,7 +34,7 @@ class TriageModel(mlflow.pyfunc.PythonModel):
         model = AutoModelForCausalLM.from_pretrained(base, local_files_only=True)
         self.model = PeftModel.from_pretrained(model, adapter).eval()
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201 - untyped: MLflow reads hints as a schema
         import pandas as pd
         import torch
 

@@ -1,0 +1,200 @@
+"""Tests of the finetune stage: batching, task format, resume after a crash, DDP, lineage."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+import yaml
+
+from pipeline.common.task import encode_example, format_answer, parse_answer
+from pipeline.finetune import Example, collate, epoch_batches, run_fingerprint, total_steps
+from tests.conftest import REPO, TINY_FINETUNE, VENV_BIN, make_tiny_project, read_json, run_cmd, write_yaml
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, tiny_model):
+    """A tiny project with every stage up to split done (shared by the tests below)."""
+    project = make_tiny_project(tmp_path_factory.mktemp("ft") / "p", tiny_model)
+    run_cmd(["dvc", "repro", "split", "base_model"], cwd=project, check=True)
+    return project
+
+
+def test_epoch_batches_cover_each_example_once_and_group_lengths():
+    lengths = [(i * 37) % 200 + 10 for i in range(400)]
+    batches = epoch_batches(lengths, 8, seed=1, epoch=0)
+    assert sorted(i for b in batches for i in b) == list(range(400))
+    assert epoch_batches(lengths, 8, seed=1, epoch=0) == batches
+    assert epoch_batches(lengths, 8, seed=1, epoch=1) != batches
+
+    def waste(bs):
+        padded = sum(max(lengths[i] for i in b) * len(b) for b in bs)
+        return 1 - sum(lengths) / padded
+
+    import random
+
+    order = list(range(400))
+    random.Random(0).shuffle(order)
+    unsorted = [order[i : i + 8] for i in range(0, 400, 8)]
+    assert waste(batches) < waste(unsorted) / 3
+
+
+def test_collate_pads_right_and_masks_labels():
+    batch = collate([Example([5, 6, 7], [-100, 6, 7]), Example([5], [5])], pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, 6, 7], [5, -100, -100]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("category: billing\npriority: high\nreply: Done.", {"category": "billing", "priority": "high", "reply": "Done."}),
+        ("  category: refund \n priority: low\nreply: We refunded\nyou.", {"category": "refund", "priority": "low", "reply": "We refunded\nyou."}),
+        ("category: billing\nreply: missing priority", None),
+        ("I think this is billing.", None),
+        ("", None),
+    ],
+)
+def test_parse_answer_table(text, expected):
+    assert parse_answer(text) == expected
+
+
+def test_format_round_trips():
+    assert parse_answer(format_answer("shipping", "urgent", "On its way.")) == {"category": "shipping", "priority": "urgent", "reply": "On its way."}
+
+
+def test_encode_masks_the_prompt(tiny_model):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model[0])
+    ids, labels, cut = encode_example(tok, "My card was charged twice.", format_answer("billing", "high", "Refunded."), 512)
+    answer = [t for t, l in zip(ids, labels, strict=True) if l != -100]
+    assert not cut and labels[0] == -100 and answer
+    assert "category: billing" in tok.decode(answer)
+    ids2, labels2, cut2 = encode_example(tok, "x " * 400, format_answer("billing", "high", "ok"), 64)
+    assert cut2 and len(ids2) == 64 == len(labels2)
+
+
+def test_steps_and_fingerprint():
+    from pipeline.common.params import load_params
+
+    cfg = load_params(REPO / "params.yaml").finetune
+    assert total_steps(cfg.model_copy(update={"max_steps": 0, "epochs": 2}), 100, 1) == 25
+    assert total_steps(cfg.model_copy(update={"max_steps": 0, "epochs": 2}), 100, 2) == 13
+    base = run_fingerprint(cfg, "a", "b", 1)
+    assert base == run_fingerprint(cfg, "a", "b", 1)
+    assert base != run_fingerprint(cfg.model_copy(update={"learning_rate": 0.1}), "a", "b", 1)
+    assert base != run_fingerprint(cfg, "a", "c", 1) != run_fingerprint(cfg, "a", "b", 2)
+
+
+def _finetune(project, env=None):
+    import os
+
+    cmd = [str(VENV_BIN / "python"), "-m", "pipeline.finetune"]
+    old = dict(os.environ)
+    os.environ.update(env or {})
+    try:
+        return run_cmd(cmd, cwd=project)
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+
+def _reset(project):
+    import shutil
+
+    for path in ("models/adapter", "models/checkpoints"):
+        shutil.rmtree(project / path, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_adapter(prepared):
+    _reset(prepared)
+    straight = _finetune(prepared)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    expected = (prepared / "models" / "adapter" / "adapter_model.safetensors").read_bytes()
+    metrics = read_json(prepared / "reports" / "train_metrics.json")
+    assert metrics["val_loss_final"] < metrics["val_loss_base"], "training did not lower the validation loss"
+
+    _reset(prepared)
+    killed = _finetune(prepared, {"GOVTUNE_FAULT_KILL_AFTER_STEP": "8"})
+    assert killed.returncode == -signal.SIGKILL
+    assert (prepared / "models" / "checkpoints" / "finetune" / "checkpoint.pt").is_file()
+    assert not (prepared / "models" / "adapter").exists()
+    resumed = _finetune(prepared)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stderr and "at step 8 of 12" in resumed.stderr
+    assert (prepared / "models" / "adapter" / "adapter_model.safetensors").read_bytes() == expected
+
+
+@pytest.mark.slow
+def test_checkpoint_of_other_params_is_ignored(prepared):
+    _reset(prepared)
+    assert _finetune(prepared, {"GOVTUNE_FAULT_KILL_AFTER_STEP": "4"}).returncode == -signal.SIGKILL
+    params = yaml.safe_load((prepared / "params.yaml").read_text())
+    params["finetune"]["learning_rate"] = 0.005
+    write_yaml(prepared / "params.yaml", params)
+    try:
+        proc = _finetune(prepared)
+        assert proc.returncode == 0 and "resuming from" not in proc.stderr
+        assert "ignoring checkpoint" in proc.stderr
+    finally:
+        params["finetune"]["learning_rate"] = TINY_FINETUNE["learning_rate"]
+        write_yaml(prepared / "params.yaml", params)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu(prepared):
+    _reset(prepared)
+    proc = run_cmd(
+        [str(VENV_BIN / "torchrun"), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", "29533",
+         "-m", "pipeline.finetune"],
+        cwd=prepared,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = read_json(prepared / "reports" / "train_metrics.json")
+    assert metrics["world_size"] == 2 and metrics["steps"] == TINY_FINETUNE["max_steps"]
+    assert (prepared / "models" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_lineage_walk_from_logged_model_to_dvc_lock(tmp_path, tiny_model, monkeypatch):
+    """From the logged model to its run, its datasets and their digests: they equal dvc.lock."""
+    import mlflow
+
+    project = make_tiny_project(tmp_path / "p", tiny_model)
+    run_cmd(["dvc", "repro", "finetune"], cwd=project, check=True)
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    md5 = {o["path"]: o["md5"] for st in lock.values() for o in st.get("outs", [])}
+    md5.update({d["path"]: d["md5"] for st in lock.values() for d in st.get("deps", [])})
+
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("govtune").experiment_id], "tags.`govtune.stage` = 'finetune'")
+    model_id = runs[0].data.tags["govtune.logged_model_id"]
+    logged = client.get_logged_model(model_id)
+    run = client.get_run(logged.source_run_id)
+    assert run.info.run_name == "finetune" and run.data.tags["govtune.stage"] == "finetune"
+    digests = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
+    assert digests == {"train": md5["data/splits/train.jsonl"], "val": md5["data/splits/val.jsonl"]}
+    assert run.data.params["base_model.id"] == "tiny-llama"
+    exec_id = run.data.tags["govtune.execution_id"]
+    stages = client.search_runs([run.info.experiment_id], f"tags.`govtune.execution_id` = '{exec_id}'")
+    by_stage = {r.data.tags["govtune.stage"]: r for r in stages}
+    assert set(by_stage) == {"base_model", "validate", "scrub", "split", "finetune"}
+    split_digests = {d.dataset.name: d.dataset.digest for d in by_stage["split"].inputs.dataset_inputs}
+    assert split_digests["test"] == md5["data/splits/test.jsonl"]
+    raw = {d.dataset.name: d.dataset.digest for d in by_stage["validate"].inputs.dataset_inputs}
+    assert raw["raw"] == md5["data/raw/tickets.jsonl"]
+    scrubbed = {d.dataset.name: d.dataset.digest for d in by_stage["scrub"].inputs.dataset_inputs}
+    assert scrubbed["scrubbed"] == md5["data/scrubbed/tickets.jsonl"]
+
+    # The logged model loads and answers in the task's format fields.
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model(f"models:/{model_id}")
+    import pandas as pd
+
+    out = model.predict(pd.DataFrame({"message": ["My card was charged twice for order ORD-12345678."]}))
+    assert list(out.columns) == ["category", "priority", "reply", "well_formed", "raw"] and len(out) == 1
