@@ -260,7 +260,7 @@ def load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:
 
 def train(
     cfg: FinetuneParams, base_dir: Path, train_records: list[dict], val_records: list[dict], fingerprint: str,
-    dist_info: Dist, on_step: Any = None,
+    dist_info: Dist,
 ) -> tuple[Any, Any, TrainState, dict[str, Any]]:  # fmt: skip
     """Runs (or resumes) LoRA training; returns ``(model, tokenizer, state, summary)``."""
     import torch
@@ -332,14 +332,13 @@ def train(
         state.tokens += step_tokens
         state.padded_tokens += step_padded
         row = {"step": state.step, "train_loss": loss_sum, "learning_rate": scheduler.get_last_lr()[0],
+               "tokens": step_tokens, "seconds": elapsed,
                "tokens_per_s": step_tokens * dist_info.world / elapsed if elapsed else 0.0}  # fmt: skip
         state.history.append(row)
         bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
         bar.update(1)
         if dist_info.main and (state.step % cfg.eval_interval == 0 or state.step == steps):
             state.evals.append({"step": state.step, "val_loss": evaluate_loss(model, val_ex, pad_id, cfg.batch_size, device)})
-        if on_step is not None:
-            on_step(row, state)
         if dist_info.main and cfg.checkpoint_interval and (state.step % cfg.checkpoint_interval == 0 or state.step == steps):
             save_checkpoint(ckpt_path, model, optimizer, scheduler, state, fingerprint)
             if os.environ.get(KILL_AFTER_STEP_ENV) == str(state.step):
@@ -419,7 +418,7 @@ def log_finetune(tracked: Any, params: Params, cfg: FinetuneParams, metrics: dic
         path = params.split.out_dir / f"{name}.jsonl"
         tracked.log_dataset(name, path, pd.read_json(path, lines=True, dtype=False), context=context)
     for row in state.history:
-        tracked.log_metrics({f"finetune/{k}": v for k, v in row.items() if k != "step"}, step=row["step"])
+        tracked.log_metrics({f"finetune/{k}": row[k] for k in ("train_loss", "learning_rate", "tokens_per_s")}, step=row["step"])
     for row in state.evals:
         tracked.log_metrics({"finetune/val_loss": row["val_loss"]}, step=row["step"])
     tracked.log_metrics({f"finetune/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
@@ -433,7 +432,7 @@ def log_finetune(tracked: Any, params: Params, cfg: FinetuneParams, metrics: dic
 def main() -> None:
     """Trains, writes the adapter, metrics and plots; logs lineage (rank 0)."""
     from pipeline.common.offline import configure_offline
-    from pipeline.common.tracking import NullRun, dvc_md5, git_state, stage_run
+    from pipeline.common.tracking import dvc_md5, git_state, stage_run
 
     configure_offline()
     params = load_params()

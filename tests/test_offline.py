@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from pipeline.common.offline import OFFLINE_ENV, configure_offline
-from tests.conftest import REPO, run_cmd
+from tests.conftest import REPO
 
 
 def test_sockets_are_blocked_in_the_test_session():

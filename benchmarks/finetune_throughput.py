@@ -1,0 +1,117 @@
+"""Benchmark: fine-tune throughput of the stage vs a plain Hugging Face Trainer + PEFT script.
+
+Both train the same base model (``models/base/``) with the same LoRA config, batch size,
+sequence length, learning rate and train split, for the same number of optimizer steps, in
+one process, one after the other. Throughput counts real (non-padding) tokens per second of
+training-step time, the first step of each excluded (warm-up). Padding waste is reported for
+both. Not a unit test: run it by hand on an otherwise idle machine.
+
+Run: ``python -m benchmarks.finetune_throughput [--steps 10]`` (after ``dvc repro split base_model``)
+Writes ``reports/bench/finetune_throughput.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.common.io import save_json
+from pipeline.common.offline import configure_offline
+from pipeline.common.params import load_params
+
+
+def bench_stage(cfg: Any, base_dir: Path, train: list[dict], steps: int) -> dict[str, Any]:
+    """The finetune stage's own loop (length-grouped batches, dynamic padding)."""
+    from pipeline import finetune
+
+    cfg = cfg.model_copy(update={"max_steps": steps, "eval_interval": 10**9, "checkpoint_interval": 0, "eval_max_examples": 1})
+    dist = finetune.Dist()
+    _, _, state, _ = finetune.train(cfg, base_dir, train, train[:1], "bench", dist)
+    timed = state.history[1:]  # drop the warm-up step
+    tokens = sum(h["tokens"] for h in timed)
+    seconds = sum(h["seconds"] for h in timed)
+    return {"steps_timed": len(timed), "real_tokens": tokens, "seconds": seconds,
+            "padding_waste": 1 - state.tokens / state.padded_tokens, "tokens_per_s": tokens / seconds}  # fmt: skip
+
+
+def bench_trainer(cfg: Any, base_dir: Path, train: list[dict], steps: int) -> dict[str, Any]:
+    """What a user would otherwise write: Trainer + DataCollatorForSeq2Seq + get_peft_model."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
+
+    from pipeline.common.task import encode_example, format_answer
+
+    torch.manual_seed(cfg.seed)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    rows = []
+    for r in train:
+        ids, labels, _ = encode_example(tokenizer, r["message"], format_answer(r["category"], r["priority"], r["reply"]), cfg.max_seq_len)
+        rows.append({"input_ids": ids, "labels": labels, "attention_mask": [1] * len(ids)})
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                             target_modules=list(cfg.target_modules), task_type="CAUSAL_LM"))  # fmt: skip
+    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    counts: list[tuple[int, int]] = []
+
+    def counting_collator(features: list[dict]) -> dict:
+        batch = collator(features)
+        counts.append((int(batch["attention_mask"].sum()), batch["attention_mask"].numel()))
+        return batch
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self._start = 0.0
+
+        def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+            self._start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+            self.times.append(time.perf_counter() - self._start)
+
+    timer = StepTimer()
+    args = TrainingArguments(
+        output_dir="/tmp/govtune-bench-trainer", per_device_train_batch_size=cfg.batch_size, max_steps=steps,
+        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.schedule, warmup_steps=cfg.warmup_steps,
+        max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, report_to=[], save_strategy="no", logging_strategy="no",
+        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, remove_unused_columns=False,
+    )  # fmt: skip
+    Trainer(model=model, args=args, train_dataset=rows, data_collator=counting_collator, callbacks=[timer]).train()
+    # The batch of step i is collated just before it runs; drop the warm-up step.
+    real = sum(c[0] for c in counts[1:steps])
+    padded = sum(c[1] for c in counts[:steps])
+    seconds = sum(timer.times[1:])
+    return {"steps_timed": len(timer.times) - 1, "real_tokens": real, "seconds": seconds,
+            "padding_waste": 1 - sum(c[0] for c in counts[:steps]) / padded, "tokens_per_s": real / seconds}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=10, help="optimizer steps per method (first one is warm-up)")
+    args = parser.parse_args()
+    configure_offline()
+    params = load_params()
+    cfg = params.finetune
+    train = [json.loads(l) for l in (params.split.out_dir / "train.jsonl").read_text().splitlines()]
+    base = params.base_model.out_dir
+    trainer = bench_trainer(cfg, base, train, args.steps)
+    stage = bench_stage(cfg, base, train, args.steps)
+    ratio = stage["tokens_per_s"] / trainer["tokens_per_s"]
+    print(f"\n{'method':<28}{'steps':>6}{'real tokens':>13}{'padding':>9}{'seconds':>9}{'tokens/s':>10}")
+    for name, r in (("HF Trainer + PEFT", trainer), ("govtune finetune stage", stage)):
+        print(f"{name:<28}{r['steps_timed']:>6}{r['real_tokens']:>13}{r['padding_waste']:>9.1%}{r['seconds']:>9.1f}{r['tokens_per_s']:>10.1f}")
+    print(f"ratio (stage / Trainer): {ratio:.2f}x  (target >= 1.3x)")
+    save_json(Path("reports/bench/finetune_throughput.json"), {
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": __import__("os").cpu_count()},
+        "model": str(base), "batch_size": cfg.batch_size, "max_seq_len": cfg.max_seq_len, "lora_r": cfg.lora_r,
+        "trainer": trainer, "stage": stage, "ratio": ratio,
+    })  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
