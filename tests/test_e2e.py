@@ -33,6 +33,8 @@ def test_dvc_repro_tiny_profile(tiny_project):
     assert (tiny_project / "models" / "adapter" / "adapter_model.safetensors").is_file()
     shown = run_cmd(["dvc", "metrics", "show", "--json"], cwd=tiny_project, check=True).stdout
     assert "val_loss_final" in shown
+    plots = run_cmd(["dvc", "plots", "show", "--json"], cwd=tiny_project, check=True).stdout
+    assert "train_loss.csv" in plots and "val_loss.csv" in plots
     prov = read_json(tiny_project / "models" / "base" / "provenance.json")
     assert prov["model_id"] == "tiny-llama" and prov["source"]["kind"] == "local_dir"
     lock = yaml.safe_load((tiny_project / "dvc.lock").read_text())

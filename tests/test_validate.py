@@ -83,13 +83,35 @@ BAD_FILES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A project copy whose data/raw the bad-file tests overwrite (tracking off: no MLflow)."""
+    import yaml
+
+    from tests.conftest import write_yaml
+
+    root = copy_project(tmp_path_factory.mktemp("bad") / "p")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["tracking"]["enabled"] = False
+    write_yaml(root / "params.yaml", params)
+    return root
+
+
 @pytest.mark.parametrize("name,make,where,phrase", BAD_FILES, ids=[b[0] for b in BAD_FILES])
-def test_bad_files_fail_naming_file_and_line(tmp_path, good_records, name, make, where, phrase):
-    path = tmp_path / "tickets.jsonl"
-    make(path, good_records[:10])
-    with pytest.raises(GovtuneError) as info:
-        run(CFG, CONTRACT, path)
-    assert f"{path}{where}" in str(info.value) and phrase in str(info.value)
+def test_bad_files_exit_2_naming_file_and_line(project, good_records, monkeypatch, capsys, name, make, where, phrase):
+    """The stage's entry point (as DVC runs it) on each bad file: exit code 2, file:line, reason."""
+    from pipeline import validate
+    from pipeline.common.errors import run_main
+
+    raw = project / "data" / "raw" / "tickets.jsonl"
+    make(raw, good_records[:10])
+    monkeypatch.chdir(project)
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(validate.main)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"data/raw/tickets.jsonl{where}" in err and phrase in err
+    assert "Traceback" not in err
 
 
 def test_crlf_line_endings_are_read(tmp_path, good_records):
