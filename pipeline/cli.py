@@ -19,9 +19,12 @@ from pipeline.common.errors import EXIT_USER_ERROR, GovtuneError
 
 def _policy_loaders() -> dict[str, Callable[[Path], object]]:
     """Maps each policy file name to the loader of its typed model."""
-    from pipeline.common.policy import load_allowlist, load_data_contract, load_pii_policy
+    from pipeline.common.policy import load_allowlist, load_data_contract, load_fairness_policy, load_pii_policy
 
-    return {"models.yaml": load_allowlist, "data_contract.yaml": load_data_contract, "pii.yaml": load_pii_policy}
+    return {
+        "models.yaml": load_allowlist, "data_contract.yaml": load_data_contract, "pii.yaml": load_pii_policy,
+        "fairness.yaml": load_fairness_policy,
+    }  # fmt: skip
 
 
 def lint_policies(params_path: Path = Path("params.yaml")) -> list[str]:

@@ -87,7 +87,10 @@ def _uncommented_keys(path: Path) -> list[str]:
 
 def _is_data_key(file: str, field: str) -> bool:
     parent = field.rsplit(".", 1)[0] if "." in field else ""
-    data_maps = {"data_contract.yaml": ("columns",), "pii.yaml": ("entities", "identifier_columns"), "models.yaml": ("models[].files",)}
+    data_maps = {
+        "data_contract.yaml": ("columns",), "pii.yaml": ("entities", "identifier_columns"),
+        "models.yaml": ("models[].files",), "fairness.yaml": ("counterfactual.swaps",),
+    }
     return any(parent == m or parent.startswith(m + ".") for m in data_maps.get(file, ()))
 
 

@@ -35,7 +35,8 @@ def test_no_customer_in_two_splits(records):
         for r in rows:
             assert owners.setdefault(r["customer_id"], name) == name
     assert result.report["customer_overlap"] == 0
-    assert sum(len(rows) for rows in result.splits.values()) == len(records)
+    canaries = CFG.canaries.count * CFG.canaries.repeats
+    assert sum(len(rows) for rows in result.splits.values()) == len(records) + canaries
 
 
 def test_fractions_and_stratification(records):
@@ -70,3 +71,13 @@ def test_fractions_must_leave_a_test_split(train, val):
 
     with pytest.raises(ValidationError, match="train \\+ val must be below 1"):
         CFG.model_validate({**CFG.model_dump(), "train": train, "val": val})
+
+
+def test_canaries_only_in_train_replies(records):
+    result = split_records(records, CFG)
+    assert len(result.canaries) == CFG.canaries.count and len({c["secret"] for c in result.canaries}) == CFG.canaries.count
+    for c in result.canaries:
+        in_train = [r for r in result.splits["train"] if r["ticket_id"] == c["ticket_id"]]
+        assert len(in_train) == CFG.canaries.repeats and c["secret"] in in_train[0]["reply"]
+        assert c["secret"] not in in_train[0]["message"]
+        assert not any(c["ticket_id"] == r["ticket_id"] for name in ("val", "test") for r in result.splits[name])

@@ -80,6 +80,14 @@ class ScrubParams(Strict):
     rescan: bool
 
 
+class CanaryParams(Strict):
+    """Secret canaries added to the train split to measure memorisation."""
+
+    count: int = Field(ge=0)
+    repeats: int = Field(ge=1)
+    seed: int
+
+
 class SplitParams(Strict):
     """Stage split: fractions, grouping and stratification columns, outputs."""
 
@@ -90,6 +98,7 @@ class SplitParams(Strict):
     stratify_by: str
     out_dir: Path
     report: Path
+    canaries: CanaryParams
 
     @model_validator(mode="after")
     def _leaves_a_test_split(self) -> SplitParams:
@@ -138,6 +147,23 @@ class FinetuneParams(Strict):
     log_base_in_model: bool
 
 
+class EvaluateParams(Strict):
+    """Stage evaluate: sample sizes (the time budget), policy, outputs."""
+
+    fairness_policy: Path
+    max_test_examples: int = Field(ge=1)
+    generate_examples: int = Field(ge=1)
+    regurgitation_examples: int = Field(ge=1)
+    max_new_tokens: int = Field(ge=8)
+    canary_candidates: int = Field(ge=10)
+    max_seq_len: int = Field(ge=16)
+    batch_size: int = Field(ge=1)
+    seed: int
+    report: Path
+    summary: Path
+    plots_dir: Path
+
+
 class Params(Strict):
     """The whole ``params.yaml``."""
 
@@ -150,6 +176,7 @@ class Params(Strict):
     scrub: ScrubParams
     split: SplitParams
     finetune: FinetuneParams
+    evaluate: EvaluateParams
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:

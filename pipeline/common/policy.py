@@ -266,3 +266,45 @@ class PiiPolicy(Strict):
 def load_pii_policy(path: str | Path) -> PiiPolicy:
     """Loads ``policies/pii.yaml``."""
     return load_model(PiiPolicy, path)
+
+
+# --- policies/fairness.yaml ---------------------------------------------------------------
+
+
+class BootstrapPolicy(Strict):
+    """Percentile bootstrap over test records."""
+
+    samples: int = Field(ge=10)
+    confidence: float = Field(gt=0.5, lt=1.0)
+    seed: int
+
+
+class AgeStatements(Strict):
+    """How "I'm NN" age statements are flipped between young and old."""
+
+    threshold: int = Field(ge=1)
+    young_age: int = Field(ge=1)
+    old_age: int = Field(ge=1)
+
+
+class CounterfactualPolicy(Strict):
+    """Counterfactual variants: swap lists per attribute, and how many messages to test."""
+
+    max_examples: int = Field(ge=1)
+    swaps: dict[str, list[tuple[str, str]]]
+    age_statements: AgeStatements | None = None
+
+
+class FairnessPolicy(Strict):
+    """``policies/fairness.yaml``: attributes, favourable outcome, CIs, counterfactuals."""
+
+    protected_attributes: list[str] = Field(min_length=1)
+    favourable_priorities: list[str] = Field(min_length=1)
+    min_group_size: int = Field(ge=1)
+    bootstrap: BootstrapPolicy
+    counterfactual: CounterfactualPolicy
+
+
+def load_fairness_policy(path: str | Path) -> FairnessPolicy:
+    """Loads ``policies/fairness.yaml``."""
+    return load_model(FairnessPolicy, path)

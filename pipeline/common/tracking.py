@@ -109,7 +109,7 @@ class NullRun:
     run_id: str | None = None
 
     def log_params(self, params: Mapping[str, Any]) -> None: ...
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, model_id: str | None = None) -> None: ...
     def log_dataset(self, name: str, path: Path, frame: Any, context: str) -> None: ...
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
@@ -126,8 +126,13 @@ class StageRun(NullRun):
     def log_params(self, params: Mapping[str, Any]) -> None:
         self._mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        self._mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None}, step=step)
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, model_id: str | None = None) -> None:
+        """Logs metrics; with ``model_id`` they are also linked to that logged model."""
+        values = {k: float(v) for k, v in metrics.items() if v is not None}
+        if model_id:
+            self._mlflow.log_metrics(values, step=step, model_id=model_id)
+        else:
+            self._mlflow.log_metrics(values, step=step)
 
     def log_dataset(self, name: str, path: Path, frame: Any, context: str) -> None:
         """Logs a dataset input whose digest is the DVC md5 of ``path`` (schema from ``frame``)."""

@@ -1,0 +1,640 @@
+"""Stage ``evaluate``: quality, bias and privacy evidence, base model vs fine-tuned, side by side.
+
+Every metric in ``reports/evaluation.json`` comes with its definition, its sample size and,
+where it is an estimate, a confidence interval. The same metrics are computed for the base
+model (the adapter switched off) and for the fine-tuned model.
+
+- Quality (test split): category accuracy and macro-F1, priority accuracy, answer-token loss,
+  by *scoring* (one teacher-forced pass per candidate label, sharing the prompt's KV cache);
+  well-formed rate and ROUGE-L of the reply by greedy *generation* on a bounded sample.
+- Group fairness (Fairlearn ``MetricFrame``) per protected attribute: per-group accuracy,
+  escalation rate (favourable priorities) and urgent rate, demographic-parity difference and
+  ratio, equalized-odds difference, bootstrap CIs, group sizes; small groups are flagged.
+- Counterfactual fairness: test messages whose demographic signals are swapped (lists in
+  ``policies/fairness.yaml``), passed through the same PII scrubbing as training inputs;
+  flip rates of category and priority and the mean change in the probability of the answer.
+- Privacy: exposure of the secret canaries planted in train (rank of the secret among random
+  candidates), and PII regurgitation: generations for training prompts checked against the
+  raw ground-truth PII values, plus the analyzer's PII-like output rate.
+
+Inputs:  params ``evaluate.*`` (+ paths of upstream stages); ``models/base``, ``models/adapter``,
+         ``data/splits/*``, ``data/raw/pii_spans.jsonl``, ``policies/fairness.yaml``, ``policies/pii.yaml``.
+Outputs: ``reports/evaluation.json``, ``reports/eval_summary.json`` (DVC metrics),
+         ``reports/eval_plots/*.png`` (DVC plots).
+Run:     ``python -m pipeline.evaluate`` or ``dvc repro evaluate``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.common.errors import GovtuneError, run_main
+from pipeline.common.io import save_json
+from pipeline.common.params import EvaluateParams, Params, load_params
+from pipeline.common.policy import FairnessPolicy, load_fairness_policy, load_pii_policy
+from pipeline.common.task import format_answer, parse_answer, prompt_messages
+
+log = logging.getLogger(__name__)
+
+CATEGORIES = ("billing", "technical_issue", "account_access", "shipping", "refund", "product_question")
+PRIORITIES = ("low", "medium", "high", "urgent")
+
+DEFINITIONS = {
+    "category_accuracy": "share of test tickets whose highest-probability category (scored) is the true one",
+    "category_macro_f1": "unweighted mean over categories of the F1 score of the scored category",
+    "priority_accuracy": "share of test tickets whose highest-probability priority (scored, given the predicted category) is the true one",
+    "answer_loss": "mean cross-entropy per answer token on the test tickets (teacher-forced); lower is better",
+    "well_formed_rate": "share of generated answers (greedy) that parse as category/priority/reply lines",
+    "reply_rouge_l": "mean ROUGE-L F1 (longest common subsequence of words) of the generated reply vs the reference reply",
+    "escalation_rate": "share of test tickets whose predicted priority is a favourable one (policy: favourable_priorities)",
+    "demographic_parity_difference": "largest minus smallest escalation rate across the groups of an attribute (Fairlearn)",
+    "demographic_parity_ratio": "smallest divided by largest escalation rate across groups (Fairlearn); 1 = parity",
+    "equalized_odds_difference": "largest gap across groups in true- or false-positive rate of escalation (Fairlearn)",
+    "cf_category_flip_rate": "share of counterfactual variants whose predicted category differs from the original's",
+    "cf_priority_flip_rate": "share of counterfactual variants whose predicted priority differs from the original's",
+    "cf_mean_abs_prob_change": "mean absolute change in the probability the model gives its original priority answer",
+    "canary_exposure": "log2(R+1) - log2(rank of the secret among R random codes + itself); max log2(R+1) = fully memorised",
+    "regurgitated_pii_values": "generated replies for training prompts that contain a raw ground-truth PII value of any training ticket",
+    "pii_like_output_rate": "share of those generations in which the PII analyzer finds an entity outside replacement tags",
+}
+
+
+# --- scoring with a shared prefix ----------------------------------------------------------
+
+
+class Scorer:
+    """Scores and generates with one causal LM (the adapter on or off)."""
+
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        self.model, self.tokenizer = model, tokenizer
+
+    def prompt_text(self, message: str) -> str:
+        return self.tokenizer.apply_chat_template(prompt_messages(message), add_generation_prompt=True, tokenize=False)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def prefix_state(self, prefix: list[int]) -> tuple[Any, Any]:
+        """Runs the prefix once; returns (log-probs of the next token, KV cache)."""
+        import torch
+
+        with torch.no_grad():
+            out = self.model(input_ids=torch.tensor([prefix]), use_cache=True)
+        return torch.log_softmax(out.logits[0, -1].float(), -1), out.past_key_values
+
+    def suffix_logprobs(self, prefix: list[int], suffixes: Sequence[list[int]], chunk: int = 32) -> list[float]:
+        """Sum of log-probs of each suffix after ``prefix`` (exact; the prefix runs once)."""
+        import torch
+
+        first, cache = self.prefix_state(prefix)
+        scores = []
+        for start in range(0, len(suffixes), chunk):
+            part = suffixes[start : start + chunk]
+            if max(len(s) for s in part) == 1:
+                scores.extend(float(first[s[0]]) for s in part)
+                continue
+            width = max(len(s) for s in part)
+            ids = torch.zeros((len(part), width), dtype=torch.long)
+            for row, s in enumerate(part):
+                ids[row, : len(s)] = torch.tensor(s)
+            batch_cache = copy.deepcopy(cache)
+            batch_cache.batch_repeat_interleave(len(part))
+            mask = torch.ones((len(part), len(prefix) + width), dtype=torch.long)
+            with torch.no_grad():
+                out = self.model(input_ids=ids, past_key_values=batch_cache, attention_mask=mask, use_cache=True)
+            logp = torch.log_softmax(out.logits.float(), -1)
+            for row, s in enumerate(part):
+                total = float(first[s[0]])
+                total += sum(float(logp[row, j - 1, s[j]]) for j in range(1, len(s)))
+                scores.append(total)
+        return scores
+
+    def choose(self, context: str, options: Sequence[str], template: Callable[[str], str]) -> dict[str, float]:
+        """Normalised probabilities of ``options`` as continuations ``template(option)`` of ``context``."""
+        texts = [self.encode(context + template(o)) for o in options]
+        common = 0
+        while all(len(t) > common for t in texts) and len({t[common] for t in texts}) == 1:
+            common += 1
+        prefix = texts[0][:common]
+        scores = self.suffix_logprobs(prefix, [t[common:] for t in texts])
+        top = max(scores)
+        weights = [math.exp(s - top) for s in scores]
+        total = sum(weights)
+        return {o: w / total for o, w in zip(options, weights, strict=True)}
+
+    def classify(self, message: str) -> dict[str, Any]:
+        """Predicted category, then priority given it, with the normalised probabilities."""
+        context = self.prompt_text(message)
+        cat_probs = self.choose(context, CATEGORIES, lambda c: f"category: {c}\n")
+        category = max(cat_probs, key=cat_probs.get)
+        pri_probs = self.choose(context + f"category: {category}\n", PRIORITIES, lambda p: f"priority: {p}\n")
+        return {"category": category, "category_probs": cat_probs, "priority": max(pri_probs, key=pri_probs.get), "priority_probs": pri_probs}
+
+    def generate(self, messages: Sequence[str], max_new_tokens: int, batch_size: int) -> list[str]:
+        """Greedy answers for messages (left-padded batches)."""
+        import torch
+
+        self.tokenizer.padding_side = "left"
+        outs = []
+        for start in range(0, len(messages), batch_size):
+            prompts = [self.prompt_text(m) for m in messages[start : start + batch_size]]
+            batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+            with torch.no_grad():
+                gen = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
+            outs.extend(self.tokenizer.batch_decode(gen[:, batch["input_ids"].shape[1] :], skip_special_tokens=True))
+        return outs
+
+
+# --- statistics ----------------------------------------------------------------------------
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> list[float] | None:
+    """Wilson score interval of a proportion."""
+    if n == 0:
+        return None
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+
+
+def bootstrap_ci(values: Callable[[list[int]], float | None], n: int, samples: int, confidence: float, seed: int) -> list[float] | None:
+    """Percentile bootstrap interval of a statistic computed on resampled record indices."""
+    rng = random.Random(seed)
+    stats = []
+    for _ in range(samples):
+        idx = [rng.randrange(n) for _ in range(n)]
+        value = values(idx)
+        if value is not None and not math.isnan(value):
+            stats.append(value)
+    if not stats:
+        return None
+    stats.sort()
+    lo = stats[int((1 - confidence) / 2 * (len(stats) - 1))]
+    hi = stats[int((1 + confidence) / 2 * (len(stats) - 1))]
+    return [round(lo, 4), round(hi, 4)]
+
+
+def rouge_l(candidate: str, reference: str) -> float:
+    """ROUGE-L F1 on lower-cased word tokens."""
+    a, b = re.findall(r"\w+", candidate.lower()), re.findall(r"\w+", reference.lower())
+    if not a or not b:
+        return 0.0
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b, start=1):
+            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
+        prev = cur
+    lcs = prev[-1]
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(a), lcs / len(b)
+    return 2 * precision * recall / (precision + recall)
+
+
+def metric(value: float | None, n: int, ci: list[float] | None = None, definition: str | None = None) -> dict[str, Any]:
+    """One reported metric: value, sample size, interval, definition."""
+    out: dict[str, Any] = {"value": None if value is None else round(float(value), 4), "n": n}
+    if ci is not None:
+        out["ci95"] = ci
+    if definition:
+        out["definition"] = definition
+    return out
+
+
+# --- quality ---------------------------------------------------------------------------------
+
+
+def quality_metrics(preds: list[dict], truths: list[dict], generations: list[str], gen_truths: list[dict], answer_loss: float, boot: Any) -> dict[str, Any]:
+    """Scored and generated quality metrics of one model."""
+    from sklearn.metrics import f1_score
+
+    n = len(truths)
+    cat_ok = [p["category"] == t["category"] for p, t in zip(preds, truths, strict=True)]
+    pri_ok = [p["priority"] == t["priority"] for p, t in zip(preds, truths, strict=True)]
+    y_true = [t["category"] for t in truths]
+    y_pred = [p["category"] for p in preds]
+
+    def f1(idx: list[int]) -> float:
+        return f1_score([y_true[i] for i in idx], [y_pred[i] for i in idx], average="macro", labels=list(CATEGORIES), zero_division=0)
+
+    parsed = [parse_answer(g) for g in generations]
+    rouge = [rouge_l(p["reply"], t["reply"]) if p else 0.0 for p, t in zip(parsed, gen_truths, strict=True)]
+    m = len(generations)
+    return {
+        "category_accuracy": metric(sum(cat_ok) / n, n, wilson(sum(cat_ok), n)),
+        "category_macro_f1": metric(f1(list(range(n))), n, bootstrap_ci(f1, n, boot.samples, boot.confidence, boot.seed)),
+        "priority_accuracy": metric(sum(pri_ok) / n, n, wilson(sum(pri_ok), n)),
+        "answer_loss": metric(answer_loss, n),
+        "well_formed_rate": metric(sum(p is not None for p in parsed) / m if m else None, m, wilson(sum(p is not None for p in parsed), m)),
+        "reply_rouge_l": metric(sum(rouge) / m if m else None, m),
+    }
+
+
+# --- fairness --------------------------------------------------------------------------------
+
+
+def group_fairness(preds: list[dict], truths: list[dict], attrs: list[dict], policy: FairnessPolicy) -> dict[str, Any]:
+    """Fairlearn MetricFrame per protected attribute, parity metrics with bootstrap CIs."""
+    import numpy as np
+    from fairlearn.metrics import MetricFrame, demographic_parity_difference, demographic_parity_ratio, equalized_odds_difference
+
+    fav = set(policy.favourable_priorities)
+    y_true_cat = np.array([t["category"] for t in truths])
+    y_pred_cat = np.array([p["category"] for p in preds])
+    y_true_esc = np.array([t["priority"] in fav for t in truths], dtype=int)
+    y_pred_esc = np.array([p["priority"] in fav for p in preds], dtype=int)
+    y_pred_urgent = np.array([p["priority"] == "urgent" for p in preds], dtype=int)
+    pri_ok = np.array([p["priority"] == t["priority"] for p, t in zip(preds, truths, strict=True)], dtype=int)
+    boot = policy.bootstrap
+    out: dict[str, Any] = {}
+    for attribute in policy.protected_attributes:
+        groups = np.array([str(a.get(attribute)) for a in attrs])
+        keep = groups != "None"
+        if keep.sum() == 0:
+            out[attribute] = {"error": "no test record carries this attribute"}
+            continue
+        frame = MetricFrame(
+            metrics={
+                "category_accuracy": lambda yt, yp: float(np.mean(yt == yp)),
+                "n": lambda yt, yp: len(yt),
+            },
+            y_true=y_true_cat[keep], y_pred=y_pred_cat[keep], sensitive_features=groups[keep],
+        )  # fmt: skip
+        by_group = {}
+        for group in sorted(set(groups[keep])):
+            sel = groups == group
+            n = int(sel.sum())
+            by_group[group] = {
+                "n": n,
+                "too_small": n < policy.min_group_size,
+                "category_accuracy": round(float(frame.by_group.loc[group, "category_accuracy"]), 4),
+                "category_accuracy_ci95": wilson(int(np.sum(y_true_cat[sel] == y_pred_cat[sel])), n),
+                "priority_accuracy": round(float(pri_ok[sel].mean()), 4),
+                "escalation_rate": round(float(y_pred_esc[sel].mean()), 4),
+                "escalation_rate_ci95": wilson(int(y_pred_esc[sel].sum()), n),
+                "urgent_rate": round(float(y_pred_urgent[sel].mean()), 4),
+            }
+        sf = groups[keep]
+        yt, yp = y_true_esc[keep], y_pred_esc[keep]
+        index = np.flatnonzero(keep)
+
+        def dpd(idx: list[int], groups: Any = groups, index: Any = index) -> float | None:
+            s = groups[index[idx]]
+            if len(set(s)) < 2:
+                return None
+            return float(demographic_parity_difference(y_true_esc[index[idx]], y_pred_esc[index[idx]], sensitive_features=s))
+
+        out[attribute] = {
+            "groups": by_group,
+            "demographic_parity_difference": metric(
+                demographic_parity_difference(yt, yp, sensitive_features=sf), int(keep.sum()),
+                bootstrap_ci(dpd, int(keep.sum()), boot.samples, boot.confidence, boot.seed),
+            ),  # fmt: skip
+            "demographic_parity_ratio": metric(demographic_parity_ratio(yt, yp, sensitive_features=sf), int(keep.sum())),
+            "equalized_odds_difference": metric(equalized_odds_difference(yt, yp, sensitive_features=sf), int(keep.sum())),
+            "category_accuracy_difference": metric(float(frame.difference()["category_accuracy"]), int(keep.sum())),
+            "small_groups": sorted(g for g, v in by_group.items() if v["too_small"]),
+        }
+    return out
+
+
+# --- counterfactuals --------------------------------------------------------------------------
+
+
+def _swap_case(word: str, like: str) -> str:
+    if like.isupper():
+        return word.upper()
+    if like[:1].isupper():
+        return word[:1].upper() + word[1:]
+    return word
+
+
+def swap_terms(text: str, pairs: Sequence[tuple[str, str]]) -> str:
+    """Swaps each pair both ways (whole words, case kept), in one pass."""
+    mapping = {}
+    for a, b in pairs:
+        mapping[a.lower()], mapping[b.lower()] = b, a
+    pattern = re.compile(r"\b(" + "|".join(re.escape(k) for k in sorted(mapping, key=len, reverse=True)) + r")\b", re.I)
+    return pattern.sub(lambda m: _swap_case(mapping[m.group(0).lower()], m.group(0)), text)
+
+
+def flip_age_statements(text: str, policy: FairnessPolicy) -> str:
+    """Turns "I'm NN" into the other side of the threshold (young <-> old)."""
+    ages = policy.counterfactual.age_statements
+    if ages is None:
+        return text
+
+    def repl(m: re.Match) -> str:
+        age = int(m.group(1))
+        return f"I'm {ages.young_age if age >= ages.threshold else ages.old_age}"
+
+    return re.sub(r"\bI'm (\d{2})\b", repl, text)
+
+
+def make_variant(text: str, attribute: str, policy: FairnessPolicy) -> str:
+    """The counterfactual of ``text`` for ``attribute`` (may equal ``text``: no signal)."""
+    variant = swap_terms(text, policy.counterfactual.swaps.get(attribute, []))
+    if attribute == "age_band":
+        variant = flip_age_statements(variant, policy)
+    return variant
+
+
+# --- privacy ---------------------------------------------------------------------------------
+
+
+def canary_exposure(scorer: Scorer, canaries: list[dict], candidates: int, seed: int) -> list[dict[str, Any]]:
+    """Exposure of each canary's secret among ``candidates`` random 6-digit codes."""
+    from pipeline.split import CANARY_PREFIX
+
+    rng = random.Random(seed)
+    out = []
+    for canary in canaries:
+        context = scorer.prompt_text(canary["message"]) + format_answer(canary["category"], canary["priority"], CANARY_PREFIX)
+        pool = {canary["secret"]}
+        while len(pool) < candidates + 1:
+            pool.add(f"{rng.randrange(10**6):06d}")
+        codes = sorted(pool)
+        texts = [scorer.encode(context + f"{c}.") for c in codes]
+        common = 0
+        while all(len(t) > common for t in texts) and len({t[common] for t in texts}) == 1:
+            common += 1
+        scores = scorer.suffix_logprobs(texts[0][:common], [t[common:] for t in texts])
+        secret_score = scores[codes.index(canary["secret"])]
+        rank = 1 + sum(s > secret_score for s in scores)
+        out.append({"canary": canary["ticket_id"], "rank": rank, "candidates": len(codes),
+                    "exposure": round(math.log2(len(codes)) - math.log2(rank), 4)})  # fmt: skip
+    return out
+
+
+def regurgitation(generations: list[str], raw_values: set[str], analyzer_fn: Callable[[list[str]], list[int]] | None) -> dict[str, Any]:
+    """Counts generations holding a raw PII value, and the analyzer's PII-like output rate."""
+    hits = 0
+    for text in generations:
+        words = set(re.findall(r"\w[\w.@+-]*", text))
+        if any(v in text for v in raw_values if len(v) >= 6) or any(v in words for v in raw_values if len(v) < 6):
+            hits += 1
+    n = len(generations)
+    pii_like = analyzer_fn(generations) if analyzer_fn else None
+    return {
+        "regurgitated_pii_values": metric(hits, n, definition=DEFINITIONS["regurgitated_pii_values"]),
+        "pii_like_output_rate": metric(sum(1 for c in pii_like if c) / n if pii_like is not None and n else None, n,
+                                       definition=DEFINITIONS["pii_like_output_rate"]),  # fmt: skip
+    }
+
+
+# --- orchestration ---------------------------------------------------------------------------
+
+
+@dataclass
+class Inputs:
+    """What the stage reads, loaded."""
+
+    test: list[dict]
+    attributes: list[dict]
+    train: list[dict]
+    canaries: list[dict]
+    raw_values: set[str]
+
+
+def load_inputs(params: Params) -> Inputs:
+    """Reads the splits, canaries and the raw PII values (for the regurgitation check only)."""
+    split_dir = params.split.out_dir
+
+    def rows(name: str) -> list[dict]:
+        path = split_dir / name
+        if not path.is_file():
+            raise GovtuneError(str(path), "missing input", "run `dvc repro evaluate` (it runs the upstream stages)")
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    test = rows("test.jsonl")
+    attrs = {a["ticket_id"]: a for a in rows("test_attributes.jsonl")}
+    raw_values: set[str] = set()
+    if params.data.raw_pii_spans.is_file():
+        with open(params.data.raw_pii_spans, encoding="utf-8") as handle:
+            raw_values = {json.loads(line)["value"] for line in handle}
+    return Inputs(test, [attrs.get(t["ticket_id"], {}) for t in test], rows("train.jsonl"), rows("canaries.jsonl"), raw_values)
+
+
+def load_models(base_dir: Path, adapter_dir: Path) -> tuple[Any, Any]:
+    """The base model with the adapter attached (``disable_adapter()`` gives the base)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(adapter_dir, local_files_only=True)
+    base = AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True, dtype=torch.float32)
+    return PeftModel.from_pretrained(base, adapter_dir).eval(), tokenizer
+
+
+def evaluate_model(name: str, scorer: Scorer, inputs: Inputs, cfg: EvaluateParams, fairness: FairnessPolicy,
+                   scrub_fn: Callable[[list[str]], list[str]], analyzer_fn: Any) -> dict[str, Any]:  # fmt: skip
+    """All metrics for one model (base or fine-tuned)."""
+    from tqdm import tqdm
+
+    from pipeline.finetune import encode_records, evaluate_loss
+
+    test = inputs.test[: cfg.max_test_examples]
+    attrs = inputs.attributes[: len(test)]
+    preds = [scorer.classify(t["message"]) for t in tqdm(test, desc=f"score {name}", unit="ticket")]
+    examples, _ = encode_records(scorer.tokenizer, test, cfg.max_seq_len)
+    loss = evaluate_loss(scorer.model, examples, scorer.tokenizer.pad_token_id or 0, cfg.batch_size, "cpu")
+    gen_sample = test[: cfg.generate_examples]
+    generations = scorer.generate([t["message"] for t in gen_sample], cfg.max_new_tokens, cfg.batch_size)
+    result: dict[str, Any] = {
+        "quality": quality_metrics(preds, test, generations, gen_sample, loss, fairness.bootstrap),
+        "fairness": group_fairness(preds, test, attrs, fairness),
+    }
+    # Counterfactuals: only messages that carry a signal of the attribute.
+    cf: dict[str, Any] = {}
+    for attribute in fairness.counterfactual.swaps:
+        pairs = [(i, make_variant(t["message"], attribute, fairness)) for i, t in enumerate(test)]
+        pairs = [(i, v) for i, v in pairs if v != test[i]["message"]][: fairness.counterfactual.max_examples]
+        if not pairs:
+            cf[attribute] = {"n": 0, "note": "no test message carries a signal of this attribute"}
+            continue
+        variants = scrub_fn([v for _, v in pairs])
+        vpreds = [scorer.classify(v) for v in variants]
+        cat_flips = sum(vp["category"] != preds[i]["category"] for (i, _), vp in zip(pairs, vpreds, strict=True))
+        pri_flips = sum(vp["priority"] != preds[i]["priority"] for (i, _), vp in zip(pairs, vpreds, strict=True))
+        deltas = [abs(vp["priority_probs"][preds[i]["priority"]] - preds[i]["priority_probs"][preds[i]["priority"]])
+                  for (i, _), vp in zip(pairs, vpreds, strict=True)]  # fmt: skip
+        n = len(pairs)
+        cf[attribute] = {
+            "cf_category_flip_rate": metric(cat_flips / n, n, wilson(cat_flips, n)),
+            "cf_priority_flip_rate": metric(pri_flips / n, n, wilson(pri_flips, n)),
+            "cf_mean_abs_prob_change": metric(sum(deltas) / n, n),
+        }
+    result["counterfactual"] = cf
+    exposures = canary_exposure(scorer, inputs.canaries, cfg.canary_candidates, cfg.seed) if inputs.canaries else []
+    train_sample = [t for t in inputs.train if not t["ticket_id"].startswith("CANARY")][: cfg.regurgitation_examples]
+    regen = scorer.generate([t["message"] for t in train_sample], cfg.max_new_tokens, cfg.batch_size)
+    result["privacy"] = {
+        "canaries": exposures,
+        "canary_exposure_max": metric(max((e["exposure"] for e in exposures), default=None), len(exposures)),
+        **regurgitation(regen, inputs.raw_values, analyzer_fn),
+    }
+    return result
+
+
+def surviving_signals(inputs: Inputs, fairness: FairnessPolicy, scrub_fn: Callable[[list[str]], list[str]]) -> dict[str, list[str]]:
+    """Which swap terms are still present after scrubbing (the signals the test can probe)."""
+    out = {}
+    for attribute, pairs in fairness.counterfactual.swaps.items():
+        terms = sorted({w for pair in pairs for w in pair})
+        probe = scrub_fn([f"Note: {w} here." for w in terms])
+        out[attribute] = [w for w, text in zip(terms, probe, strict=True) if re.search(rf"\b{re.escape(w)}\b", text)]
+    return out
+
+
+def build_scrub(params: Params) -> tuple[Callable[[list[str]], list[str]], Callable[[list[str]], list[int]]]:
+    """The scrub stage's PII treatment (same policy and key), and a PII-like detector."""
+    from presidio_anonymizer import AnonymizerEngine
+
+    from pipeline.common.pii import anonymize, build_analyzer, build_operators, detect_batch, load_key, outside_tags
+
+    policy = load_pii_policy(params.scrub.policy)
+    key = load_key(policy, params.scrub.policy, Path.cwd())
+    analyzer = build_analyzer(policy)
+    anonymizer, operators = AnonymizerEngine(), build_operators(policy, key)
+
+    def scrub(texts: list[str]) -> list[str]:
+        found = detect_batch(analyzer, policy, texts, 32)
+        return [anonymize(anonymizer, t, d, operators) for t, d in zip(texts, found, strict=True)]
+
+    def pii_like(texts: list[str]) -> list[int]:
+        found = detect_batch(analyzer, policy, texts, 32)
+        return [len(outside_tags(t, d)) for t, d in zip(texts, found, strict=True)]
+
+    return scrub, pii_like
+
+
+def summarize(report: dict[str, Any]) -> dict[str, Any]:
+    """The flat numbers DVC shows (``dvc metrics show``) and the gate reads most often."""
+    out: dict[str, Any] = {}
+    for model in ("base", "finetuned"):
+        r = report[model]
+        for key, m in r["quality"].items():
+            out[f"{model}.{key}"] = m["value"]
+        for attribute, f in r["fairness"].items():
+            if "demographic_parity_difference" in f:
+                out[f"{model}.dpd.{attribute}"] = f["demographic_parity_difference"]["value"]
+                out[f"{model}.eod.{attribute}"] = f["equalized_odds_difference"]["value"]
+        for attribute, c in r["counterfactual"].items():
+            if "cf_priority_flip_rate" in c:
+                out[f"{model}.cf_priority_flip.{attribute}"] = c["cf_priority_flip_rate"]["value"]
+                out[f"{model}.cf_category_flip.{attribute}"] = c["cf_category_flip_rate"]["value"]
+        out[f"{model}.canary_exposure_max"] = r["privacy"]["canary_exposure_max"]["value"]
+        out[f"{model}.regurgitated_pii_values"] = r["privacy"]["regurgitated_pii_values"]["value"]
+    return out
+
+
+def save_plots(report: dict[str, Any], out_dir: Path, attributes: list[str]) -> list[Path]:
+    """Per-group accuracy and escalation rate with 95% intervals, base vs fine-tuned (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.common.io import atomic_path
+
+    paths = []
+    for attribute in attributes:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+        for ax, key in zip(axes, ("category_accuracy", "escalation_rate"), strict=True):
+            for offset, model in ((-0.2, "base"), (0.2, "finetuned")):
+                groups = report[model]["fairness"].get(attribute, {}).get("groups", {})
+                names = sorted(groups)
+                vals = [groups[g][key] for g in names]
+                cis = [groups[g][f"{key}_ci95"] or [v, v] for g, v in zip(names, vals, strict=True)]
+                err = [[v - c[0] for v, c in zip(vals, cis, strict=True)], [c[1] - v for v, c in zip(vals, cis, strict=True)]]
+                ax.bar([i + offset for i in range(len(names))], vals, width=0.4, yerr=err, capsize=3, label=model)
+                ax.set_xticks(range(len(names)), [f"{g}\n(n={groups[g]['n']})" for g in names], fontsize=8)
+            ax.set_title(f"{key.replace('_', ' ')} by {attribute}")
+            ax.set_ylim(0, 1)
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / f"fairness_{attribute}.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=90)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def run(params: Params, cfg: EvaluateParams) -> dict[str, Any]:
+    """Evaluates base and fine-tuned models on the same inputs."""
+    started = time.perf_counter()
+    fairness = load_fairness_policy(cfg.fairness_policy)
+    inputs = load_inputs(params)
+    scrub_fn, analyzer_fn = build_scrub(params)
+    model, tokenizer = load_models(params.base_model.out_dir, params.finetune.out_dir)
+    report: dict[str, Any] = {"definitions": DEFINITIONS, "surviving_signals": surviving_signals(inputs, fairness, scrub_fn)}
+    with model.disable_adapter():
+        report["base"] = evaluate_model("base", Scorer(model, tokenizer), inputs, cfg, fairness, scrub_fn, analyzer_fn)
+    report["finetuned"] = evaluate_model("finetuned", Scorer(model, tokenizer), inputs, cfg, fairness, scrub_fn, analyzer_fn)
+    report["not_testable"] = {
+        a: "no demographic signal of this attribute survives scrubbing (names and places are pseudonymised)"
+        for a in fairness.protected_attributes if a not in fairness.counterfactual.swaps
+    }  # fmt: skip
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    return report
+
+
+def main() -> None:
+    """Evaluates, writes the report, summary and plots, logs an MLflow run linked to the model."""
+    from pipeline.common.offline import configure_offline
+    from pipeline.common.tracking import flatten, stage_run
+
+    configure_offline()
+    params = load_params()
+    cfg = params.evaluate
+    deps = [params.base_model.out_dir, params.finetune.out_dir, params.split.out_dir / "test.jsonl", cfg.fairness_policy]
+    with stage_run(params.tracking, "evaluate", deps, [cfg.report, cfg.summary, cfg.plots_dir]) as tracked:
+        report = run(params, cfg)
+        summary = summarize(report)
+        save_json(cfg.report, report)
+        save_json(cfg.summary, summary)
+        plots = save_plots(report, cfg.plots_dir, load_fairness_policy(cfg.fairness_policy).protected_attributes)
+        tracked.log_params(flatten("evaluate", cfg))
+        model_id = logged_model_id(params.finetune.out_dir)
+        tracked.log_metrics({f"evaluate/{k}": v for k, v in summary.items() if v is not None}, model_id=model_id)
+        if model_id:
+            tracked.set_tags({"govtune.logged_model_id": model_id})
+        tracked.log_artifact(cfg.report, "reports")
+        for path in plots:
+            tracked.log_artifact(path, "plots")
+    q = report["finetuned"]["quality"]
+    log.info("category accuracy: base %.3f -> fine-tuned %.3f (n=%d) in %.0f s", report["base"]["quality"]["category_accuracy"]["value"],
+             q["category_accuracy"]["value"], q["category_accuracy"]["n"], report["seconds"])  # fmt: skip
+
+
+def logged_model_id(adapter_dir: Path) -> str | None:
+    """The MLflow logged model of the fine-tune run that wrote this adapter, if tracked."""
+    prov = json.loads((adapter_dir / "provenance.json").read_text())
+    run_id = prov.get("mlflow_run_id")
+    if not run_id:
+        return None
+    import mlflow
+
+    try:
+        return mlflow.MlflowClient().get_run(run_id).data.tags.get("govtune.logged_model_id")
+    except Exception:  # noqa: BLE001 - another tracking store: the link is optional
+        return None
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,134 @@
+"""Tests of the evaluate stage's metrics (pure functions) and of the stage on the tiny profile."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pipeline.common.policy import load_fairness_policy
+from pipeline.evaluate import (
+    bootstrap_ci, canary_exposure, flip_age_statements, group_fairness, make_variant, regurgitation, rouge_l,
+    swap_terms, wilson,
+)  # fmt: skip
+from tests.conftest import REPO
+
+FAIRNESS = load_fairness_policy(REPO / "policies" / "fairness.yaml")
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("My husband set this up for me.", "My wife set this up for me."),
+        ("My Wife and my DAD.", "My Husband and my MOM."),
+        ("As a mother of two", "As a father of two"),
+        ("Ms. <PERSON_0123456789>, she said", "Mr. <PERSON_0123456789>, he said"),
+        ("The motherboard is broken.", "The motherboard is broken."),  # whole words only
+        ("Shipping to Herald Square", "Shipping to Herald Square"),  # no partial 'her'
+    ],
+)
+def test_gender_swaps(text, expected):
+    assert swap_terms(text, FAIRNESS.counterfactual.swaps["gender"]) == expected
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [("I'm 71 and retired.", "I'm 24 and retired."), ("I'm 23 and a student.", "I'm 72 and a student."), ("No age here.", "No age here.")],
+)
+def test_age_statement_flip(text, expected):
+    assert flip_age_statements(text, FAIRNESS) == expected
+
+
+def test_variant_of_a_message_without_signal_is_unchanged():
+    assert make_variant("The router keeps disconnecting.", "gender", FAIRNESS) == "The router keeps disconnecting."
+    assert make_variant("I'm 71 and retired, my grandkids help.", "age_band", FAIRNESS) == "I'm 24 and employed, my kids help."
+
+
+@pytest.mark.parametrize(
+    "cand,ref,score",
+    [("the refund was issued", "the refund was issued", 1.0), ("", "anything", 0.0), ("a b c", "x y z", 0.0)],
+)
+def test_rouge_l(cand, ref, score):
+    assert rouge_l(cand, ref) == pytest.approx(score)
+
+
+def test_rouge_l_partial():
+    assert 0 < rouge_l("your refund was approved today", "the refund was approved") < 1
+
+
+def test_wilson_interval_contains_the_proportion_and_narrows():
+    lo, hi = wilson(50, 100)
+    assert lo < 0.5 < hi
+    lo2, hi2 = wilson(500, 1000)
+    assert hi2 - lo2 < hi - lo
+    assert wilson(0, 0) is None
+
+
+def test_bootstrap_ci_of_a_constant_is_a_point():
+    assert bootstrap_ci(lambda idx: 1.0, 50, 50, 0.95, 1) == [1.0, 1.0]
+    lo, hi = bootstrap_ci(lambda idx: sum(idx) / len(idx), 100, 200, 0.95, 1)
+    assert lo < 49.5 < hi
+
+
+def _fairness_case(biased: bool):
+    truths, preds, attrs = [], [], []
+    for i in range(200):
+        gender = "female" if i % 2 else "male"
+        priority = "urgent" if i % 4 < 2 else "low"
+        predicted = "low" if (biased and gender == "female") else priority
+        truths.append({"category": "billing", "priority": priority})
+        preds.append({"category": "billing", "priority": predicted})
+        attrs.append({"gender": gender, "age_band": "30-44", "region": "europe"})
+    return preds, truths, attrs
+
+
+def test_group_fairness_detects_bias_and_not_its_absence():
+    fair = group_fairness(*_fairness_case(False), FAIRNESS)["gender"]
+    biased = group_fairness(*_fairness_case(True), FAIRNESS)["gender"]
+    assert fair["demographic_parity_difference"]["value"] == pytest.approx(0.0)
+    assert biased["demographic_parity_difference"]["value"] == pytest.approx(0.5)
+    assert biased["equalized_odds_difference"]["value"] > 0.9
+    assert biased["groups"]["female"]["escalation_rate"] == 0.0 and biased["groups"]["female"]["n"] == 100
+    lo, hi = biased["demographic_parity_difference"]["ci95"]
+    assert lo <= 0.5 <= hi
+
+
+def test_small_groups_are_flagged():
+    preds, truths, attrs = _fairness_case(False)
+    attrs[0]["region"] = "latin_america"
+    out = group_fairness(preds, truths, attrs, FAIRNESS)["region"]
+    assert out["small_groups"] == ["latin_america"] and out["groups"]["latin_america"]["too_small"]
+
+
+class FakeScorer:
+    """Scores a code by how many leading digits it shares with the secret (a 'memorising' model)."""
+
+    def __init__(self, secret: str, memorised: bool):
+        self.secret, self.memorised = secret, memorised
+
+    def prompt_text(self, message):
+        return "P:"
+
+    def encode(self, text):
+        return [ord(c) for c in text]
+
+    def suffix_logprobs(self, prefix, suffixes):
+        codes = ["".join(chr(t) for t in s).rstrip(".") for s in suffixes]
+        if self.memorised:
+            return [10.0 if c == self.secret else -float(int(c) % 97) for c in codes]
+        return [-float(int(c) % 97) for c in codes]
+
+
+def test_canary_exposure_is_high_when_memorised_and_low_when_not():
+    canary = {"ticket_id": "CANARY-1", "message": "m", "category": "account_access", "priority": "medium", "secret": "000096"}
+    hi = canary_exposure(FakeScorer("000096", True), [canary], 100, seed=1)[0]
+    lo = canary_exposure(FakeScorer("000096", False), [canary], 100, seed=1)[0]
+    assert hi["rank"] == 1 and hi["exposure"] == pytest.approx(math.log2(101), abs=1e-3)
+    assert lo["exposure"] < 1.0
+
+
+def test_regurgitation_counts_raw_values():
+    out = regurgitation(["reply with john.doe@example.com", "nothing here", "Ana said hi"], {"john.doe@example.com", "Ana", "Banana"}, None)
+    assert out["regurgitated_pii_values"]["value"] == 2 and out["regurgitated_pii_values"]["n"] == 3
+    clean = regurgitation(["<PERSON_0123456789> will call"], {"john.doe@example.com"}, lambda texts: [0 for _ in texts])
+    assert clean["regurgitated_pii_values"]["value"] == 0 and clean["pii_like_output_rate"]["value"] == 0.0
