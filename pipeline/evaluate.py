@@ -140,6 +140,103 @@ class Scorer:
         pri_probs = self.choose(context + f"category: {category}\n", PRIORITIES, lambda p: f"priority: {p}\n")
         return {"category": category, "category_probs": cat_probs, "priority": max(pri_probs, key=pri_probs.get), "priority_probs": pri_probs}
 
+    def split_common(self, texts: list[str]) -> tuple[list[int], list[list[int]]]:
+        """Tokenises texts; returns their longest common token prefix and the remainders."""
+        ids = [self.encode(t) for t in texts]
+        common = 0
+        while all(len(t) > common for t in ids) and len({t[common] for t in ids}) == 1:
+            common += 1
+        return ids[0][:common], [t[common:] for t in ids]
+
+    def prefill(self, prefixes: list[list[int]]) -> dict[str, Any]:
+        """Runs left-padded prefixes in one pass; returns the state later calls extend."""
+        import torch
+
+        width = max(len(p) for p in prefixes)
+        ids = torch.zeros((len(prefixes), width), dtype=torch.long)
+        mask = torch.zeros((len(prefixes), width), dtype=torch.long)
+        for row, p in enumerate(prefixes):
+            ids[row, width - len(p) :] = torch.tensor(p)
+            mask[row, width - len(p) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.no_grad():
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        return {"cache": out.past_key_values, "mask": mask, "last_pos": positions[:, -1],
+                "next_logp": torch.log_softmax(out.logits[:, -1].float(), -1)}  # fmt: skip
+
+    def extend(self, state: dict[str, Any], extensions: list[list[int]]) -> dict[str, Any]:
+        """Appends right-padded token runs to each row of ``state`` (the cache grows in place)."""
+        import torch
+
+        if max(len(e) for e in extensions) == 0:
+            return state
+        width = max(len(e) for e in extensions)
+        ids = torch.zeros((len(extensions), width), dtype=torch.long)
+        ext_mask = torch.zeros((len(extensions), width), dtype=torch.long)
+        for row, e in enumerate(extensions):
+            ids[row, : len(e)] = torch.tensor(e, dtype=torch.long)
+            ext_mask[row, : len(e)] = 1
+        mask = torch.cat([state["mask"], ext_mask], -1)
+        positions = state["last_pos"][:, None] + 1 + torch.arange(width)
+        with torch.no_grad():
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=state["cache"], use_cache=True)
+        lengths = torch.tensor([len(e) for e in extensions])
+        last = (lengths - 1).clamp(min=0)
+        logp = torch.log_softmax(out.logits[torch.arange(len(extensions)), last].float(), -1)
+        keep_old = lengths == 0  # rows with nothing appended keep their previous next-token distribution
+        logp[keep_old] = state["next_logp"][keep_old]
+        return {"cache": out.past_key_values, "mask": mask, "last_pos": state["last_pos"] + lengths, "next_logp": logp}
+
+    def candidates(self, state: dict[str, Any], suffixes: list[list[list[int]]]) -> list[list[float]]:
+        """Log-probs of each row's candidate suffixes (same count per row); ``state`` is not changed."""
+        import torch
+
+        k = len(suffixes[0])
+        first = state["next_logp"]
+        flat = [s for row in suffixes for s in row]
+        length = max(len(s) for s in flat)
+        if length == 1:
+            return [[float(first[i, s[0]]) for s in row] for i, row in enumerate(suffixes)]
+        cache = copy.deepcopy(state["cache"])
+        cache.batch_repeat_interleave(k)
+        ids = torch.zeros((len(flat), length), dtype=torch.long)
+        for row, s in enumerate(flat):
+            ids[row, : len(s)] = torch.tensor(s)
+        mask = torch.cat([state["mask"].repeat_interleave(k, 0), torch.ones((len(flat), length), dtype=torch.long)], -1)
+        positions = state["last_pos"].repeat_interleave(k, 0)[:, None] + 1 + torch.arange(length)
+        with torch.no_grad():
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+        logp = torch.log_softmax(out.logits.float(), -1)
+        return [
+            [float(first[i, s[0]]) + sum(float(logp[i * k + j, t - 1, s[t]]) for t in range(1, len(s))) for j, s in enumerate(row)]
+            for i, row in enumerate(suffixes)
+        ]
+
+    def classify_batch(self, messages: Sequence[str], batch_size: int) -> list[dict[str, Any]]:
+        """:meth:`classify` for many messages, batched; the prompt runs once per message.
+
+        The category pass's cache is extended by the few tokens of ``<category>\npriority:``
+        to score the priorities, instead of running the prompt again.
+        """
+        out: list[dict[str, Any]] = []
+        for start in range(0, len(messages), batch_size):
+            contexts = [self.prompt_text(m) for m in messages[start : start + batch_size]]
+            cat = [self.split_common([c + f"category: {x}\n" for x in CATEGORIES]) for c in contexts]
+            state = self.prefill([p for p, _ in cat])
+            cat_probs = [_normalise(CATEGORIES, sc) for sc in self.candidates(state, [r for _, r in cat])]
+            picked = [max(p, key=p.get) for p in cat_probs]
+            pri = [self.split_common([c + f"category: {x}\npriority: {y}\n" for y in PRIORITIES]) for c, x in zip(contexts, picked, strict=True)]
+            if all(p2[: len(p1)] == p1 for (p2, _), (p1, _) in zip(pri, cat, strict=True)):
+                state = self.extend(state, [p2[len(p1) :] for (p2, _), (p1, _) in zip(pri, cat, strict=True)])
+            else:  # the tokenizer merged across the boundary: run the priority prefix afresh
+                state = self.prefill([p for p, _ in pri])
+            pri_probs = [_normalise(PRIORITIES, sc) for sc in self.candidates(state, [r for _, r in pri])]
+            out.extend(
+                {"category": c, "category_probs": cp, "priority": max(pp, key=pp.get), "priority_probs": pp}
+                for c, cp, pp in zip(picked, cat_probs, pri_probs, strict=True)
+            )
+        return out
+
     def generate(self, messages: Sequence[str], max_new_tokens: int, batch_size: int) -> list[str]:
         """Greedy answers for messages (left-padded batches)."""
         import torch
@@ -153,6 +250,13 @@ class Scorer:
                 gen = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
             outs.extend(self.tokenizer.batch_decode(gen[:, batch["input_ids"].shape[1] :], skip_special_tokens=True))
         return outs
+
+
+def _normalise(options: Sequence[str], scores: Sequence[float]) -> dict[str, float]:
+    top = max(scores)
+    weights = [math.exp(x - top) for x in scores]
+    total = sum(weights)
+    return {o: w / total for o, w in zip(options, weights, strict=True)}
 
 
 # --- statistics ----------------------------------------------------------------------------
@@ -217,7 +321,9 @@ def metric(value: float | None, n: int, ci: list[float] | None = None, definitio
 # --- quality ---------------------------------------------------------------------------------
 
 
-def quality_metrics(preds: list[dict], truths: list[dict], generations: list[str], gen_truths: list[dict], answer_loss: float, boot: Any) -> dict[str, Any]:
+def quality_metrics(
+    preds: list[dict], truths: list[dict], generations: list[str], gen_truths: list[dict], answer_loss: tuple[float, int], boot: Any
+) -> dict[str, Any]:
     """Scored and generated quality metrics of one model."""
     from sklearn.metrics import f1_score
 
@@ -237,7 +343,7 @@ def quality_metrics(preds: list[dict], truths: list[dict], generations: list[str
         "category_accuracy": metric(sum(cat_ok) / n, n, wilson(sum(cat_ok), n)),
         "category_macro_f1": metric(f1(list(range(n))), n, bootstrap_ci(f1, n, boot.samples, boot.confidence, boot.seed)),
         "priority_accuracy": metric(sum(pri_ok) / n, n, wilson(sum(pri_ok), n)),
-        "answer_loss": metric(answer_loss, n),
+        "answer_loss": metric(answer_loss[0], answer_loss[1]),
         "well_formed_rate": metric(sum(p is not None for p in parsed) / m if m else None, m, wilson(sum(p is not None for p in parsed), m)),
         "reply_rouge_l": metric(sum(rouge) / m if m else None, m),
     }
@@ -262,9 +368,13 @@ def group_fairness(preds: list[dict], truths: list[dict], attrs: list[dict], pol
     out: dict[str, Any] = {}
     for attribute in policy.protected_attributes:
         groups = np.array([str(a.get(attribute)) for a in attrs])
-        keep = groups != "None"
-        if keep.sum() == 0:
-            out[attribute] = {"error": "no test record carries this attribute"}
+        present = groups != "None"
+        sizes = {g: int(np.sum(groups == g)) for g in set(groups[present])}
+        # Parity is judged over groups large enough to estimate a rate; smaller ones are still
+        # reported per group and listed in small_groups.
+        keep = present & np.array([sizes.get(g, 0) >= policy.min_group_size for g in groups])
+        if len({g for g in groups[keep]}) < 2:
+            out[attribute] = {"error": "fewer than two groups with enough test records", "group_sizes": sizes}
             continue
         frame = MetricFrame(
             metrics={
@@ -274,13 +384,13 @@ def group_fairness(preds: list[dict], truths: list[dict], attrs: list[dict], pol
             y_true=y_true_cat[keep], y_pred=y_pred_cat[keep], sensitive_features=groups[keep],
         )  # fmt: skip
         by_group = {}
-        for group in sorted(set(groups[keep])):
+        for group in sorted(set(groups[present])):
             sel = groups == group
             n = int(sel.sum())
             by_group[group] = {
                 "n": n,
                 "too_small": n < policy.min_group_size,
-                "category_accuracy": round(float(frame.by_group.loc[group, "category_accuracy"]), 4),
+                "category_accuracy": round(float(np.mean(y_true_cat[sel] == y_pred_cat[sel])), 4),
                 "category_accuracy_ci95": wilson(int(np.sum(y_true_cat[sel] == y_pred_cat[sel])), n),
                 "priority_accuracy": round(float(pri_ok[sel].mean()), 4),
                 "escalation_rate": round(float(y_pred_esc[sel].mean()), 4),
@@ -307,6 +417,7 @@ def group_fairness(preds: list[dict], truths: list[dict], attrs: list[dict], pol
             "equalized_odds_difference": metric(equalized_odds_difference(yt, yp, sensitive_features=sf), int(keep.sum())),
             "category_accuracy_difference": metric(float(frame.difference()["category_accuracy"]), int(keep.sum())),
             "small_groups": sorted(g for g, v in by_group.items() if v["too_small"]),
+            "parity_over_groups": sorted(set(groups[keep])),
         }
     return out
 
@@ -449,13 +560,15 @@ def evaluate_model(name: str, scorer: Scorer, inputs: Inputs, cfg: EvaluateParam
 
     test = inputs.test[: cfg.max_test_examples]
     attrs = inputs.attributes[: len(test)]
-    preds = [scorer.classify(t["message"]) for t in tqdm(test, desc=f"score {name}", unit="ticket")]
-    examples, _ = encode_records(scorer.tokenizer, test, cfg.max_seq_len)
+    preds: list[dict[str, Any]] = []
+    for start in tqdm(range(0, len(test), cfg.batch_size), desc=f"score {name}", unit="batch"):
+        preds.extend(scorer.classify_batch([t["message"] for t in test[start : start + cfg.batch_size]], cfg.batch_size))
+    examples, _ = encode_records(scorer.tokenizer, test[: cfg.loss_examples], cfg.max_seq_len)
     loss = evaluate_loss(scorer.model, examples, scorer.tokenizer.pad_token_id or 0, cfg.batch_size, "cpu")
     gen_sample = test[: cfg.generate_examples]
     generations = scorer.generate([t["message"] for t in gen_sample], cfg.max_new_tokens, cfg.batch_size)
     result: dict[str, Any] = {
-        "quality": quality_metrics(preds, test, generations, gen_sample, loss, fairness.bootstrap),
+        "quality": quality_metrics(preds, test, generations, gen_sample, (loss, len(examples)), fairness.bootstrap),
         "fairness": group_fairness(preds, test, attrs, fairness),
     }
     # Counterfactuals: only messages that carry a signal of the attribute.
@@ -467,7 +580,7 @@ def evaluate_model(name: str, scorer: Scorer, inputs: Inputs, cfg: EvaluateParam
             cf[attribute] = {"n": 0, "note": "no test message carries a signal of this attribute"}
             continue
         variants = scrub_fn([v for _, v in pairs])
-        vpreds = [scorer.classify(v) for v in variants]
+        vpreds = scorer.classify_batch(variants, cfg.batch_size)
         cat_flips = sum(vp["category"] != preds[i]["category"] for (i, _), vp in zip(pairs, vpreds, strict=True))
         pri_flips = sum(vp["priority"] != preds[i]["priority"] for (i, _), vp in zip(pairs, vpreds, strict=True))
         deltas = [abs(vp["priority_probs"][preds[i]["priority"]] - preds[i]["priority_probs"][preds[i]["priority"]])
@@ -583,9 +696,16 @@ def run(params: Params, cfg: EvaluateParams) -> dict[str, Any]:
     scrub_fn, analyzer_fn = build_scrub(params)
     model, tokenizer = load_models(params.base_model.out_dir, params.finetune.out_dir)
     report: dict[str, Any] = {"definitions": DEFINITIONS, "surviving_signals": surviving_signals(inputs, fairness, scrub_fn)}
-    with model.disable_adapter():
-        report["base"] = evaluate_model("base", Scorer(model, tokenizer), inputs, cfg, fairness, scrub_fn, analyzer_fn)
-    report["finetuned"] = evaluate_model("finetuned", Scorer(model, tokenizer), inputs, cfg, fairness, scrub_fn, analyzer_fn)
+    import contextlib
+
+    import torch
+
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.precision == "bf16" else contextlib.nullcontext()
+    with autocast:
+        with model.disable_adapter():
+            report["base"] = evaluate_model("base", Scorer(model, tokenizer), inputs, cfg, fairness, scrub_fn, analyzer_fn)
+        report["finetuned"] = evaluate_model("finetuned", Scorer(model, tokenizer), inputs, cfg, fairness, scrub_fn, analyzer_fn)
+    report["precision"] = cfg.precision
     report["not_testable"] = {
         a: "no demographic signal of this attribute survives scrubbing (names and places are pseudonymised)"
         for a in fairness.protected_attributes if a not in fairness.counterfactual.swaps

@@ -210,6 +210,26 @@ def build_model(base_dir: Path, cfg: FinetuneParams, precision: str, device: str
     return model.to(device)
 
 
+def answer_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
+    """Summed cross-entropy over the answer tokens of a batch, and their count.
+
+    Logits are computed only from the batch's first answer position on (``logits_to_keep``):
+    the prompt's positions never need the vocabulary projection, which saves its compute
+    (about a fifth of the model's per-token FLOPs) and most of the logits' memory.
+    """
+    import torch
+
+    labels = batch["labels"]
+    width = labels.shape[1]
+    first = int((labels != -100).float().argmax(dim=1).min().clamp(min=1))
+    keep = width - first + 1
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
+    logits = out.logits[:, :-1].float()
+    target = labels[:, first:]
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100, reduction="sum")
+    return loss, int((target != -100).sum())
+
+
 def evaluate_loss(model: Any, examples: list[Example], pad_id: int, batch_size: int, device: str) -> float:
     """Mean per-token loss on the answer tokens of ``examples`` (no dropout, no grad)."""
     import torch
@@ -220,14 +240,9 @@ def evaluate_loss(model: Any, examples: list[Example], pad_id: int, batch_size: 
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             batch = collate([examples[i] for i in order[start : start + batch_size]], pad_id)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-            shift_logits, shift_labels = logits[:, :-1], batch["labels"][:, 1:]
-            loss = torch.nn.functional.cross_entropy(
-                shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100, reduction="sum"
-            )
+            loss, n = answer_loss(model, {k: v.to(device) for k, v in batch.items()})
             total += loss.item()
-            count += int((shift_labels != -100).sum())
+            count += n
     model.train()
     return total / max(count, 1)
 
@@ -319,7 +334,8 @@ def train(
             step_padded += batch["attention_mask"].numel()
             batch = {key: value.to(device) for key, value in batch.items()}
             with autocast:
-                loss = ddp_model(**batch).loss / cfg.grad_accum
+                summed, n_answer = answer_loss(ddp_model, batch)
+                loss = summed / max(n_answer, 1) / cfg.grad_accum  # mean per answer token, as HF computes it
             loss.backward()
             loss_sum += loss.item()
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)

@@ -95,9 +95,14 @@ def test_group_fairness_detects_bias_and_not_its_absence():
 
 def test_small_groups_are_flagged():
     preds, truths, attrs = _fairness_case(False)
+    for i, a in enumerate(attrs):
+        a["region"] = "europe" if i < 100 else "north_america"
     attrs[0]["region"] = "latin_america"
     out = group_fairness(preds, truths, attrs, FAIRNESS)["region"]
     assert out["small_groups"] == ["latin_america"] and out["groups"]["latin_america"]["too_small"]
+    assert out["parity_over_groups"] == ["europe", "north_america"]
+    only_one = group_fairness(preds, truths, [{**a, "region": "europe"} for a in attrs], FAIRNESS)["region"]
+    assert "error" in only_one
 
 
 class FakeScorer:
@@ -132,3 +137,69 @@ def test_regurgitation_counts_raw_values():
     assert out["regurgitated_pii_values"]["value"] == 2 and out["regurgitated_pii_values"]["n"] == 3
     clean = regurgitation(["<PERSON_0123456789> will call"], {"john.doe@example.com"}, lambda texts: [0 for _ in texts])
     assert clean["regurgitated_pii_values"]["value"] == 0 and clean["pii_like_output_rate"]["value"] == 0.0
+
+
+def test_every_metric_is_defined_in_the_docs():
+    from pipeline.evaluate import DEFINITIONS
+
+    doc = (REPO / "docs" / "evaluation.md").read_text()
+    for key, text in DEFINITIONS.items():
+        assert f"`{key}` | {text} |" in doc
+
+
+# Tiny-profile training strong enough for the tiny model to pick up patterns (seconds on CPU).
+LEARNING = {
+    "max_steps": 150, "batch_size": 8, "learning_rate": 0.01, "lora_r": 16, "lora_alpha": 32, "eval_interval": 150,
+    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "checkpoint_interval": 0,
+}  # fmt: skip
+EVAL_TINY = {"generate_examples": 4, "regurgitation_examples": 4, "max_new_tokens": 24, "canary_candidates": 50}
+
+
+def trained_project(root, tiny_model, bias: float = 0.0, rows: int = 1200, finetune=None, split=None):
+    """A tiny project trained and evaluated end to end (`dvc repro evaluate`)."""
+    import yaml
+
+    from tests.conftest import make_tiny_project, run_cmd, write_yaml
+
+    project = make_tiny_project(root, tiny_model, rows=rows, finetune={**LEARNING, **(finetune or {})})
+    if bias:
+        run_cmd(["python", "-m", "pipeline.synthesize", "--rows", str(rows), "--bias-strength", str(bias)], cwd=project, check=True)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["evaluate"].update(EVAL_TINY)
+    params["split"]["canaries"].update(split or {})
+    write_yaml(project / "params.yaml", params)
+    run_cmd(["dvc", "repro", "evaluate"], cwd=project, check=True)
+    return project
+
+
+@pytest.fixture(scope="module")
+def fair_summary(tmp_path_factory, tiny_model):
+    """The default (unbiased) tiny training run, evaluated: the baseline of the tests below."""
+    from tests.conftest import read_json
+
+    project = trained_project(tmp_path_factory.mktemp("fair") / "p", tiny_model)
+    return read_json(project / "reports" / "eval_summary.json")
+
+
+@pytest.mark.slow
+def test_biased_training_data_gives_a_measurably_biased_model(tmp_path, tiny_model, fair_summary):
+    from tests.conftest import read_json
+
+    biased = read_json(trained_project(tmp_path / "biased", tiny_model, bias=1.0) / "reports" / "eval_summary.json")
+    fair = fair_summary
+    assert biased["finetuned.dpd.gender"] > fair["finetuned.dpd.gender"] + 0.05, (fair, biased)
+    assert biased["finetuned.cf_priority_flip.gender"] > fair["finetuned.cf_priority_flip.gender"], (fair, biased)
+
+
+@pytest.mark.slow
+def test_memorisation_raises_canary_exposure(tmp_path, tiny_model, fair_summary):
+    """Many epochs over a tiny set with repeated canaries: the exposure metric must see it."""
+    from tests.conftest import read_json
+
+    memorised = trained_project(
+        tmp_path / "mem", tiny_model, rows=240, finetune={"max_steps": 400, "learning_rate": 0.02}, split={"repeats": 25}
+    )
+    summary = read_json(memorised / "reports" / "eval_summary.json")
+    assert summary["finetuned.canary_exposure_max"] > fair_summary["finetuned.canary_exposure_max"] + 2.0, (fair_summary, summary)
+    assert summary["finetuned.canary_exposure_max"] > summary["base.canary_exposure_max"] + 2.0

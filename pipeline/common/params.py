@@ -151,7 +151,9 @@ class EvaluateParams(Strict):
     """Stage evaluate: sample sizes (the time budget), policy, outputs."""
 
     fairness_policy: Path
+    precision: Literal["fp32", "bf16"]
     max_test_examples: int = Field(ge=1)
+    loss_examples: int = Field(ge=1)
     generate_examples: int = Field(ge=1)
     regurgitation_examples: int = Field(ge=1)
     max_new_tokens: int = Field(ge=8)
