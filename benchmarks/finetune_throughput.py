@@ -76,18 +76,20 @@ def bench_trainer(cfg: Any, base_dir: Path, train: list[dict], steps: int) -> di
 
     timer = StepTimer()
     args = TrainingArguments(
-        output_dir="/tmp/govtune-bench-trainer", per_device_train_batch_size=cfg.batch_size, max_steps=steps,
+        output_dir="/tmp/govtune-bench-trainer", per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, max_steps=steps,
         learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.schedule, warmup_steps=cfg.warmup_steps,
         max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, report_to=[], save_strategy="no", logging_strategy="no",
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, remove_unused_columns=False,
     )  # fmt: skip
     Trainer(model=model, args=args, train_dataset=rows, data_collator=counting_collator, callbacks=[timer]).train()
-    # The batch of step i is collated just before it runs; drop the warm-up step.
-    real = sum(c[0] for c in counts[1:steps])
-    padded = sum(c[1] for c in counts[:steps])
+    # Micro-batches are collated in order; drop the warm-up step's.
+    per_step = cfg.grad_accum
+    real = sum(c[0] for c in counts[per_step : steps * per_step])
+    padded = sum(c[1] for c in counts[: steps * per_step])
     seconds = sum(timer.times[1:])
     return {"steps_timed": len(timer.times) - 1, "real_tokens": real, "seconds": seconds,
-            "padding_waste": 1 - sum(c[0] for c in counts[:steps]) / padded, "tokens_per_s": real / seconds}  # fmt: skip
+            "padding_waste": 1 - sum(c[0] for c in counts[: steps * per_step]) / padded, "tokens_per_s": real / seconds}  # fmt: skip
 
 
 def main() -> None:
@@ -108,7 +110,7 @@ def main() -> None:
     print(f"ratio (stage / Trainer): {ratio:.2f}x  (target >= 1.3x)")
     save_json(Path("reports/bench/finetune_throughput.json"), {
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": __import__("os").cpu_count()},
-        "model": str(base), "batch_size": cfg.batch_size, "max_seq_len": cfg.max_seq_len, "lora_r": cfg.lora_r,
+        "model": str(base), "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum, "max_seq_len": cfg.max_seq_len, "lora_r": cfg.lora_r,
         "trainer": trainer, "stage": stage, "ratio": ratio,
     })  # fmt: skip
 
