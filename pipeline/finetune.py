@@ -297,6 +297,7 @@ def train(
     steps = total_steps(cfg, len(train_ex), dist_info.world)
     scheduler = get_scheduler(cfg.schedule, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=steps)
     state = TrainState()
+    cfg.checkpoint_dir.mkdir(parents=True, exist_ok=True)  # a declared DVC out, even with checkpoints off
     ckpt_path = cfg.checkpoint_dir / CHECKPOINT_FILE
     payload = load_checkpoint(ckpt_path, fingerprint)
     if payload is not None:

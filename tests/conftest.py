@@ -96,9 +96,10 @@ def read_json(path: Path) -> object:
 
 
 TINY_FINETUNE = {
-    "max_steps": 12, "batch_size": 4, "eval_interval": 4, "eval_max_examples": 8, "checkpoint_interval": 4,
-    "warmup_steps": 2, "max_seq_len": 256, "learning_rate": 0.01,
+    "max_steps": 12, "batch_size": 4, "grad_accum": 1, "eval_interval": 4, "eval_max_examples": 8,
+    "checkpoint_interval": 4, "warmup_steps": 2, "max_seq_len": 256, "learning_rate": 0.01,
 }  # fmt: skip
+TINY_EVALUATE = {"generate_examples": 4, "regurgitation_examples": 4, "max_new_tokens": 16, "canary_candidates": 20, "loss_examples": 16}
 
 
 def make_tiny_project(root, tiny_model, rows=300, finetune=None):
@@ -109,6 +110,8 @@ def make_tiny_project(root, tiny_model, rows=300, finetune=None):
     run_cmd(["python", "-m", "pipeline.synthesize", "--rows", str(rows)], cwd=project, check=True)
     contract = project / "policies" / "data_contract.yaml"
     contract.write_text(contract.read_text().replace("min_rows: 50", "min_rows: 10"))
+    fairness = project / "policies" / "fairness.yaml"  # a ~40-record test split: judge groups of 5+
+    fairness.write_text(fairness.read_text().replace("min_group_size: 20", "min_group_size: 5"))
     path, files = tiny_model
     allow = project / "policies" / "models.yaml"
     data = yaml.safe_load(allow.read_text())
@@ -117,5 +120,6 @@ def make_tiny_project(root, tiny_model, rows=300, finetune=None):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["base_model"]["id"] = "tiny-llama"
     params["finetune"].update(TINY_FINETUNE | (finetune or {}))
+    params["evaluate"].update(TINY_EVALUATE)
     write_yaml(project / "params.yaml", params)
     return project

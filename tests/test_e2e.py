@@ -22,7 +22,7 @@ def tiny_project(tmp_path, tiny_model):
 @pytest.mark.slow
 def test_dvc_repro_tiny_profile(tiny_project):
     first = run_cmd(["dvc", "repro"], cwd=tiny_project, check=True)
-    for stage in ("base_model", "validate", "scrub", "split", "finetune"):
+    for stage in ("base_model", "validate", "scrub", "split", "finetune", "evaluate"):
         assert f"Running stage '{stage}'" in first.stdout
     assert read_json(tiny_project / "reports" / "data_validation.json")["success"] is True
     pii = read_json(tiny_project / "reports" / "pii_report.json")
@@ -35,6 +35,14 @@ def test_dvc_repro_tiny_profile(tiny_project):
     assert "val_loss_final" in shown
     plots = run_cmd(["dvc", "plots", "show", "--json"], cwd=tiny_project, check=True).stdout
     assert "train_loss.csv" in plots and "val_loss.csv" in plots
+    evaluation = read_json(tiny_project / "reports" / "evaluation.json")
+    for model in ("base", "finetuned"):
+        quality = evaluation[model]["quality"]
+        assert quality["category_accuracy"]["n"] > 0 and "ci95" in quality["category_accuracy"]
+        assert "demographic_parity_difference" in evaluation[model]["fairness"]["gender"]
+        assert len(evaluation[model]["privacy"]["canaries"]) == 3
+    assert evaluation["surviving_signals"]["gender"], "gender terms must survive scrubbing"
+    assert (tiny_project / "reports" / "eval_plots" / "fairness_gender.png").stat().st_size > 1000
     prov = read_json(tiny_project / "models" / "base" / "provenance.json")
     assert prov["model_id"] == "tiny-llama" and prov["source"]["kind"] == "local_dir"
     lock = yaml.safe_load((tiny_project / "dvc.lock").read_text())
@@ -50,7 +58,7 @@ def test_dvc_repro_tiny_profile(tiny_project):
     pii_policy.write_text(pii_policy.read_text().replace("US_SSN: {min_score: 0.3", "US_SSN: {min_score: 0.35"))
     edited = run_cmd(["dvc", "repro"], cwd=tiny_project, check=True)
     ran = set(re.findall(r"Running stage '(\w+)'", edited.stdout))
-    assert "scrub" in ran and ran <= {"scrub", "split", "finetune"}, ran
+    assert "scrub" in ran and ran <= {"scrub", "split", "finetune", "evaluate"}, ran
 
     # Bad data stops the pipeline at validate: nothing downstream runs.
     raw = tiny_project / "data" / "raw" / "tickets.jsonl"

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.common.errors import GovtuneError
 from pipeline.common.params import load_params
 from pipeline.common.policy import load_data_contract
 from pipeline.synthesize import generate
