@@ -121,16 +121,8 @@ class Scorer:
 
     def choose(self, context: str, options: Sequence[str], template: Callable[[str], str]) -> dict[str, float]:
         """Normalised probabilities of ``options`` as continuations ``template(option)`` of ``context``."""
-        texts = [self.encode(context + template(o)) for o in options]
-        common = 0
-        while all(len(t) > common for t in texts) and len({t[common] for t in texts}) == 1:
-            common += 1
-        prefix = texts[0][:common]
-        scores = self.suffix_logprobs(prefix, [t[common:] for t in texts])
-        top = max(scores)
-        weights = [math.exp(s - top) for s in scores]
-        total = sum(weights)
-        return {o: w / total for o, w in zip(options, weights, strict=True)}
+        prefix, suffixes = self.split_common([context + template(o) for o in options])
+        return _normalise(options, self.suffix_logprobs(prefix, suffixes))
 
     def classify(self, message: str) -> dict[str, Any]:
         """Predicted category, then priority given it, with the normalised probabilities."""
@@ -478,11 +470,8 @@ def canary_exposure(scorer: Scorer, canaries: list[dict], candidates: int, seed:
         while len(pool) < candidates + 1:
             pool.add(f"{rng.randrange(10**6):06d}")
         codes = sorted(pool)
-        texts = [scorer.encode(context + f"{c}.") for c in codes]
-        common = 0
-        while all(len(t) > common for t in texts) and len({t[common] for t in texts}) == 1:
-            common += 1
-        scores = scorer.suffix_logprobs(texts[0][:common], [t[common:] for t in texts])
+        prefix, suffixes = scorer.split_common([context + f"{c}." for c in codes])
+        scores = scorer.suffix_logprobs(prefix, suffixes)
         secret_score = scores[codes.index(canary["secret"])]
         rank = 1 + sum(s > secret_score for s in scores)
         out.append({"canary": canary["ticket_id"], "rank": rank, "candidates": len(codes),

@@ -117,6 +117,11 @@ class FakeScorer:
     def encode(self, text):
         return [ord(c) for c in text]
 
+    def split_common(self, texts):
+        from pipeline.evaluate import Scorer
+
+        return Scorer.split_common(self, texts)
+
     def suffix_logprobs(self, prefix, suffixes):
         codes = ["".join(chr(t) for t in s).rstrip(".") for s in suffixes]
         if self.memorised:
