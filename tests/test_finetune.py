@@ -165,8 +165,10 @@ def test_lineage_walk_from_logged_model_to_dvc_lock(tmp_path, tiny_model, monkey
     project = make_tiny_project(tmp_path / "p", tiny_model)
     run_cmd(["dvc", "repro", "finetune"], cwd=project, check=True)
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
-    md5 = {o["path"]: o["md5"] for st in lock.values() for o in st.get("outs", [])}
-    md5.update({d["path"]: d["md5"] for st in lock.values() for d in st.get("deps", [])})
+    # The producing stage's outs (stages not re-run here may still list older deps).
+    md5 = {o["path"]: o["md5"] for name in ("scrub", "split") for o in lock[name]["outs"]}
+    md5.update({d["path"]: d["md5"] for d in lock["validate"]["deps"]})
+    assert {d["path"]: d["md5"] for d in lock["finetune"]["deps"]}["data/splits/train.jsonl"] == md5["data/splits/train.jsonl"]
 
     uri = f"sqlite:///{project / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
