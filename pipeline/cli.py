@@ -2,7 +2,11 @@
 
 The pipeline itself runs with ``dvc repro`` (each stage is ``python -m pipeline.<stage>``).
 This CLI holds what users run by hand: ``govtune policy lint`` checks ``params.yaml`` and
-every policy file against its typed model; ``govtune synthesize`` writes the demo data.
+every policy file against its typed model; ``govtune policy schema`` exports those models as
+JSON Schema for editors; ``govtune approve`` records a human approval of a model version;
+``govtune verify`` re-checks the signed evidence manifest and the audit chain; ``govtune
+lineage`` walks from a registered version back to the raw data; ``govtune report --open``
+opens the latest compliance report; ``govtune synthesize`` writes the demo data.
 
 Run: ``govtune --help``
 """
@@ -11,38 +15,59 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.common.errors import EXIT_USER_ERROR, GovtuneError
 
 
-def _policy_loaders() -> dict[str, Callable[[Path], object]]:
-    """Maps each policy file name to the loader of its typed model."""
-    from pipeline.common.policy import load_allowlist, load_data_contract, load_fairness_policy, load_pii_policy
+def _policy_models() -> dict[str, type]:
+    """Maps each policy file name to its typed model."""
+    from pipeline.common import policy as p
 
     return {
-        "models.yaml": load_allowlist, "data_contract.yaml": load_data_contract, "pii.yaml": load_pii_policy,
-        "fairness.yaml": load_fairness_policy,
+        "models.yaml": p.ModelAllowlist, "data_contract.yaml": p.DataContract, "pii.yaml": p.PiiPolicy,
+        "fairness.yaml": p.FairnessPolicy, "promotion.yaml": p.PromotionPolicy, "privacy.yaml": p.RuleSet,
+        "waivers.yaml": p.Waivers, "approval.yaml": p.Approval,
     }  # fmt: skip
 
 
 def lint_policies(params_path: Path = Path("params.yaml")) -> list[str]:
-    """Validates params.yaml and every known policy file; returns one line per problem."""
+    """Validates params.yaml and every policy file the pipeline reads; one line per problem."""
     from pipeline.common.params import load_params
+    from pipeline.common.policy import load_allowlist, load_data_contract, load_fairness_policy, load_pii_policy
+    from pipeline.gate import load_policies
 
-    problems: list[str] = []
     try:
         params = load_params(params_path)
-        policy_dir = params.base_model.allowlist.parent
     except GovtuneError as exc:
         return [str(exc)]
-    for name, loader in _policy_loaders().items():
+    problems: list[str] = []
+    checks = [
+        (load_allowlist, params.base_model.allowlist), (load_data_contract, params.validate_.contract),
+        (load_pii_policy, params.scrub.policy), (load_fairness_policy, params.evaluate.fairness_policy),
+        (lambda _: load_policies(params), params.gate.promotion_policy),  # rules, waivers, approvals, cross-checks
+    ]  # fmt: skip
+    for loader, path in checks:
         try:
-            loader(policy_dir / name)
+            loader(path)
         except GovtuneError as exc:
             problems.append(str(exc))
     return problems
+
+
+def export_schemas(out_dir: Path) -> list[Path]:
+    """Writes ``<file>.schema.json`` (JSON Schema of each policy file's model) into ``out_dir``."""
+    from pipeline.common.io import save_json
+
+    written = []
+    for name, model in _policy_models().items():
+        schema = model.model_json_schema()
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["title"] = f"govtune policies/{name if name != 'approval.yaml' else 'approvals/*.yaml'}"
+        path = out_dir / name.replace(".yaml", ".schema.json")
+        save_json(path, schema)
+        written.append(path)
+    return written
 
 
 def _cmd_policy_lint(args: argparse.Namespace) -> int:
@@ -52,6 +77,135 @@ def _cmd_policy_lint(args: argparse.Namespace) -> int:
     if problems:
         return EXIT_USER_ERROR
     print("ok: params.yaml and policies/ are valid")
+    return 0
+
+
+def _cmd_policy_schema(args: argparse.Namespace) -> int:
+    for path in export_schemas(args.out):
+        print(path)
+    return 0
+
+
+def _cmd_approve(args: argparse.Namespace) -> int:
+    from pipeline.gate import approve
+
+    path = approve(args.version, args.approver, args.role, args.comment, args.params)
+    print(f"recorded {path}; run `dvc repro` so the gate counts it")
+    return 0
+
+
+def verify(params_path: Path, manifest_path: Path | None = None) -> list[str]:
+    """Every problem found: changed or missing artifacts, a bad signature, a broken audit chain."""
+    import json
+    import os
+
+    from pipeline.common.audit import read_log, verify_chain
+    from pipeline.common.evidence import PUBKEY_ENV, verify_manifest
+    from pipeline.common.params import load_params
+
+    params = load_params(params_path)
+    path = manifest_path or params.report.manifest
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise GovtuneError(
+            str(path),
+            f"no readable evidence manifest ({type(exc).__name__})",
+            "run `dvc repro` (the report stage writes it)",
+        ) from exc
+    problems = verify_manifest(manifest, os.environ.get(PUBKEY_ENV))
+    chain = verify_chain(params.gate.audit_log)
+    problems += chain
+    if not chain:
+        recorded = {
+            e.get("manifest_hash") for e in read_log(params.gate.audit_log) if e.get("event") == "evidence_manifest"
+        }
+        if manifest.get("manifest_hash") not in recorded:
+            problems.append(
+                f"{params.gate.audit_log}: this manifest ({str(manifest.get('manifest_hash'))[:12]}...) is not recorded in the audit log"
+            )
+    return problems
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    problems = verify(args.params, args.manifest)
+    for problem in problems:
+        print(f"FAIL {problem}", file=sys.stderr)
+    if problems:
+        print(f"verify: {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print("verify: ok - every artifact matches the manifest, the signature and the audit chain hold")
+    return 0
+
+
+def lineage(version: str | None, params_path: Path) -> list[str]:
+    """The chain from a registered version (default: the champion) back to the raw data."""
+    from pipeline.common.params import load_params
+    from pipeline.common.policy import load_promotion_policy
+    from pipeline.common.registry import open_registry
+    from pipeline.common.tracking import TAG
+
+    params = load_params(params_path)
+    registry = open_registry(params.tracking)
+    if registry is None:
+        raise GovtuneError(
+            "params.yaml: tracking.enabled",
+            "tracking is disabled: no registry",
+            "enable tracking and re-run `dvc repro`",
+        )
+    if version is None:
+        alias = load_promotion_policy(params.gate.promotion_policy).alias
+        mv = registry.version_by_alias(alias)
+        if mv is None:
+            raise GovtuneError(
+                f"registry {registry.name}", f"no version holds the alias {alias!r}", "pass --version, or promote one"
+            )
+    else:
+        mv = registry.get_version(version)
+    tags = mv.tags
+    head = (f"model {registry.name} v{mv.version}: {tags.get(f'{TAG}decision')} (policy {tags.get(f'{TAG}policy_hash', '')[:12]}, "
+            f"evidence {tags.get(f'{TAG}evidence_hash', '')[:12]}), report {tags.get(f'{TAG}compliance_report', 'n/a')}")  # fmt: skip
+    lines = [head]
+    run = registry.client.get_run(mv.run_id)
+    lines.append(
+        f"  <- trained by run {run.info.run_id} ({run.info.run_name}, git {run.data.tags.get(f'{TAG}git_commit', '')[:10]})"
+    )
+    for ds in run.inputs.dataset_inputs:
+        lines.append(f"  <- dataset {ds.dataset.name}: digest {ds.dataset.digest} ({ds.dataset.source})")
+    base = run.data.params.get("base_model.id")
+    lines.append(f"  <- base model {base} sha256 {run.data.params.get('base_model.sha256', '')}")
+    exp = registry.client.get_experiment_by_name(params.tracking.experiment)
+    for stage, name in (("split", "scrubbed"), ("scrub", "raw"), ("validate", "raw")):
+        found = registry.client.search_runs(
+            [exp.experiment_id],
+            f"tags.`{TAG}stage` = '{stage}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        for ds in found[0].inputs.dataset_inputs if found else []:
+            if ds.dataset.name == name:
+                lines.append(
+                    f"  <- {stage} run {found[0].info.run_id} read {name}: digest {ds.dataset.digest} ({ds.dataset.source})"
+                )
+    return lines
+
+
+def _cmd_lineage(args: argparse.Namespace) -> int:
+    print("\n".join(lineage(args.version, args.params)))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    import webbrowser
+
+    from pipeline.common.params import load_params
+
+    path = load_params(args.params).report.html
+    if not path.is_file():
+        raise GovtuneError(str(path), "no compliance report yet", "run `dvc repro`")
+    print(path.resolve())
+    if args.open:
+        webbrowser.open(path.resolve().as_uri())
     return 0
 
 
@@ -71,6 +225,36 @@ def build_parser() -> argparse.ArgumentParser:
     lint = policy_sub.add_parser("lint", help="validate params.yaml and every policy file (unknown keys rejected)")
     lint.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
     lint.set_defaults(func=_cmd_policy_lint)
+    schema = policy_sub.add_parser("schema", help="export JSON Schema of every policy file (for editor validation)")
+    schema.add_argument("--out", type=Path, default=Path("policies/schemas"), help="folder (default: policies/schemas)")
+    schema.set_defaults(func=_cmd_policy_schema)
+    approve = sub.add_parser(
+        "approve", help="record a human approval of a registered model version (see policies/promotion.yaml)"
+    )
+    approve.add_argument(
+        "--version", required=True, help="model version number in the registry (see reports/gate_decision.json)"
+    )
+    approve.add_argument("--approver", required=True, help="who approves (name as in your org's records)")
+    approve.add_argument(
+        "--role", required=True, help="role the approval is given in; must be one promotion.yaml requires"
+    )
+    approve.add_argument("--comment", default="", help="why, or under which conditions")
+    approve.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
+    approve.set_defaults(func=_cmd_approve)
+    ver = sub.add_parser(
+        "verify", help="re-hash every artifact of the evidence manifest, check its signature and the audit chain"
+    )
+    ver.add_argument("--manifest", type=Path, default=None, help="manifest (default: params.yaml report.manifest)")
+    ver.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
+    ver.set_defaults(func=_cmd_verify)
+    lin = sub.add_parser("lineage", help="print the chain from a registered model version back to the raw data")
+    lin.add_argument("version", nargs="?", default=None, help="model version (default: the champion)")
+    lin.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
+    lin.set_defaults(func=_cmd_lineage)
+    rep = sub.add_parser("report", help="print the path of the latest compliance report")
+    rep.add_argument("--open", action="store_true", help="open it in the default browser")
+    rep.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
+    rep.set_defaults(func=_cmd_report)
     synth = sub.add_parser("synthesize", help="write the demo dataset (see python -m pipeline.synthesize --help)")
     synth.add_argument("rest", nargs=argparse.REMAINDER)
     synth.set_defaults(func=_cmd_synthesize)

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.common.errors import GovtuneError, run_main
-from pipeline.common.io import save_json
+from pipeline.common.io import save_json, sha256_file
 from pipeline.common.params import EvaluateParams, Params, load_params
 from pipeline.common.policy import FairnessPolicy, load_fairness_policy, load_pii_policy
 from pipeline.common.task import format_answer, parse_answer, prompt_messages
@@ -699,13 +699,27 @@ def run(params: Params, cfg: EvaluateParams) -> dict[str, Any]:
         a: "no demographic signal of this attribute survives scrubbing (names and places are pseudonymised)"
         for a in fairness.protected_attributes if a not in fairness.counterfactual.swaps
     }  # fmt: skip
+    report["inputs"] = load_input_hashes(params)
     report["seconds"] = round(time.perf_counter() - started, 1)
     return report
+
+
+def load_input_hashes(params: Params) -> dict[str, str]:
+    """What was evaluated, so the gate can refuse evidence about another adapter (stale)."""
+    from pipeline.common.tracking import dvc_md5
+
+    base = json.loads((params.base_model.out_dir / "provenance.json").read_text())
+    return {
+        "adapter_sha256": sha256_file(params.finetune.out_dir / "adapter_model.safetensors"),
+        "base_model_sha256": base["output_files_sha256"]["model.safetensors"],
+        "test_md5": dvc_md5(params.split.out_dir / "test.jsonl"),
+    }
 
 
 def main() -> None:
     """Evaluates, writes the report, summary and plots, logs an MLflow run linked to the model."""
     from pipeline.common.offline import configure_offline
+    from pipeline.common.registry import logged_model_id
     from pipeline.common.tracking import flatten, stage_run
 
     configure_offline()
@@ -729,20 +743,6 @@ def main() -> None:
     q = report["finetuned"]["quality"]
     log.info("category accuracy: base %.3f -> fine-tuned %.3f (n=%d) in %.0f s", report["base"]["quality"]["category_accuracy"]["value"],
              q["category_accuracy"]["value"], q["category_accuracy"]["n"], report["seconds"])  # fmt: skip
-
-
-def logged_model_id(adapter_dir: Path) -> str | None:
-    """The MLflow logged model of the fine-tune run that wrote this adapter, if tracked."""
-    prov = json.loads((adapter_dir / "provenance.json").read_text())
-    run_id = prov.get("mlflow_run_id")
-    if not run_id:
-        return None
-    import mlflow
-
-    try:
-        return mlflow.MlflowClient().get_run(run_id).data.tags.get("govtune.logged_model_id")
-    except Exception:  # noqa: BLE001 - another tracking store: the link is optional
-        return None
 
 
 if __name__ == "__main__":

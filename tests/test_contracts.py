@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.cli import _policy_loaders, lint_policies
+from pipeline.cli import _policy_models, export_schemas, lint_policies
 from pipeline.common.errors import GovtuneError
 from pipeline.common.params import Params, load_params
 from pipeline.common.policy import load_allowlist
@@ -22,12 +22,35 @@ def test_params_yaml_loads():
 
 
 def test_every_policy_file_has_a_model_and_loads():
-    loaders = _policy_loaders()
+    from pipeline.common.config import load_yaml, validate
+
+    models = _policy_models()
     files = sorted(p.name for p in (REPO / "policies").glob("*.yaml"))
     assert files, "policies/ holds no YAML"
-    assert set(files) <= set(loaders), f"policy files without a typed model: {set(files) - set(loaders)}"
+    assert set(files) <= set(models), f"policy files without a typed model: {set(files) - set(models)}"
     for name in files:
-        loaders[name](REPO / "policies" / name)
+        data, node = load_yaml(REPO / "policies" / name)
+        validate(models[name], data, name, node)
+
+
+def test_committed_json_schemas_are_current(tmp_path):
+    """policies/schemas/ is what `govtune policy schema` writes (regenerate after a model change)."""
+    written = export_schemas(tmp_path)
+    for path in written:
+        committed = REPO / "policies" / "schemas" / path.name
+        assert committed.is_file(), f"run `govtune policy schema` and commit {committed.name}"
+        assert committed.read_text() == path.read_text(), f"{committed.name} is stale: run `govtune policy schema`"
+
+
+def test_json_schema_rejects_a_typo_like_the_model():
+    import jsonschema
+
+    schema = __import__("json").loads((REPO / "policies" / "schemas" / "promotion.schema.json").read_text())
+    good = yaml.safe_load((REPO / "policies" / "promotion.yaml").read_text())
+    jsonschema.validate(good, schema)
+    bad = {**good, "rules": [{**good["rules"][0], "treshold": 1}]}
+    with pytest.raises(jsonschema.ValidationError, match="treshold"):
+        jsonschema.validate(bad, schema)
 
 
 def test_policy_lint_passes_on_the_repo(monkeypatch):

@@ -22,7 +22,7 @@ def tiny_project(tmp_path, tiny_model):
 @pytest.mark.slow
 def test_dvc_repro_tiny_profile(tiny_project):
     first = run_cmd(["dvc", "repro"], cwd=tiny_project, check=True)
-    for stage in ("base_model", "validate", "scrub", "split", "finetune", "evaluate"):
+    for stage in ("base_model", "validate", "scrub", "split", "finetune", "evaluate", "gate", "report"):
         assert f"Running stage '{stage}'" in first.stdout
     assert read_json(tiny_project / "reports" / "data_validation.json")["success"] is True
     pii = read_json(tiny_project / "reports" / "pii_report.json")
@@ -43,6 +43,13 @@ def test_dvc_repro_tiny_profile(tiny_project):
         assert len(evaluation[model]["privacy"]["canaries"]) == 3
     assert evaluation["surviving_signals"]["gender"], "gender terms must survive scrubbing"
     assert (tiny_project / "reports" / "eval_plots" / "fairness_gender.png").stat().st_size > 1000
+    decision = read_json(tiny_project / "reports" / "gate_decision.json")  # the tiny random model is no good: caught
+    assert decision["decision"] == "REJECTED" and "category_accuracy_floor" in decision["failing_rules"]
+    assert decision["registry"]["registered"] and decision["registry"]["champion_after"] is None
+    # Without a signing key the evidence is written unsigned, and the report says so.
+    assert read_json(tiny_project / "reports" / "evidence_manifest.json")["signature"]["signed"] is False
+    assert "<b>UNSIGNED</b>" in (tiny_project / "reports" / "compliance_report.html").read_text()
+    assert run_cmd(["govtune", "verify"], cwd=tiny_project).returncode == 0
     prov = read_json(tiny_project / "models" / "base" / "provenance.json")
     assert prov["model_id"] == "tiny-llama" and prov["source"]["kind"] == "local_dir"
     lock = yaml.safe_load((tiny_project / "dvc.lock").read_text())
@@ -58,7 +65,7 @@ def test_dvc_repro_tiny_profile(tiny_project):
     pii_policy.write_text(pii_policy.read_text().replace("US_SSN: {min_score: 0.3", "US_SSN: {min_score: 0.35"))
     edited = run_cmd(["dvc", "repro"], cwd=tiny_project, check=True)
     ran = set(re.findall(r"Running stage '(\w+)'", edited.stdout))
-    assert "scrub" in ran and ran <= {"scrub", "split", "finetune", "evaluate"}, ran
+    assert "scrub" in ran and ran <= {"scrub", "split", "finetune", "evaluate", "gate", "report"}, ran
 
     # Bad data stops the pipeline at validate: nothing downstream runs.
     raw = tiny_project / "data" / "raw" / "tickets.jsonl"

@@ -15,6 +15,7 @@ from pipeline.common.config import Strict, load_model
 
 PARAMS_FILE = Path("params.yaml")  # DVC's default params file, relative to the repo root
 
+
 class DataParams(Strict):
     """Paths of the raw input data (the pipeline's source, committed to git)."""
 
@@ -166,6 +167,34 @@ class EvaluateParams(Strict):
     plots_dir: Path
 
 
+class GateParams(Strict):
+    """Stage gate: the policy files it judges with, where the decision and the audit log go."""
+
+    promotion_policy: Path
+    privacy_policy: Path
+    waivers: Path
+    approvals_dir: Path
+    decision: Path
+    audit_log: Path
+
+
+class ReportParams(Strict):
+    """Stage report: what the system is for (report and model card text) and where outputs go."""
+
+    system_name: str = Field(min_length=1)
+    purpose: str = Field(min_length=1)
+    intended_use: str = Field(min_length=1)
+    out_of_scope_use: str = Field(min_length=1)
+    json_: Path = Field(alias="json")
+    html: Path
+    model_card: Path
+    manifest: Path
+
+    @property
+    def json(self) -> Path:  # noqa: D102 - the `json` key (aliased: pydantic reserves the name)
+        return self.json_
+
+
 class Params(Strict):
     """The whole ``params.yaml``."""
 
@@ -179,6 +208,8 @@ class Params(Strict):
     split: SplitParams
     finetune: FinetuneParams
     evaluate: EvaluateParams
+    gate: GateParams
+    report: ReportParams
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:

@@ -1,17 +1,19 @@
 """Typed models of the files in ``policies/`` (YAML, unknown keys rejected).
 
-This module holds the base-model allowlist (``policies/models.yaml``); the other policy
-files get their models here as the stages that read them are built.
+One section per file: the base-model allowlist (``models.yaml``), the data contract, the PII
+policy, the fairness policy, the gate's rules (``promotion.yaml``, ``privacy.yaml``), waivers
+and approvals. ``govtune policy schema`` exports these models as JSON Schema for editors.
 """
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from pipeline.common.config import Strict, load_model
+from pipeline.common.config import Strict, load_model, load_yaml, validate
 from pipeline.common.errors import GovtuneError
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -163,7 +165,14 @@ class CoverageRule(_Rule):
 
 
 ContractRule = Annotated[
-    UniqueRule | RegexRule | NotNullRule | LengthRule | InSetRule | DuplicateRateRule | MinRowsPerClassRule | CoverageRule,
+    UniqueRule
+    | RegexRule
+    | NotNullRule
+    | LengthRule
+    | InSetRule
+    | DuplicateRateRule
+    | MinRowsPerClassRule
+    | CoverageRule,
     Field(discriminator="kind"),
 ]
 
@@ -308,3 +317,203 @@ class FairnessPolicy(Strict):
 def load_fairness_policy(path: str | Path) -> FairnessPolicy:
     """Loads ``policies/fairness.yaml``."""
     return load_model(FairnessPolicy, path)
+
+
+# --- policies/promotion.yaml, policies/privacy.yaml: the gate's rules ----------------------
+
+# Evidence the gate can read, by source name. Each is a JSON file a stage wrote, except
+# `checks`, which the gate derives itself (hash and allowlist re-checks).
+EVIDENCE_SOURCES = (
+    "data_validation",
+    "pii_report",
+    "split_report",
+    "train_metrics",
+    "evaluation",
+    "base_model",
+    "adapter",
+    "checks",
+)
+EvidencePath = Annotated[str, Field(pattern=r"^[a-z_]+:[A-Za-z0-9_\-]+(\.([A-Za-z0-9_\-]+|\*))*$")]
+Comparator = Literal[">=", "<=", "=="]
+
+
+def _check_source(path: str) -> None:
+    source = path.split(":", 1)[0]
+    if source not in EVIDENCE_SOURCES:
+        raise ValueError(f"unknown evidence source {source!r} in {path!r}; known: {', '.join(EVIDENCE_SOURCES)}")
+
+
+def _check_controls(controls: list[str]) -> None:
+    from pipeline.common.controls import CONTROLS
+
+    unknown = [c for c in controls if c not in CONTROLS]
+    if unknown:
+        raise ValueError(
+            f"unknown control reference(s) {unknown}; cite ids from pipeline/common/controls.py (CONTROLS.md)"
+        )
+
+
+class Baseline(Strict):
+    """Compare with a baseline instead of a fixed threshold: "may not regress by more than X"."""
+
+    against: Literal["base", "champion"]  # base = the base model's value; champion = the current champion's
+    evidence: EvidencePath | None = (
+        None  # where the baseline value is (against: base); champion: the rule's own value then
+    )
+    max_regression: float = Field(ge=0)  # allowed worsening, in the metric's unit (direction from the comparator)
+
+    @model_validator(mode="after")
+    def _evidence_for_base(self) -> Baseline:
+        if self.against == "base" and not self.evidence:
+            raise ValueError("against: base needs evidence (the path of the base model's value)")
+        if self.against == "champion" and self.evidence:
+            raise ValueError("against: champion reads the champion's value of this rule; leave evidence out")
+        if self.evidence:
+            _check_source(self.evidence)
+        return self
+
+
+class Rule(Strict):
+    """One promotion rule: the evidence it reads, how it is judged, who owns it, what it evidences."""
+
+    id: str = Field(pattern=r"^[a-z0-9_]+$")
+    title: str = Field(min_length=3)
+    description: str = Field(min_length=3)
+    severity: Severity  # blocking: a failure rejects the model (unless waived); warning: reported only
+    evidence: EvidencePath  # source:dotted.path; `*` matches every key at that level (each must pass)
+    comparator: Comparator  # observed <comparator> threshold (or baseline -/+ max_regression)
+    threshold: float | bool | None = None
+    baseline: Baseline | None = None
+    owner: str = Field(min_length=1)
+    controls: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Rule:
+        _check_source(self.evidence)
+        _check_controls(self.controls)
+        if (self.threshold is None) == (self.baseline is None):
+            raise ValueError("give exactly one of threshold and baseline")
+        if self.baseline is not None:
+            if self.comparator == "==":
+                raise ValueError("a baseline rule needs comparator >= (higher is better) or <= (lower is better)")
+            if self.baseline.against == "champion" and "*" in self.evidence:
+                raise ValueError("a champion baseline needs a single value: no * in evidence")
+        if isinstance(self.threshold, bool) and self.comparator != "==":
+            raise ValueError("a true/false threshold needs comparator ==")
+        return self
+
+
+class ApprovalRequirement(Strict):
+    """Approvals needed from people in one role."""
+
+    role: str = Field(pattern=r"^[a-z0-9_]+$")
+    count: int = Field(ge=1)
+
+
+class ApprovalPolicy(Strict):
+    """Human approval before promotion (EU AI Act Art. 14). Empty = the rules alone decide."""
+
+    required: list[ApprovalRequirement] = []
+
+
+class RuleSet(Strict):
+    """A file of rules (``policies/privacy.yaml``)."""
+
+    rules: list[Rule] = Field(min_length=1)
+
+
+class PromotionPolicy(RuleSet):
+    """``policies/promotion.yaml``: registry aliases, approvals, what a rejection does, and rules."""
+
+    alias: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    previous_alias: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    fail_on_reject: bool
+    approvals: ApprovalPolicy
+
+
+def check_rule_ids(rule_sets: dict[str, RuleSet]) -> list[Rule]:
+    """All rules of several files, in order; rule ids must be unique across them.
+
+    Raises:
+        GovtuneError: an id appears twice.
+    """
+    seen: dict[str, str] = {}
+    rules = []
+    for path, rule_set in rule_sets.items():
+        for rule in rule_set.rules:
+            if rule.id in seen:
+                raise GovtuneError(
+                    f"{path}: rules",
+                    f"rule id {rule.id!r} is also defined in {seen[rule.id]}",
+                    "give each rule a unique id",
+                )
+            seen[rule.id] = path
+            rules.append(rule)
+    return rules
+
+
+def load_promotion_policy(path: str | Path) -> PromotionPolicy:
+    """Loads ``policies/promotion.yaml``."""
+    return load_model(PromotionPolicy, path)
+
+
+def load_rule_set(path: str | Path) -> RuleSet:
+    """Loads a rules file such as ``policies/privacy.yaml``."""
+    return load_model(RuleSet, path)
+
+
+# --- policies/waivers.yaml -----------------------------------------------------------------
+
+
+class Waiver(Strict):
+    """A time-boxed, owned exception: a failing blocking rule is shown as waived, not hidden."""
+
+    rule: str = Field(pattern=r"^[a-z0-9_]+$")
+    scope: str = "*"  # "*" = the whole rule; else one key a `*` rule matched (e.g. PERSON)
+    reason: str = Field(min_length=10)
+    approver: str = Field(min_length=1)
+    created: date
+    expires: date
+
+    @model_validator(mode="after")
+    def _window(self) -> Waiver:
+        if self.expires <= self.created:
+            raise ValueError("expires must be after created")
+        if (self.expires - self.created).days > 366:
+            raise ValueError("a waiver may last at most a year; renew it with a new review")
+        return self
+
+
+class Waivers(Strict):
+    """``policies/waivers.yaml``."""
+
+    waivers: list[Waiver] = []
+
+
+def load_waivers(path: str | Path) -> Waivers:
+    """Loads ``policies/waivers.yaml``."""
+    data, node = load_yaml(path)
+    return validate(Waivers, data or {}, path, node)
+
+
+# --- policies/approvals/*.yaml ---------------------------------------------------------------
+
+
+class Approval(Strict):
+    """One person's approval of one model version, bound to the evidence it was shown."""
+
+    registered_model: str
+    version: str = Field(pattern=r"^[0-9]+$")
+    evidence_hash: Sha256
+    approver: str = Field(min_length=1)
+    role: str = Field(pattern=r"^[a-z0-9_]+$")
+    approved_at: datetime
+    comment: str = ""
+
+
+def load_approvals(directory: str | Path) -> list[Approval]:
+    """Loads every ``*.yaml`` approval in ``directory`` (sorted by name; none if missing)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return [load_model(Approval, p) for p in sorted(directory.glob("*.yaml"))]

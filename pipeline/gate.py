@@ -1,0 +1,613 @@
+"""Stage gate: judge the evidence against the rules in policies/, decide, record, promote.
+
+Every rule of ``policies/promotion.yaml`` and ``policies/privacy.yaml`` reads one value (or one
+value per key, with ``*``) from the evidence the stages wrote, compares it with a threshold or
+a baseline (the base model, or the current champion), and passes, fails or errors. A failing
+blocking rule rejects the candidate unless a valid waiver (``policies/waivers.yaml``) covers
+it; an error (missing evidence, an unknown metric path, stale evidence) always rejects. If
+every blocking rule holds, the approvals ``policies/promotion.yaml`` requires are counted
+(``policies/approvals/``, written by ``govtune approve``, bound to the evidence hash):
+
+    REJECTED          a blocking rule failed (not waived) or errored
+    PENDING_APPROVAL  the rules hold, approvals are missing
+    APPROVED          the rules hold and the approvals are in
+
+The candidate (the finetune run's logged model) becomes a version of the registered model,
+tagged with the decision, the policy and evidence hashes and every observed value. The alias
+(``champion``) moves only on APPROVED; the champion it replaces keeps ``previous``. A champion
+re-judged and REJECTED loses its alias (fail closed); one re-judged PENDING keeps it. Every decision and promotion is appended to the
+hash-chained audit log.
+
+Inputs: the stage outputs under ``reports/`` and the two ``provenance.json`` files; the
+policies. Outputs: ``reports/gate_decision.json``; registry version, tags, aliases; the audit log.
+Run: ``dvc repro gate`` (or ``python -m pipeline.gate``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pipeline.common.errors import GovtuneError, run_main
+from pipeline.common.io import dumps_json, save_json, sha256_bytes, sha256_file
+from pipeline.common.params import Params, load_params
+from pipeline.common.policy import (
+    Approval,
+    PromotionPolicy,
+    Rule,
+    Waiver,
+    check_rule_ids,
+    load_allowlist,
+    load_approvals,
+    load_promotion_policy,
+    load_rule_set,
+    load_waivers,
+)
+from pipeline.common.tracking import TAG
+
+log = logging.getLogger(__name__)
+
+APPROVED, REJECTED, PENDING = "APPROVED", "REJECTED", "PENDING_APPROVAL"
+MISSING = object()  # a path that does not resolve
+
+
+# --- evidence ------------------------------------------------------------------------------
+
+
+def evidence_paths(params: Params) -> dict[str, Path]:
+    """The file behind each evidence source (``checks`` is derived, not a file)."""
+    return {
+        "data_validation": params.validate_.report,
+        "pii_report": params.scrub.report,
+        "split_report": params.split.report,
+        "train_metrics": params.finetune.metrics,
+        "evaluation": params.evaluate.report,
+        "base_model": params.base_model.out_dir / "provenance.json",
+        "adapter": params.finetune.out_dir / "provenance.json",
+    }
+
+
+def load_evidence(paths: dict[str, Path]) -> dict[str, Any]:
+    """Reads each evidence file that exists; a missing or unreadable one is simply absent."""
+    evidence = {}
+    for source, path in paths.items():
+        try:
+            evidence[source] = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            log.warning("evidence %s (%s) unavailable: %s", source, path, type(exc).__name__)
+    return evidence
+
+
+def hash_manifest(files: list[Path]) -> dict[str, Any]:
+    """``{"files": {path: sha256}, "hash": sha256 of that map}``; a missing file maps to null."""
+    listed = {}
+    for path in sorted({Path(f) for f in files}):
+        if path.is_dir():
+            listed.update({str(p): sha256_file(p) for p in sorted(path.rglob("*")) if p.is_file()})
+        else:
+            listed[str(path)] = sha256_file(path) if path.is_file() else None
+    return {"files": listed, "hash": sha256_bytes(dumps_json(listed).encode())}
+
+
+def derive_checks(params: Params, evidence: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Re-checks the gate does itself: allowlist, hashes, and that the evidence is about this adapter."""
+    from pipeline.common.tracking import dvc_md5
+
+    base, adapter, evaluation = evidence.get("base_model"), evidence.get("adapter"), evidence.get("evaluation")
+    checks: dict[str, dict[str, Any]] = {}
+
+    def put(name: str, ok: bool, detail: str) -> None:
+        checks[name] = {"value": bool(ok), "detail": detail}
+
+    if base is None:
+        put("base_model_approved", False, "no base model provenance: run `dvc repro base_model`")
+    else:
+        allowlist = load_allowlist(params.base_model.allowlist)
+        entry = next((m for m in allowlist.models if m.id == base.get("model_id")), None)
+        if entry is None:
+            put("base_model_approved", False, f"{base.get('model_id')!r} is not on {params.base_model.allowlist}")
+        elif dict(entry.files) != base.get("source_files_sha256"):
+            put(
+                "base_model_approved",
+                False,
+                f"the files of {entry.id!r} no longer match the sha256 in {params.base_model.allowlist}",
+            )
+        else:
+            put(
+                "base_model_approved",
+                True,
+                f"{entry.id} {entry.version}: on the allowlist, every file's sha256 matches",
+            )
+    adapter_dir = params.finetune.out_dir
+    if adapter is None or base is None:
+        for name in ("adapter_built_from_base", "adapter_files_intact", "trained_on_current_split"):
+            put(name, False, "no adapter or base provenance: run `dvc repro`")
+    else:
+        base_sha = base.get("output_files_sha256", {}).get("model.safetensors")
+        put(
+            "adapter_built_from_base",
+            adapter.get("base_model_sha256") == base_sha,
+            "adapter provenance names the base weights' sha256",
+        )
+        expected = adapter.get("adapter_files_sha256", {})
+        changed = [
+            n for n, sha in expected.items() if not (adapter_dir / n).is_file() or sha256_file(adapter_dir / n) != sha
+        ]
+        put(
+            "adapter_files_intact",
+            bool(expected) and not changed,
+            f"changed since training: {changed}" if changed else "every adapter file matches its provenance",
+        )
+        train = params.split.out_dir / "train.jsonl"
+        same = train.is_file() and adapter.get("data_md5", {}).get("train") == dvc_md5(train)
+        put(
+            "trained_on_current_split",
+            same,
+            f"adapter provenance's train md5 {'matches' if same else 'differs from'} {train}",
+        )
+    weights = adapter_dir / "adapter_model.safetensors"
+    evaluated = (evaluation or {}).get("inputs", {}).get("adapter_sha256")
+    fresh = evaluated is not None and weights.is_file() and evaluated == sha256_file(weights)
+    put(
+        "evaluation_of_this_adapter",
+        fresh,
+        "evaluation.json was computed on the adapter in place"
+        if fresh
+        else "stale evidence: evaluation.json is about another adapter; run `dvc repro evaluate`",
+    )
+    return checks
+
+
+def resolve(evidence: dict[str, Any], path: str) -> dict[str, Any]:
+    """Values at ``source:dotted.path``; ``*`` fans out over keys. ``{"": value}`` for one value.
+
+    Raises:
+        KeyError: with a message naming the missing source or key and the keys that exist.
+    """
+    source, dotted = path.split(":", 1)
+    if source not in evidence:
+        raise KeyError(f"missing evidence: source {source!r} was not produced")
+    found: dict[str, Any] = {"": evidence[source]}
+    for part in dotted.split("."):
+        step: dict[str, Any] = {}
+        for key, node in found.items():
+            if not isinstance(node, dict):
+                raise KeyError(f"unknown metric path {path}: {'.'.join(filter(None, [key]))} is not an object")
+            if part == "*":
+                step.update({f"{key}.{k}".strip("."): v for k, v in node.items()})
+            elif part in node:
+                step[key] = node[part]
+            else:
+                raise KeyError(f"unknown metric path {path}: no key {part!r} (have: {', '.join(sorted(node)[:12])})")
+        found = step
+    if not found:
+        raise KeyError(f"unknown metric path {path}: `*` matched nothing")
+    return found
+
+
+# --- judging --------------------------------------------------------------------------------
+
+
+def holds(observed: Any, comparator: str, target: Any) -> bool:
+    """``observed <comparator> target``; booleans only compare with ==."""
+    if comparator == "==":
+        return (
+            observed == target
+            if isinstance(target, bool) or isinstance(observed, bool)
+            else float(observed) == float(target)
+        )
+    if isinstance(observed, bool) or not isinstance(observed, int | float):
+        raise TypeError(f"observed value {observed!r} is not a number")
+    return observed >= target if comparator == ">=" else observed <= target
+
+
+@dataclass
+class RuleResult:
+    """How one rule fared."""
+
+    rule: Rule
+    result: str  # pass | fail | error
+    status: str  # passed | failed | waived | warning | error
+    observed: Any = None
+    target: Any = None
+    baseline: Any = None
+    failing_keys: list[str] = field(default_factory=list)
+    message: str = ""
+    waiver: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.rule
+        return {
+            "id": r.id, "title": r.title, "description": r.description, "severity": r.severity, "owner": r.owner,
+            "controls": r.controls, "evidence": r.evidence, "comparator": r.comparator, "threshold": r.threshold,
+            "baseline": None if r.baseline is None else {**r.baseline.model_dump(mode="json"), "value": self.baseline},
+            "target": self.target, "observed": self.observed, "failing_keys": self.failing_keys,
+            "result": self.result, "status": self.status, "message": self.message, "waiver": self.waiver,
+        }  # fmt: skip
+
+
+def judge_rule(rule: Rule, evidence: dict[str, Any], champion: dict[str, float] | None) -> RuleResult:
+    """Evaluates one rule (no waivers yet). ``champion``: the champion's observed values, or None."""
+    try:
+        observed = resolve(evidence, rule.evidence)
+    except KeyError as exc:
+        return RuleResult(rule, "error", "error", message=str(exc.args[0]))
+    baseline: Any = None
+    if rule.baseline is None:
+        targets = dict.fromkeys(observed, rule.threshold)
+    elif rule.baseline.against == "champion":
+        if champion is None or rule.id not in champion:
+            message = (
+                "no champion yet: nothing to compare with"
+                if champion is None
+                else "the champion has no value for this rule"
+            )
+            return RuleResult(rule, "pass", "passed", observed=_flat(observed), message=message)
+        baseline = champion[rule.id]
+        targets = {"": _shift(baseline, rule)}
+    else:
+        try:
+            base_values = resolve(evidence, rule.baseline.evidence or "")
+        except KeyError as exc:
+            return RuleResult(rule, "error", "error", observed=_flat(observed), message=f"baseline: {exc.args[0]}")
+        if set(base_values) != set(observed):
+            return RuleResult(
+                rule,
+                "error",
+                "error",
+                observed=_flat(observed),
+                message=f"baseline keys {sorted(base_values)} differ from {sorted(observed)}",
+            )
+        baseline = _flat(base_values)
+        targets = {k: None if v is None else _shift(v, rule) for k, v in base_values.items()}
+    failing, problems = [], []
+    for key, value in observed.items():
+        if value is None or targets[key] is None:
+            problems.append(f"{key or rule.evidence}: no value (too few examples?)")
+            continue
+        try:
+            if not holds(value, rule.comparator, targets[key]):
+                failing.append(key)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"{key or rule.evidence}: {exc}")
+    target = _flat(targets) if rule.baseline is not None else rule.threshold
+    if problems:
+        return RuleResult(rule, "error", "error", _flat(observed), target, baseline, failing, "; ".join(problems))
+    if not failing:
+        return RuleResult(rule, "pass", "passed", _flat(observed), target, baseline)
+    status = "failed" if rule.severity == "blocking" else "warning"
+    shown = ", ".join(f"{k}={observed[k]}" if k else f"{observed[k]}" for k in failing)
+    return RuleResult(
+        rule, "fail", status, _flat(observed), target, baseline, failing, f"{shown} not {rule.comparator} {target}"
+    )
+
+
+def _shift(value: float, rule: Rule) -> float:
+    """The target a baseline sets: worse by at most max_regression in the rule's direction."""
+    allowed = rule.baseline.max_regression if rule.baseline else 0.0
+    return round(value - allowed if rule.comparator == ">=" else value + allowed, 10)
+
+
+def _flat(values: dict[str, Any]) -> Any:
+    return values[""] if set(values) == {""} else values
+
+
+def apply_waivers(results: list[RuleResult], waivers: list[Waiver], today: date) -> list[dict[str, Any]]:
+    """Turns failed blocking rules covered by a valid waiver into "waived"; returns expired ones."""
+    expired = []
+    for waiver in waivers:
+        if waiver.expires < today:
+            expired.append({**waiver.model_dump(mode="json"), "state": "expired"})
+    for res in results:
+        if res.status != "failed":
+            continue
+        mine = [w for w in waivers if w.rule == res.rule.id]
+        valid = [w for w in mine if w.created <= today <= w.expires]
+        covered = all(any(w.scope in ("*", key) for w in valid) for key in res.failing_keys)
+        if valid and covered:
+            w = next(w for w in valid if w.scope == "*" or w.scope in res.failing_keys)
+            res.status = "waived"
+            res.waiver = {**w.model_dump(mode="json"), "state": "applied"}
+        elif mine:
+            w = mine[0]
+            state = "expired" if w.expires < today else "not_yet_valid" if w.created > today else "out_of_scope"
+            res.waiver = {**w.model_dump(mode="json"), "state": state}
+    return expired
+
+
+def count_approvals(
+    policy: PromotionPolicy, approvals: list[Approval], name: str, version: str | None, evidence_hash: str
+) -> dict[str, Any]:
+    """Which approvals count: same registered model, version and evidence hash, a required role."""
+    counted, ignored = [], []
+    for a in approvals:
+        why = None
+        if a.evidence_hash != evidence_hash:
+            why = "approved other evidence (the candidate changed since)"
+        elif a.registered_model != name or (version is not None and a.version != version):
+            why = f"for {a.registered_model} v{a.version}, not this candidate"
+        elif a.role not in {r.role for r in policy.approvals.required}:
+            why = f"role {a.role!r} is not required by the promotion policy"
+        entry = {"approver": a.approver, "role": a.role, "version": a.version, "approved_at": a.approved_at.isoformat()}
+        (ignored if why else counted).append({**entry, **({"ignored_because": why} if why else {})})
+    missing = []
+    for req in policy.approvals.required:
+        have = len({a["approver"] for a in counted if a["role"] == req.role})
+        if have < req.count:
+            missing.append({"role": req.role, "needed": req.count, "have": have})
+    return {"required": [r.model_dump() for r in policy.approvals.required], "counted": counted, "ignored": ignored,
+            "missing": missing, "satisfied": not missing}  # fmt: skip
+
+
+def decide(results: list[RuleResult], approvals: dict[str, Any]) -> str:
+    """REJECTED on any unwaived blocking failure or any error; else PENDING until approvals are in."""
+    if any(r.status in ("failed", "error") for r in results):
+        return REJECTED
+    return APPROVED if approvals["satisfied"] else PENDING
+
+
+def summarize(decision: str, results: list[RuleResult], approvals: dict[str, Any]) -> str:
+    """One line for logs, the version description and the exit message."""
+    failing = [r.rule.id for r in results if r.status in ("failed", "error")]
+    waived = [r.rule.id for r in results if r.status == "waived"]
+    parts = [f"{decision}: {sum(r.status == 'passed' for r in results)}/{len(results)} rules passed"]
+    if failing:
+        parts.append(f"failing: {', '.join(failing)}")
+    if waived:
+        parts.append(f"waived: {', '.join(waived)}")
+    if decision == PENDING:
+        parts.append("awaiting " + ", ".join(f"{m['needed'] - m['have']} x {m['role']}" for m in approvals["missing"]))
+    return "; ".join(parts)
+
+
+# --- the stage ------------------------------------------------------------------------------
+
+
+@dataclass
+class Policies:
+    """Everything under policies/ the gate reads, loaded and cross-checked."""
+
+    promotion: PromotionPolicy
+    rules: list[Rule]
+    waivers: list[Waiver]
+    approvals: list[Approval]
+    files: list[Path]
+
+
+def load_policies(params: Params) -> Policies:
+    """Loads and cross-checks the gate's policy files (fails closed on any problem).
+
+    Raises:
+        GovtuneError: a file is malformed, a rule id repeats, a waiver names an unknown rule.
+    """
+    cfg = params.gate
+    promotion = load_promotion_policy(cfg.promotion_policy)
+    rules = check_rule_ids(
+        {str(cfg.promotion_policy): promotion, str(cfg.privacy_policy): load_rule_set(cfg.privacy_policy)}
+    )
+    waivers = load_waivers(cfg.waivers).waivers
+    known = {r.id for r in rules}
+    for i, w in enumerate(waivers):
+        if w.rule not in known:
+            raise GovtuneError(
+                f"{cfg.waivers}: waivers.{i}.rule",
+                f"waiver for unknown rule {w.rule!r}",
+                "use a rule id from promotion.yaml or privacy.yaml",
+            )
+    approvals = load_approvals(cfg.approvals_dir)
+    return Policies(promotion, rules, waivers, approvals, policy_bundle(params))
+
+
+def policy_bundle(params: Params) -> list[Path]:
+    """The policy files a decision rests on (all of them: the stages' and the gate's)."""
+    return [params.base_model.allowlist, params.validate_.contract, params.scrub.policy, params.evaluate.fairness_policy,
+            params.gate.promotion_policy, params.gate.privacy_policy, params.gate.waivers]  # fmt: skip
+
+
+def champion_values(version: Any | None) -> dict[str, float] | None:
+    """The observed values the champion was judged on (tags ``govtune.observed.<rule>``)."""
+    if version is None:
+        return None
+    prefix = f"{TAG}observed."
+    out = {}
+    for key, value in version.tags.items():
+        if key.startswith(prefix):
+            try:
+                out[key[len(prefix) :]] = float(value)
+            except ValueError:
+                continue
+    return out
+
+
+def run(
+    params: Params, policies: Policies, champion: dict[str, float] | None, version: str | None, today: date
+) -> dict[str, Any]:
+    """Judges every rule and decides; pure apart from reading evidence files and hashing them."""
+    paths = evidence_paths(params)
+    evidence = load_evidence(paths)
+    checks = derive_checks(params, evidence)
+    evidence["checks"] = {k: v["value"] for k, v in checks.items()}
+    results = [judge_rule(rule, evidence, champion) for rule in policies.rules]
+    expired = apply_waivers(results, policies.waivers, today)
+    manifest = hash_manifest([*paths.values(), params.finetune.out_dir])
+    approvals = count_approvals(
+        policies.promotion, policies.approvals, params.tracking.registered_model, version, manifest["hash"]
+    )
+    decision = decide(results, approvals)
+    return {
+        "decision": decision,
+        "summary": summarize(decision, results, approvals),
+        "rules": [r.to_json() for r in results],
+        "failing_rules": [r.rule.id for r in results if r.status in ("failed", "error")],
+        "waived_rules": [r.rule.id for r in results if r.status == "waived"],
+        "warnings": [r.rule.id for r in results if r.status == "warning"],
+        "expired_waivers": expired,
+        "approvals": approvals,
+        "checks": checks,
+        "evidence": {"sources": {k: str(v) for k, v in paths.items()}, **manifest},
+        "policy": hash_manifest(policies.files),
+    }
+
+
+def record(params: Params, policies: Policies, decision: dict[str, Any], tracked: Any) -> dict[str, Any]:
+    """Registers the candidate, tags it, moves aliases on APPROVED; returns what happened."""
+    from pipeline.common.audit import append_entry, now_utc
+    from pipeline.common.registry import logged_model_id, open_registry, training_run_id
+
+    promotion = policies.promotion
+    registry = open_registry(params.tracking)
+    out: dict[str, Any] = {
+        "registered_model": params.tracking.registered_model,
+        "registered": False,
+        "gate_run_id": tracked.run_id,
+    }
+    model_id = logged_model_id(params.finetune.out_dir) if registry else None
+    if registry is None or model_id is None:
+        out["note"] = (
+            "not registered: tracking is disabled"
+            if registry is None
+            else "not registered: the finetune run logged no model (finetune.log_model)"
+        )
+    else:
+        before = registry.version_by_alias(promotion.alias)
+        version = decision["candidate_version"]
+        tags = {
+            f"{TAG}decision": decision["decision"], f"{TAG}policy_hash": decision["policy"]["hash"],
+            f"{TAG}evidence_hash": decision["evidence"]["hash"], f"{TAG}decided_at": decision["decided_at"],
+            f"{TAG}decision_report": str(params.gate.decision), f"{TAG}failing_rules": ",".join(decision["failing_rules"]) or "none",
+            f"{TAG}waived_rules": ",".join(decision["waived_rules"]) or "none", f"{TAG}gate_run_id": tracked.run_id or "",
+            f"{TAG}training_run_id": training_run_id(params.finetune.out_dir) or "",
+            **{f"{TAG}observed.{r['id']}": r["observed"] for r in decision["rules"] if isinstance(r["observed"], int | float)},
+        }  # fmt: skip
+        registry.set_tags(version, tags)
+        registry.set_description(version, decision["summary"])
+        out.update(
+            registered=True,
+            version=version,
+            logged_model_id=model_id,
+            champion_before=str(before.version) if before else None,
+        )
+        if decision["decision"] == APPROVED and (before is None or str(before.version) != version):
+            if before is not None:
+                registry.set_alias(promotion.previous_alias, str(before.version))
+            registry.set_alias(promotion.alias, version)
+            registry.set_tags(version, {f"{TAG}promoted_at": now_utc(), f"{TAG}promoted_by": "gate"})
+            out["alias_moved"] = True
+        elif decision["decision"] == REJECTED and before is not None and str(before.version) == version:
+            registry.delete_alias(promotion.alias)  # fail closed: a champion that no longer passes is not kept
+            out["alias_removed"] = True
+        after = registry.version_by_alias(promotion.alias)
+        out["champion_after"] = str(after.version) if after else None
+    entry = append_entry(params.gate.audit_log, "gate_decision", {
+        "decision": decision["decision"], "summary": decision["summary"], "registered_model": out["registered_model"],
+        "version": out.get("version"), "champion_before": out.get("champion_before"), "champion_after": out.get("champion_after"),
+        "policy_hash": decision["policy"]["hash"], "evidence_hash": decision["evidence"]["hash"],
+        "approvals": [f"{a['approver']} ({a['role']})" for a in decision["approvals"]["counted"]],
+    })  # fmt: skip
+    out["audit_entry"] = entry["hash"]
+    if registry is not None and out.get("version"):
+        registry.set_tags(out["version"], {f"{TAG}audit_entry": entry["hash"]})
+    return out
+
+
+def candidate_version(params: Params) -> tuple[str | None, dict[str, float] | None]:
+    """The candidate's registry version (registering it) and the champion's observed values."""
+    from pipeline.common.registry import logged_model_id, open_registry
+
+    registry = open_registry(params.tracking)
+    if registry is None:
+        return None, None
+    model_id = logged_model_id(params.finetune.out_dir)
+    version = registry.register(model_id) if model_id else None
+    champion = registry.version_by_alias(load_promotion_policy(params.gate.promotion_policy).alias)
+    return version, champion_values(champion)
+
+
+def approve(version: str, approver: str, role: str, comment: str, params_path: Path) -> Path:
+    """Records one approval of a registered version (``govtune approve``), bound to its evidence.
+
+    Raises:
+        GovtuneError: no registry, no such version, a rejected version, or a role the policy does not ask for.
+    """
+    import re
+    from datetime import UTC, datetime
+
+    from pipeline.common.audit import append_entry
+    from pipeline.common.policy import Approval
+    from pipeline.common.registry import open_registry
+
+    params = load_params(params_path)
+    cfg = params.gate
+    promotion = load_promotion_policy(cfg.promotion_policy)
+    roles = sorted({r.role for r in promotion.approvals.required})
+    if role not in roles:
+        raise GovtuneError(f"{cfg.promotion_policy}: approvals.required", f"role {role!r} is not one the promotion policy asks for (required: {roles or 'none'})",
+                           "approve in a required role, or have the policy owner add the role")  # fmt: skip
+    registry = open_registry(params.tracking)
+    if registry is None:
+        raise GovtuneError(
+            "params.yaml: tracking.enabled",
+            "tracking is disabled: there is no registry to approve in",
+            "enable tracking and re-run `dvc repro`",
+        )
+    mv = registry.get_version(version)
+    decision = mv.tags.get(f"{TAG}decision")
+    evidence_hash = mv.tags.get(f"{TAG}evidence_hash")
+    if decision is None or evidence_hash is None:
+        raise GovtuneError(
+            f"registry {registry.name} v{version}", "the gate has not judged this version", "run `dvc repro` first"
+        )
+    if decision == REJECTED:
+        raise GovtuneError(f"registry {registry.name} v{version}", "the gate rejected this version; an approval cannot override failing rules",
+                           f"see {cfg.decision}; fix the failures or record a waiver in {cfg.waivers}")  # fmt: skip
+    approval = Approval(registered_model=registry.name, version=version, evidence_hash=evidence_hash, approver=approver, role=role,
+                        approved_at=datetime.now(UTC).replace(microsecond=0), comment=comment)  # fmt: skip
+    slug = re.sub(r"[^a-z0-9]+", "-", approver.lower()).strip("-") or "approver"
+    path = cfg.approvals_dir / f"{registry.name}-v{version}-{role}-{slug}.yaml"
+    import yaml
+
+    from pipeline.common.io import save_text
+
+    save_text(
+        path,
+        "# Written by `govtune approve`; do not edit (revoke by deleting it).\n"
+        + yaml.safe_dump(approval.model_dump(mode="json"), sort_keys=False),
+    )
+    append_entry(cfg.audit_log, "approval", {"registered_model": registry.name, "version": version, "approver": approver, "role": role,
+                                              "evidence_hash": evidence_hash, "file": str(path)})  # fmt: skip
+    return path
+
+
+def main() -> None:
+    """Judges, records, writes the decision (the report stage fails the run on REJECTED)."""
+    from pipeline.common.audit import now_utc
+    from pipeline.common.tracking import stage_run
+
+    params = load_params()
+    cfg = params.gate
+    policies = load_policies(params)  # before anything is recorded: a bad policy decides nothing
+    deps = [*evidence_paths(params).values(), *policies.files, cfg.approvals_dir]
+    with stage_run(params.tracking, "gate", deps, [cfg.decision]) as tracked:
+        version, champion = candidate_version(params)
+        decision = {
+            "decided_at": now_utc(),
+            "candidate_version": version,
+            **run(params, policies, champion, version, date.today()),
+        }
+        decision["registry"] = record(params, policies, decision, tracked)
+        save_json(cfg.decision, decision)
+        tracked.log_params({"policy_hash": decision["policy"]["hash"], "evidence_hash": decision["evidence"]["hash"]})
+        tracked.log_metrics({"gate/rules_total": len(decision["rules"]), "gate/rules_failing": len(decision["failing_rules"]),
+                             "gate/rules_waived": len(decision["waived_rules"]), "gate/rules_warning": len(decision["warnings"])})  # fmt: skip
+        tracked.set_tags({f"{TAG}decision": decision["decision"], f"{TAG}version": str(version or "")})
+        tracked.log_artifact(cfg.decision, "reports")
+    # A rejection is enforced by the report stage (fail_on_reject), once the report is written too.
+    log.info("gate: %s (decision: %s)", decision["summary"], cfg.decision)
+
+
+if __name__ == "__main__":
+    run_main(main)

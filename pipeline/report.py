@@ -1,0 +1,452 @@
+"""Stage report: the compliance report, the model card and the signed evidence manifest.
+
+Builds one JSON document from the evidence the stages wrote (decision, system, datasheet,
+training, evaluation, rules with controls coverage, lineage, evidence), renders it as a
+self-contained HTML page (CSS and plots inline), writes a Hugging Face style model card, and
+finally the evidence manifest: sha256 of every artifact the decision rests on, chained to the
+previous manifest in the audit log and signed with Ed25519 when a key is configured.
+
+The report carries no record content: only counts, rates, ids of rules and hashes.
+On REJECTED, with ``fail_on_reject`` in ``policies/promotion.yaml``, the stage exits 1 after
+everything is written (so ``dvc repro`` fails with the evidence in place).
+
+Inputs: ``reports/*`` of the other stages, provenance files, policies, params, lock file.
+Outputs: ``reports/compliance_report.{json,html}``, ``reports/MODEL_CARD.md``,
+``reports/evidence_manifest.json``; an MLflow run; tags on the model version.
+Run: ``dvc repro report`` (or ``python -m pipeline.report``).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline.common.errors import GovtuneError, run_main
+from pipeline.common.io import save_json, save_text
+from pipeline.common.params import Params, load_params
+
+log = logging.getLogger(__name__)
+
+STAGES = ("base_model", "validate", "scrub", "split", "finetune", "evaluate", "gate", "report")
+
+# What the report documents for the EU AI Act items the issue names, and what it leaves out.
+AI_ACT_COVERAGE = [
+    ("EU AI Act Art. 10", "data governance", "datasheet (section 3): contract results, PII handling and measured recall, protected attributes as evaluation-only metadata; fairness examination (section 5)"),
+    ("EU AI Act Art. 11 + Annex IV", "technical documentation", "this report: system, data, training, evaluation, rules, lineage; model card"),
+    ("EU AI Act Art. 12", "record-keeping", "MLflow runs per stage, hash-chained audit log, signed evidence manifest (section 8)"),
+    ("EU AI Act Art. 15", "accuracy, robustness, cybersecurity", "quality floors and no-regression rules (section 6), artifact integrity (`govtune verify`)"),
+]  # fmt: skip
+NOT_COVERED = [
+    "EU AI Act Art. 9 risk management as an organisational process (the rules are one input to it)",
+    "EU AI Act Art. 13 instructions for use beyond the model card, and Art. 14 human oversight in operation (approvals cover promotion only)",
+    "EU AI Act Art. 72 post-market monitoring (not built yet)",
+    "robustness to adversarial inputs and cybersecurity testing of a deployment",
+    "a data protection impact assessment (GDPR Art. 35)",
+]
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    """A stage's JSON output.
+
+    Raises:
+        GovtuneError: it is missing or unreadable (run the stage that writes it).
+    """
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise GovtuneError(
+            str(path),
+            f"missing or unreadable evidence ({type(exc).__name__})",
+            "run `dvc repro` so the stage that writes it runs",
+        ) from exc
+
+
+def _v(metric: dict[str, Any]) -> dict[str, Any]:
+    return {k: metric.get(k) for k in ("value", "n", "ci95")}
+
+
+def build_report(
+    params: Params, inputs: dict[str, dict[str, Any]], lineage: dict[str, Any], environment: dict[str, str]
+) -> dict[str, Any]:
+    """The report document (pure: from the loaded evidence)."""
+    decision, evaluation, pii = inputs["decision"], inputs["evaluation"], inputs["pii"]
+    validation, split, train, base, adapter = (
+        inputs["validation"],
+        inputs["split"],
+        inputs["train"],
+        inputs["base"],
+        inputs["adapter"],
+    )
+    rc = params.report
+    quality = {
+        k: {"base": _v(evaluation["base"]["quality"][k]), "finetuned": _v(evaluation["finetuned"]["quality"][k])}
+        for k in evaluation["finetuned"]["quality"]
+    }
+    fairness = {}
+    for attr, f in evaluation["finetuned"]["fairness"].items():
+        b = evaluation["base"]["fairness"].get(attr, {})
+        fairness[attr] = {
+            "metrics": {k: {"base": _v(b.get(k, {})), "finetuned": _v(f[k])} for k in f if isinstance(f[k], dict) and "value" in f[k]},
+            "groups": {g: {k: m.get(k) for k in ("n", "category_accuracy", "escalation_rate", "escalation_rate_ci95", "too_small")} for g, m in f["groups"].items()},
+            "small_groups": f.get("small_groups", []),
+        }  # fmt: skip
+    rules = decision["rules"]
+    return {
+        "title": f"Compliance report: {rc.system_name}",
+        "decision": {k: decision.get(k) for k in ("decision", "summary", "decided_at", "candidate_version", "failing_rules", "waived_rules", "warnings", "expired_waivers")}
+        | {"approvals": decision["approvals"]["counted"], "registry": decision.get("registry", {})},
+        "system": {"name": rc.system_name, "purpose": rc.purpose, "intended_use": rc.intended_use, "out_of_scope_use": rc.out_of_scope_use,
+                   "base_model": {k: base.get(k) for k in ("model_id", "name", "upstream", "license", "source", "source_files_sha256", "intended_use", "owner")}},
+        "datasheet": {
+            "source": str(params.data.raw), "rows": validation.get("rows"), "validation": {k: validation.get(k) for k in ("success", "expectations_total", "expectations_failed", "blocking_failures", "warnings", "contract")},
+            "pii": {"engine": pii.get("engine"), "ner_model": pii.get("ner_model"), "key": pii.get("key"), "totals": pii.get("totals"),
+                    "entities": {e: {k: m.get(k) for k in ("detections", "recall", "precision", "leaked_values", "residual_detections", "operator")} for e, m in pii.get("entities", {}).items()}},
+            "splits": {k: split.get(k) for k in ("customers", "category_counts", "customer_overlap", "method", "canaries")},
+            "protected_attributes": "gender, age band and region are evaluation-only metadata: kept out of the training text, written only to the test split's attribute file (EU AI Act Art. 10(5)); identifiers are keyed pseudonyms (GDPR Art. 4(5))",
+        },
+        "training": {"params": params.finetune.model_dump(mode="json"), "metrics": train, "environment": environment,
+                     "adapter": {k: adapter.get(k) for k in ("base_model_id", "base_model_sha256", "data_md5", "git_commit", "mlflow_run_id")}},
+        "evaluation": {"definitions": evaluation.get("definitions"), "quality": quality, "fairness": fairness,
+                       "counterfactual": {m: evaluation[m]["counterfactual"] for m in ("base", "finetuned")}, "surviving_signals": evaluation.get("surviving_signals"),
+                       "not_testable": evaluation.get("not_testable"),
+                       "privacy": {m: {k: v for k, v in evaluation[m]["privacy"].items()} for m in ("base", "finetuned")}},
+        "rules": rules,
+        "controls": {"ai_act_coverage": [dict(zip(("ref", "title", "documented_by"), c, strict=True)) for c in AI_ACT_COVERAGE], "not_covered": NOT_COVERED,
+                     "by_control": _by_control(rules)},
+        "lineage": lineage,
+        "retention": "keep this report, the manifest and the audit log for 10 years after the system is placed on the market (EU AI Act Art. 18)",
+    }  # fmt: skip
+
+
+def _by_control(rules: list[dict[str, Any]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for r in rules:
+        for c in r["controls"]:
+            out.setdefault(c, []).append(f"{r['id']} ({r['status']})")
+    return dict(sorted(out.items()))
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;line-height:1.4}
+h1{font-size:1.6em}h2{border-bottom:2px solid #ccc;margin-top:1.6em;page-break-after:avoid}
+table{border-collapse:collapse;margin:.6em 0;font-size:.85em;page-break-inside:avoid}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}
+th{background:#f3f3f3}.APPROVED{background:#1b7f3a;color:#fff}.REJECTED{background:#b3261e;color:#fff}.PENDING_APPROVAL{background:#b26a00;color:#fff}
+.badge{display:inline-block;padding:.3em .8em;border-radius:4px;font-weight:bold}.passed{color:#1b7f3a}.failed,.error{color:#b3261e;font-weight:bold}
+.waived,.warning{color:#b26a00}code{font-size:.85em}img{max-width:100%}@media print{body{margin:0}a{color:#000}}"""
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    def esc(v: Any) -> str:
+        return html.escape(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td>{c[1:] if isinstance(c, str) and c.startswith(chr(0)) else esc(c)}</td>" for c in row)
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _raw(markup: str) -> str:
+    """Marks a cell as trusted HTML (built here from escaped parts)."""
+    return "\0" + markup
+
+
+def render_html(report: dict[str, Any], images: dict[str, bytes]) -> str:
+    """A self-contained page: inline CSS, plots as data URIs, readable offline, prints cleanly."""
+    d, s, ds, ev = report["decision"], report["system"], report["datasheet"], report["evaluation"]
+
+    def img(name: str) -> str:
+        return (
+            f'<img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(images[name]).decode()}">'
+            if name in images
+            else ""
+        )
+
+    parts = [f"<h1>{html.escape(report['title'])}</h1>",
+             f'<h2 id="decision">1. Decision</h2><p><span class="badge {d["decision"]}">{d["decision"]}</span> {html.escape(d["summary"])}</p>',
+             _table(["decided at", "model version", "failing", "waived", "warnings", "approved by"],
+                    [[d["decided_at"], d["candidate_version"], ", ".join(d["failing_rules"]) or "none", ", ".join(d["waived_rules"]) or "none",
+                      ", ".join(d["warnings"]) or "none", ", ".join(f"{a['approver']} ({a['role']})" for a in d["approvals"]) or "no approval required"]]),
+             '<h2 id="system">2. System</h2>', _table(["", ""], [["purpose", s["purpose"]], ["intended use", s["intended_use"]], ["out of scope", s["out_of_scope_use"]],
+                                                                  ["base model", f"{s['base_model']['name']} ({s['base_model']['model_id']}), license {s['base_model']['license']}"],
+                                                                  ["source", s["base_model"]["source"]], ["source sha256", s["base_model"]["source_files_sha256"]]]),
+             '<h2 id="datasheet">3. Datasheet</h2>',
+             _table(["", ""], [["source", ds["source"]], ["rows", ds["rows"]], ["data contract", ds["validation"]], ["splits", ds["splits"]],
+                               ["pseudonymisation key", ds["pii"]["key"]], ["PII totals", ds["pii"]["totals"]], ["protected attributes", ds["protected_attributes"]]]),
+             _table(["entity", "detections", "recall", "precision", "leaked values", "residual detections", "operator"],
+                    [[e, m["detections"], m["recall"], m["precision"], m["leaked_values"], m["residual_detections"], m["operator"]] for e, m in ds["pii"]["entities"].items()]),
+             '<h2 id="training">4. Training</h2>', _table(["metric", "value"], [[k, v] for k, v in report["training"]["metrics"].items()]),
+             _table(["environment", "version"], list(report["training"]["environment"].items())), img("loss"),
+             '<h2 id="evaluation">5. Evaluation</h2>',
+             _table(["metric", "base", "fine-tuned", "n", "definition"],
+                    [[k, v["base"]["value"], v["finetuned"]["value"], v["finetuned"]["n"], (ev["definitions"] or {}).get(k, "")] for k, v in ev["quality"].items()])]  # fmt: skip
+    for attr, f in ev["fairness"].items():
+        parts.append(f"<h3>Fairness: {html.escape(attr)}</h3>")
+        parts.append(
+            _table(
+                ["metric", "base", "fine-tuned", "95% CI (fine-tuned)"],
+                [
+                    [k, m["base"]["value"], m["finetuned"]["value"], m["finetuned"].get("ci95")]
+                    for k, m in f["metrics"].items()
+                ],
+            )
+        )
+        parts.append(_table(["group", "n", "category accuracy", "escalation rate", "95% CI", "too small to judge"],
+                            [[g, m["n"], m["category_accuracy"], m["escalation_rate"], m["escalation_rate_ci95"], m["too_small"]] for g, m in f["groups"].items()]))  # fmt: skip
+        parts.append(img(f"fairness_{attr}"))
+    parts.append(
+        _table(
+            ["model", "counterfactual results (flip rates, mean probability change)"],
+            [[m, c] for m, c in ev["counterfactual"].items()],
+        )
+    )
+    parts.append(
+        f"<p>Demographic signals that survive scrubbing (the ones tested): {html.escape(json.dumps(ev['surviving_signals']))}. Not testable: {html.escape(json.dumps(ev['not_testable']))}.</p>"
+    )
+    parts.append(
+        _table(
+            ["model", "privacy (canary exposure, regurgitation, PII-like output)"],
+            [[m, p] for m, p in ev["privacy"].items()],
+        )
+    )
+    parts.append('<h2 id="rules">6. Rules</h2>')
+    parts.append(_table(["rule", "severity", "observed", "comparator", "target", "status", "controls", "message"],
+                        [[_raw(f"<b>{html.escape(r['id'])}</b><br>{html.escape(r['title'])}"), r["severity"], r["observed"], r["comparator"], r["target"],
+                          _raw(f'<span class="{r["status"]}">{r["status"]}</span>' + (f" (waiver: {html.escape(r['waiver']['state'])})" if r.get("waiver") else "")),
+                          "; ".join(r["controls"]), r["message"]] for r in report["rules"]]))  # fmt: skip
+    parts.append(
+        "<h3>EU AI Act coverage</h3>"
+        + _table(
+            ["ref", "subject", "documented by"],
+            [[c["ref"], c["title"], c["documented_by"]] for c in report["controls"]["ai_act_coverage"]],
+        )
+    )
+    parts.append(
+        "<p>Not covered by this report:</p><ul>"
+        + "".join(f"<li>{html.escape(n)}</li>" for n in report["controls"]["not_covered"])
+        + "</ul>"
+    )
+    parts.append(
+        _table(["control", "rules (status)"], [[c, ", ".join(r)] for c, r in report["controls"]["by_control"].items()])
+    )
+    lin = report["lineage"]
+    parts.append('<h2 id="lineage">7. Lineage</h2><p><code>' + html.escape(" → ".join(STAGES)) + "</code></p>")
+    parts.append(_table(["stage", "MLflow run id"], list(lin["runs"].items())))
+    parts.append(_table(["dataset", "DVC md5"], list(lin["datasets"].items())))
+    parts.append(
+        _table(
+            ["registered model", "version", "champion after"],
+            [[lin["registered_model"], lin.get("version"), lin.get("champion_after")]],
+        )
+    )
+    parts.append('<h2 id="evidence">8. Evidence manifest and signature</h2>'
+                 f"<p>The sha256 of every artifact this decision rests on, chained to the previous manifest and "
+                 f"{'signed with Ed25519' if report.get('signed') else '<b>UNSIGNED</b> (no signing key configured)'}, is in "
+                 f"<code>{html.escape(report.get('manifest_path', ''))}</code>; check it with <code>govtune verify</code>. {html.escape(report['retention'])}.</p>")  # fmt: skip
+    return f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(report['title'])}</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>\n"
+
+
+def render_model_card(report: dict[str, Any], params: Params) -> str:
+    """A Hugging Face model card: YAML metadata (license, base_model, datasets, model-index) + text."""
+    import yaml
+
+    s, q = report["system"], report["evaluation"]["quality"]
+    meta = {
+        "license": s["base_model"]["license"], "base_model": s["base_model"].get("upstream") or s["base_model"].get("name"), "library_name": "peft",
+        "pipeline_tag": "text-generation", "tags": ["lora", "govtune", "customer-support"], "datasets": [str(params.data.raw)],
+        "model-index": [{"name": params.tracking.registered_model, "results": [{
+            "task": {"type": "text-classification", "name": "ticket triage"}, "dataset": {"name": "scrubbed test split", "type": str(params.split.out_dir / "test.jsonl")},
+            "metrics": [{"type": k, "value": v["finetuned"]["value"], "name": k.replace("_", " ")} for k, v in q.items() if v["finetuned"]["value"] is not None]}]}],
+    }  # fmt: skip
+    d = report["decision"]
+    rows = "\n".join(
+        f"| {k} | {v['base']['value']} | {v['finetuned']['value']} | {v['finetuned']['n']} |" for k, v in q.items()
+    )
+    return f"""---
+{yaml.safe_dump(meta, sort_keys=False).strip()}
+---
+
+# {params.tracking.registered_model}
+
+LoRA adapter on {s["base_model"].get("name")} for {s["purpose"]}
+
+- **Gate decision:** {d["decision"]} ({d["summary"]}), model version {d["candidate_version"]}, decided {d["decided_at"]}.
+- **Intended use:** {s["intended_use"]}
+- **Out of scope:** {s["out_of_scope_use"]}
+- **Training data:** `{params.data.raw}` after PII scrubbing (Presidio; measured recall per entity in the compliance report), customer-grouped split.
+
+## Evaluation (test split, base vs fine-tuned)
+
+| metric | base | fine-tuned | n |
+| --- | --- | --- | --- |
+{rows}
+
+Fairness (per protected attribute, with confidence intervals), counterfactual flip rates and
+privacy results (canary exposure, PII regurgitation) are in the compliance report.
+
+## Limitations
+
+Evaluated on synthetic-like support tickets in English; small groups are flagged, not judged.
+Priority is a suggestion for a human to confirm.
+"""
+
+
+def plot_loss(plots_dir: Path) -> bytes | None:
+    """The train/val loss curves as PNG bytes (from the finetune stage's CSVs)."""
+    import csv
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    for name in ("train_loss", "val_loss"):
+        path = plots_dir / f"{name}.csv"
+        if path.is_file():
+            rows = list(csv.DictReader(path.open()))
+            ax.plot(
+                [int(r["step"]) for r in rows],
+                [float(r[name]) for r in rows],
+                marker="." if name == "val_loss" else None,
+                label=name,
+            )
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def load_lineage(params: Params, decision: dict[str, Any]) -> dict[str, Any]:
+    """MLflow run per stage (the latest run whose outputs match the files in place), dataset digests."""
+    from pipeline.common.tracking import TAG, dvc_md5, setup_mlflow
+
+    datasets = {name: dvc_md5(path) for name, path in (("raw", params.data.raw), ("scrubbed", params.scrub.out), ("train", params.split.out_dir / "train.jsonl"),
+                                                        ("val", params.split.out_dir / "val.jsonl"), ("test", params.split.out_dir / "test.jsonl")) if Path(path).exists()}  # fmt: skip
+    runs: dict[str, str] = {}
+    if params.tracking.enabled:
+        mlflow = setup_mlflow(params.tracking)
+        probe = {"base_model": params.base_model.out_dir, "validate": params.validate_.report, "scrub": params.scrub.report, "split": params.split.report,
+                 "finetune": params.finetune.metrics, "evaluate": params.evaluate.report}  # fmt: skip
+        for stage, out in probe.items():
+            found = mlflow.search_runs(filter_string=f"tags.`{TAG}stage` = '{stage}' and tags.`{TAG}out.{out}` = '{dvc_md5(out)}'",
+                                       order_by=["attributes.start_time DESC"], max_results=1, output_format="list")  # fmt: skip
+            runs[stage] = found[0].info.run_id if found else "not found"
+        runs["gate"] = decision.get("registry", {}).get("gate_run_id") or "see the model version's govtune.gate_run_id"
+    reg = decision.get("registry", {})
+    return {"stages": list(STAGES), "runs": runs, "datasets": datasets, "registered_model": reg.get("registered_model"), "version": reg.get("version"),
+            "champion_after": reg.get("champion_after")}  # fmt: skip
+
+
+def environment() -> dict[str, str]:
+    import platform
+    from importlib.metadata import version
+
+    return {
+        "python": platform.python_version(),
+        **{
+            p: version(p)
+            for p in (
+                "torch",
+                "transformers",
+                "peft",
+                "mlflow",
+                "dvc",
+                "presidio-analyzer",
+                "great-expectations",
+                "fairlearn",
+            )
+        },
+    }
+
+
+def manifest_files(params: Params) -> list[Path]:
+    """Every artifact the decision rests on."""
+    r = params.report
+    return [params.data.raw, params.data.raw_pii_spans, params.scrub.out, params.split.out_dir, params.base_model.out_dir, params.finetune.out_dir,
+            *params_bundle(params), Path("params.yaml"), Path("requirements.lock"), params.validate_.report, params.scrub.report, params.split.report,
+            params.finetune.metrics, params.evaluate.report, params.gate.decision, r.json, r.html, r.model_card]  # fmt: skip
+
+
+def params_bundle(params: Params) -> list[Path]:
+    from pipeline.gate import policy_bundle
+
+    return policy_bundle(params)
+
+
+def main() -> None:
+    """Builds and writes the report, model card and signed manifest; enforces fail_on_reject."""
+    from pipeline.common.audit import append_entry, now_utc, read_log
+    from pipeline.common.evidence import build_manifest, list_files, load_signing_key
+    from pipeline.common.policy import load_promotion_policy
+    from pipeline.common.registry import open_registry
+    from pipeline.common.tracking import TAG, stage_run
+
+    params = load_params()
+    rc = params.report
+    key = load_signing_key()  # before anything is written: a bad key stops the stage
+    inputs = {name: load_json(path) for name, path in (
+        ("decision", params.gate.decision), ("evaluation", params.evaluate.report), ("pii", params.scrub.report), ("validation", params.validate_.report),
+        ("split", params.split.report), ("train", params.finetune.metrics), ("base", params.base_model.out_dir / "provenance.json"),
+        ("adapter", params.finetune.out_dir / "provenance.json"))}  # fmt: skip
+    from pipeline.common.policy import load_allowlist
+
+    approved = {m.id: m for m in load_allowlist(params.base_model.allowlist).models}
+    entry = approved.get(inputs["base"].get("model_id"))
+    inputs["base"]["upstream"] = entry.upstream if entry else None
+    decision = inputs["decision"]
+    with stage_run(
+        params.tracking, "report", [params.gate.decision], [rc.json, rc.html, rc.model_card, rc.manifest]
+    ) as tracked:
+        report = build_report(params, inputs, load_lineage(params, decision), environment())
+        report.update(signed=key is not None, manifest_path=str(rc.manifest))
+        images = {p.stem: p.read_bytes() for p in sorted(params.evaluate.plots_dir.glob("*.png"))}
+        loss = plot_loss(params.finetune.plots_dir)
+        if loss:
+            images["loss"] = loss
+        save_json(rc.json, report)
+        save_text(rc.html, render_html(report, images))
+        save_text(rc.model_card, render_model_card(report, params))
+        previous = [e for e in read_log(params.gate.audit_log) if e.get("event") == "evidence_manifest"]
+        manifest = build_manifest(
+            list_files(manifest_files(params)), previous[-1]["manifest_hash"] if previous else None, key, now_utc()
+        )
+        save_json(rc.manifest, manifest)
+        append_entry(params.gate.audit_log, "evidence_manifest", {"manifest_hash": manifest["manifest_hash"], "signed": manifest["signature"]["signed"],
+                                                                 "decision": decision["decision"], "version": decision.get("candidate_version")})  # fmt: skip
+        for path in (rc.json, rc.html, rc.model_card, rc.manifest):
+            tracked.log_artifact(path, "reports")
+        tracked.set_tags({f"{TAG}decision": decision["decision"], f"{TAG}manifest_hash": manifest["manifest_hash"]})
+        registry = open_registry(params.tracking)
+        version = decision.get("registry", {}).get("version")
+        if registry is not None and version and tracked.run_id:
+            registry.set_tags(version, {f"{TAG}report_run_id": tracked.run_id, f"{TAG}compliance_report": f"runs:/{tracked.run_id}/reports/{rc.html.name}",
+                                        f"{TAG}model_card": f"runs:/{tracked.run_id}/reports/{rc.model_card.name}", f"{TAG}manifest_hash": manifest["manifest_hash"]})  # fmt: skip
+    log.info(
+        "report: %s (%s, manifest %s, %s)",
+        rc.html,
+        decision["decision"],
+        manifest["manifest_hash"][:12],
+        "signed" if key else "UNSIGNED",
+    )
+    if decision["decision"] == "REJECTED" and load_promotion_policy(params.gate.promotion_policy).fail_on_reject:
+        print(f"govtune: REJECTED - {decision['summary']}; see {params.gate.decision} and {rc.html}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run_main(main)
