@@ -16,6 +16,7 @@ help:
 	@echo "make run | make test | make test-fast | make ui | make lock | make clean"
 
 setup: $(STAMP)
+	@sh scripts/install-chromium.sh
 
 $(STAMP): pyproject.toml requirements.lock requirements-models.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "govtune needs Python >= 3.11, found " + sys.version' 

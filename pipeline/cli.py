@@ -175,19 +175,40 @@ def lineage(version: str | None, params_path: Path) -> list[str]:
     base = run.data.params.get("base_model.id")
     lines.append(f"  <- base model {base} sha256 {run.data.params.get('base_model.sha256', '')}")
     exp = registry.client.get_experiment_by_name(params.tracking.experiment)
-    for stage, name in (("split", "scrubbed"), ("scrub", "raw"), ("validate", "raw")):
-        found = registry.client.search_runs(
-            [exp.experiment_id],
-            f"tags.`{TAG}stage` = '{stage}'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
-        for ds in found[0].inputs.dataset_inputs if found else []:
-            if ds.dataset.name == name:
-                lines.append(
-                    f"  <- {stage} run {found[0].info.run_id} read {name}: digest {ds.dataset.digest} ({ds.dataset.source})"
-                )
+    train = next((ds.dataset for ds in run.inputs.dataset_inputs if ds.dataset.name == "train"), None)
+    # Walk back by digest: the split run that wrote this train set, the scrub run that wrote its
+    # input (the split run's dep md5), the validate run that checked the raw data scrub read.
+    hops = [
+        ("split", "train", f"{TAG}dep.{params.scrub.out}"),
+        ("scrub", "scrubbed", f"{TAG}dep.{params.data.raw}"),
+        ("validate", "raw", None),
+    ]
+    digest = train.digest if train else None
+    for stage, name, dep_tag in hops:
+        producer = _run_with_dataset(registry.client, exp.experiment_id, stage, name, digest) if digest else None
+        if producer is None:
+            lines.append(f"  <- {stage}: no run found that logged {name} with digest {digest}")
+            break
+        lines.append(f"  <- {stage} run {producer.info.run_id} logged {name}: digest {digest}")
+        digest = producer.data.tags.get(dep_tag) if dep_tag else None
     return lines
+
+
+def _run_with_dataset(client: object, experiment_id: str, stage: str, name: str, digest: str) -> object | None:
+    """The latest run of ``stage`` that logged dataset ``name`` with this digest."""
+    from pipeline.common.tracking import TAG
+
+    runs = client.search_runs(
+        [experiment_id], f"tags.`{TAG}stage` = '{stage}'", order_by=["attributes.start_time DESC"], max_results=100
+    )
+    return next(
+        (
+            r
+            for r in runs
+            if any(d.dataset.name == name and d.dataset.digest == digest for d in r.inputs.dataset_inputs)
+        ),
+        None,
+    )
 
 
 def _cmd_lineage(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ On REJECTED, with ``fail_on_reject`` in ``policies/promotion.yaml``, the stage e
 everything is written (so ``dvc repro`` fails with the evidence in place).
 
 Inputs: ``reports/*`` of the other stages, provenance files, policies, params, lock file.
-Outputs: ``reports/compliance_report.{json,html}``, ``reports/MODEL_CARD.md``,
+Outputs: ``reports/compliance_report.{json,html,pdf}`` (PDF printed by headless Chromium), ``reports/MODEL_CARD.md``,
 ``reports/evidence_manifest.json``; an MLflow run; tags on the model version.
 Run: ``dvc repro report`` (or ``python -m pipeline.report``).
 """
@@ -138,21 +138,21 @@ h1{font-size:1.6em}h2{border-bottom:2px solid #ccc;margin-top:1.6em;page-break-a
 table{border-collapse:collapse;margin:.6em 0;font-size:.85em;page-break-inside:avoid}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}
 th{background:#f3f3f3}.APPROVED{background:#1b7f3a;color:#fff}.REJECTED{background:#b3261e;color:#fff}.PENDING_APPROVAL{background:#b26a00;color:#fff}
 .badge{display:inline-block;padding:.3em .8em;border-radius:4px;font-weight:bold}.passed{color:#1b7f3a}.failed,.error{color:#b3261e;font-weight:bold}
-.waived,.warning{color:#b26a00}code{font-size:.85em}img{max-width:100%}@media print{body{margin:0}a{color:#000}}"""
+.waived,.warning{color:#b26a00}table.rules th{background:#dbe6f7}code{font-size:.85em}img{max-width:100%}@media print{body{margin:0}a{color:#000}}"""
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
+def _table(header: list[str], rows: list[list[Any]], css: str = "") -> str:
     def esc(v: Any) -> str:
         return html.escape(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False))
 
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header) if any(header) else ""
     body = "".join(
         "<tr>"
         + "".join(f"<td>{c[1:] if isinstance(c, str) and c.startswith(chr(0)) else esc(c)}</td>" for c in row)
         + "</tr>"
         for row in rows
     )
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table{f' class={css}' if css else ''}>{f'<tr>{head}</tr>' if head else ''}{body}</table>"
 
 
 def _raw(markup: str) -> str:
@@ -222,7 +222,7 @@ def render_html(report: dict[str, Any], images: dict[str, bytes]) -> str:
     parts.append(_table(["rule", "severity", "observed", "comparator", "target", "status", "controls", "message"],
                         [[_raw(f"<b>{html.escape(r['id'])}</b><br>{html.escape(r['title'])}"), r["severity"], r["observed"], r["comparator"], r["target"],
                           _raw(f'<span class="{r["status"]}">{r["status"]}</span>' + (f" (waiver: {html.escape(r['waiver']['state'])})" if r.get("waiver") else "")),
-                          "; ".join(r["controls"]), r["message"]] for r in report["rules"]]))  # fmt: skip
+                          "; ".join(r["controls"]), r["message"]] for r in report["rules"]], css="rules"))  # fmt: skip
     parts.append(
         "<h3>EU AI Act coverage</h3>"
         + _table(
@@ -298,6 +298,45 @@ privacy results (canary exposure, PII regurgitation) are in the compliance repor
 Evaluated on synthetic-like support tickets in English; small groups are flagged, not judged.
 Priority is a suggestion for a human to confirm.
 """
+
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-pdf-header-footer", "--generate-pdf-document-outline",
+]  # fmt: skip
+
+
+def save_pdf(html_path: Path, pdf_path: Path, browser: str) -> None:
+    """Prints the HTML report to PDF with headless Chromium (same content and sections).
+
+    Raises:
+        GovtuneError: no such browser, or it produced no PDF.
+    """
+    import shutil
+    import subprocess
+    import tempfile
+
+    from pipeline.common.io import atomic_path
+
+    binary = shutil.which(browser)
+    if binary is None:
+        raise GovtuneError("params.yaml: report.browser", f"{browser!r} not found (needed to print the PDF)",
+                           "run `make setup` (installs Debian's chromium), or set report.browser to a Chromium/Chrome binary")  # fmt: skip
+    with tempfile.TemporaryDirectory() as profile, atomic_path(pdf_path) as tmp:
+        args = [
+            binary,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--print-to-pdf={tmp}",
+            html_path.resolve().as_uri(),
+        ]
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=180, check=False)
+        if proc.returncode != 0 or not tmp.is_file() or not tmp.read_bytes().startswith(b"%PDF"):
+            raise GovtuneError(
+                str(pdf_path),
+                f"{browser} did not print the report (exit {proc.returncode})",
+                "check that headless Chromium starts on this machine",
+            )
 
 
 def plot_loss(plots_dir: Path) -> bytes | None:
@@ -379,7 +418,7 @@ def manifest_files(params: Params) -> list[Path]:
     r = params.report
     return [params.data.raw, params.data.raw_pii_spans, params.scrub.out, params.split.out_dir, params.base_model.out_dir, params.finetune.out_dir,
             *params_bundle(params), Path("params.yaml"), Path("requirements.lock"), params.validate_.report, params.scrub.report, params.split.report,
-            params.finetune.metrics, params.evaluate.report, params.gate.decision, r.json, r.html, r.model_card]  # fmt: skip
+            params.finetune.metrics, params.evaluate.report, params.gate.decision, r.json, r.html, r.pdf, r.model_card]  # fmt: skip
 
 
 def params_bundle(params: Params) -> list[Path]:
@@ -420,6 +459,7 @@ def main() -> None:
             images["loss"] = loss
         save_json(rc.json, report)
         save_text(rc.html, render_html(report, images))
+        save_pdf(rc.html, rc.pdf, rc.browser)
         save_text(rc.model_card, render_model_card(report, params))
         previous = [e for e in read_log(params.gate.audit_log) if e.get("event") == "evidence_manifest"]
         manifest = build_manifest(
@@ -428,7 +468,7 @@ def main() -> None:
         save_json(rc.manifest, manifest)
         append_entry(params.gate.audit_log, "evidence_manifest", {"manifest_hash": manifest["manifest_hash"], "signed": manifest["signature"]["signed"],
                                                                  "decision": decision["decision"], "version": decision.get("candidate_version")})  # fmt: skip
-        for path in (rc.json, rc.html, rc.model_card, rc.manifest):
+        for path in (rc.json, rc.html, rc.pdf, rc.model_card, rc.manifest):
             tracked.log_artifact(path, "reports")
         tracked.set_tags({f"{TAG}decision": decision["decision"], f"{TAG}manifest_hash": manifest["manifest_hash"]})
         registry = open_registry(params.tracking)

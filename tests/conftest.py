@@ -30,6 +30,8 @@ def repo_root() -> Path:
 def subprocess_env() -> dict[str, str]:
     """Environment for stages run as subprocesses: offline, network blocked, venv first on PATH."""
     env = dict(os.environ)
+    # mlflow.set_tracking_uri() in a test exports MLFLOW_TRACKING_URI; stages must use their project's store.
+    env.pop("MLFLOW_TRACKING_URI", None)
     env["PYTHONPATH"] = os.pathsep.join([str(NETBLOCK), str(REPO)])
     env["PATH"] = os.pathsep.join([str(VENV_BIN), env.get("PATH", "")])
     return env

@@ -223,7 +223,7 @@ def test_audit_chain_detects_edits_removals_and_refuses_to_append(tmp_path):
 
 # A test policy with the rules a tiny random model can be judged on deterministically: the data,
 # provenance and privacy rules of the shipped files (quality floors are for a real model).
-KEEP = {"data_contract_passed", "no_subject_in_two_splits", "base_model_approved", "adapter_lineage_intact", "adapter_files_intact",
+KEEP = {"data_contract_passed", "pii_scrubbing_enabled", "no_subject_in_two_splits", "base_model_approved", "adapter_lineage_intact", "adapter_files_intact",
         "trained_on_current_split", "evaluation_is_fresh", "no_regurgitated_pii"}  # fmt: skip
 
 
@@ -349,6 +349,7 @@ def test_gate_fails_closed_on_bad_policy_and_stale_evidence(tmp_path, tiny_model
 
     # Stale evidence: the evaluation names another adapter. Run the stage itself (DVC would re-evaluate).
     evaluation = project / "reports" / "evaluation.json"
+    original = evaluation.read_text()
     data = read_json(evaluation)
     data["inputs"]["adapter_sha256"] = "0" * 64
     evaluation.write_text(json.dumps(data))
@@ -366,6 +367,16 @@ def test_gate_fails_closed_on_bad_policy_and_stale_evidence(tmp_path, tiny_model
     assert decision["decision"] == REJECTED
     assert "missing evidence: source 'evaluation'" in json.dumps(decision["rules"])
 
+    # A rule pointing at a metric that does not exist: an error, so REJECTED, naming the path.
+    evaluation.write_text(original)
+    privacy = project / "policies" / "privacy.yaml"
+    rules = yaml.safe_load(privacy.read_text())
+    rules["rules"][0]["evidence"] = "evaluation:finetuned.quality.accuracy_typo.value"
+    write_yaml(privacy, rules)
+    run_cmd(["python", "-m", "pipeline.gate"], cwd=project, check=True)
+    decision = read_json(project / "reports" / "gate_decision.json")
+    assert decision["decision"] == REJECTED and "no key 'accuracy_typo'" in json.dumps(decision["rules"])
+
     # A typo in a policy: exit 2 naming file, line and key; no decision is written.
     (project / "reports" / "gate_decision.json").unlink()
     promotion = project / "policies" / "promotion.yaml"
@@ -373,3 +384,50 @@ def test_gate_fails_closed_on_bad_policy_and_stale_evidence(tmp_path, tiny_model
     bad = run_cmd(["python", "-m", "pipeline.gate"], cwd=project)
     assert bad.returncode == 2 and "promotion.yaml" in bad.stderr and "treshold: unknown key" in bad.stderr
     assert not (project / "reports" / "gate_decision.json").exists()
+
+
+@pytest.mark.slow
+def test_waivers_and_scrubbing_off_end_to_end(tmp_path, tiny_model):
+    """The shipped policy on the tiny model: a valid waiver approves, an expired one rejects; no scrubbing rejects."""
+    from datetime import timedelta
+
+    project = make_tiny_project(tmp_path / "project", tiny_model)
+    run_cmd(["dvc", "repro"], cwd=project, check=True)
+    decision = read_json(project / "reports" / "gate_decision.json")
+    failing = decision["failing_rules"]
+    assert decision["decision"] == REJECTED and "category_accuracy_floor" in failing
+    assert not any(r.startswith(("demographic", "counterfactual", "pii_", "no_regurgitated")) for r in failing), failing
+
+    today = date.today()
+    waivers = project / "policies" / "waivers.yaml"
+
+    def waive(created, expires):
+        entries = [{"rule": r, "scope": "*", "reason": "tiny test model: quality is not its purpose", "approver": "Risk Committee",
+                    "created": created.isoformat(), "expires": expires.isoformat()} for r in failing]  # fmt: skip
+        write_yaml(waivers, {"waivers": entries})
+
+    waive(today - timedelta(days=1), today + timedelta(days=30))
+    valid = run_cmd(["dvc", "repro"], cwd=project, check=True)
+    assert _ran(valid) == {"gate", "report"}
+    decision = read_json(project / "reports" / "gate_decision.json")
+    assert decision["decision"] == APPROVED and sorted(decision["waived_rules"]) == sorted(failing)
+    waived = next(r for r in decision["rules"] if r["id"] == "category_accuracy_floor")
+    assert waived["status"] == "waived" and waived["waiver"]["approver"] == "Risk Committee"
+    assert decision["registry"]["champion_after"] == decision["candidate_version"]
+
+    waive(today - timedelta(days=60), today - timedelta(days=1))
+    run_cmd(["dvc", "repro"], cwd=project, check=True)
+    decision = read_json(project / "reports" / "gate_decision.json")
+    assert decision["decision"] == REJECTED and len(decision["expired_waivers"]) == len(failing)
+    assert next(r for r in decision["rules"] if r["id"] == "category_accuracy_floor")["waiver"]["state"] == "expired"
+
+    # Scrubbing switched off (the waivers valid again): the PII rules reject.
+    waive(today - timedelta(days=1), today + timedelta(days=30))
+    pii = project / "policies" / "pii.yaml"
+    pii.write_text(pii.read_text().replace("enabled: true", "enabled: false", 1))
+    run_cmd(["dvc", "repro"], cwd=project, check=True)
+    decision = read_json(project / "reports" / "gate_decision.json")
+    assert decision["decision"] == REJECTED
+    assert {"pii_scrubbing_enabled", "pii_recall_per_entity"} <= set(decision["failing_rules"]), decision[
+        "failing_rules"
+    ]

@@ -24,7 +24,35 @@ def _flip_byte(path, offset=100):
     path.write_bytes(bytes(data))
 
 
+def _check_rendering(html_path, out_dir):
+    """A headless Chromium screenshot of the whole page: the decision badge at the top, the rule table's header band below."""
+    import subprocess
+
+    from PIL import Image
+
+    from pipeline.report import CHROMIUM_FLAGS
+
+    png = out_dir / "report.png"
+    args = [
+        "chromium",
+        *CHROMIUM_FLAGS,
+        f"--user-data-dir={out_dir / 'profile'}",
+        "--window-size=1280,16000",
+        f"--screenshot={png}",
+        html_path.resolve().as_uri(),
+    ]
+    subprocess.run(args, capture_output=True, timeout=120, check=True)
+    img = Image.open(png).convert("RGB")
+
+    def rows_with(colour: tuple[int, int, int], y0: int, y1: int) -> list[int]:
+        return [y for y in range(y0, y1) if sum(img.getpixel((x, y)) == colour for x in range(0, 1280, 4)) > 20]
+
+    assert rows_with((27, 127, 58), 0, 300), "the decision badge is not visible at the top"
+    assert rows_with((219, 230, 247), 300, img.height), "the rule table (its header band) is not rendered"
+
+
 @pytest.mark.slow
+@pytest.mark.browser
 def test_report_verify_and_tampering(tmp_path, tiny_model, monkeypatch):
     project = make_tiny_project(tmp_path / "project", tiny_model)
     _test_policy(project, [])
@@ -47,6 +75,13 @@ def test_report_verify_and_tampering(tmp_path, tiny_model, monkeypatch):
         and "<link" not in page
         and 'src="http' not in page
     )
+    # The PDF: the same page printed by headless Chromium; its outline lists the same sections.
+    pdf = (reports / "compliance_report.pdf").read_bytes()
+    titles = [t.decode() for t in re.findall(rb"/Title \(([^)]*)\)", pdf)]
+    assert pdf.startswith(b"%PDF") and [t for t in titles if re.match(r"\d\. ", t)] == re.findall(
+        r"<h2[^>]*>(\d\. [^<]*)</h2>", page
+    )
+    _check_rendering(reports / "compliance_report.html", tmp_path)
     card = (reports / "MODEL_CARD.md").read_text()
     meta = yaml.safe_load(card.split("---")[1])
     assert (
@@ -74,10 +109,17 @@ def test_report_verify_and_tampering(tmp_path, tiny_model, monkeypatch):
         text = path.read_text()
         assert not [v for v in values if v in text], f"raw PII in {path.name}"
 
+    shown = run_cmd(["govtune", "report"], cwd=project, check=True).stdout.strip()
+    assert shown == str((reports / "compliance_report.html").resolve())
     ok = run_cmd(["govtune", "verify"], cwd=project)
     assert ok.returncode == 0, ok.stderr
     lineage = run_cmd(["govtune", "lineage"], cwd=project, check=True).stdout
+    from pipeline.common.tracking import dvc_md5
+
     assert "v1: APPROVED" in lineage and "trained by run" in lineage and "dataset train: digest" in lineage
+    assert f"logged raw: digest {dvc_md5(project / 'data/raw/tickets.jsonl')}" in lineage, (
+        lineage
+    )  # back to the raw data
 
     # Tampering: each changed file is named; restoring it makes verify pass again.
     for rel in (

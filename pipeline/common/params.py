@@ -187,6 +187,8 @@ class ReportParams(Strict):
     out_of_scope_use: str = Field(min_length=1)
     json_: Path = Field(alias="json")
     html: Path
+    pdf: Path
+    browser: str = Field(min_length=1)
     model_card: Path
     manifest: Path
 
