@@ -96,23 +96,15 @@ def _cmd_approve(args: argparse.Namespace) -> int:
 
 def verify(params_path: Path, manifest_path: Path | None = None) -> list[str]:
     """Every problem found: changed or missing artifacts, a bad signature, a broken audit chain."""
-    import json
     import os
 
     from pipeline.common.audit import read_log, verify_chain
     from pipeline.common.evidence import PUBKEY_ENV, verify_manifest
     from pipeline.common.params import load_params
+    from pipeline.report import load_json
 
     params = load_params(params_path)
-    path = manifest_path or params.report.manifest
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise GovtuneError(
-            str(path),
-            f"no readable evidence manifest ({type(exc).__name__})",
-            "run `dvc repro` (the report stage writes it)",
-        ) from exc
+    manifest = load_json(manifest_path or params.report.manifest)
     problems = verify_manifest(manifest, os.environ.get(PUBKEY_ENV))
     chain = verify_chain(params.gate.audit_log)
     problems += chain

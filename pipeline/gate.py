@@ -52,7 +52,6 @@ from pipeline.common.tracking import TAG
 log = logging.getLogger(__name__)
 
 APPROVED, REJECTED, PENDING = "APPROVED", "REJECTED", "PENDING_APPROVAL"
-MISSING = object()  # a path that does not resolve
 
 
 # --- evidence ------------------------------------------------------------------------------
@@ -84,12 +83,9 @@ def load_evidence(paths: dict[str, Path]) -> dict[str, Any]:
 
 def hash_manifest(files: list[Path]) -> dict[str, Any]:
     """``{"files": {path: sha256}, "hash": sha256 of that map}``; a missing file maps to null."""
-    listed = {}
-    for path in sorted({Path(f) for f in files}):
-        if path.is_dir():
-            listed.update({str(p): sha256_file(p) for p in sorted(path.rglob("*")) if p.is_file()})
-        else:
-            listed[str(path)] = sha256_file(path) if path.is_file() else None
+    from pipeline.common.evidence import list_files
+
+    listed = list_files(files, missing_ok=True)
     return {"files": listed, "hash": sha256_bytes(dumps_json(listed).encode())}
 
 
@@ -453,13 +449,14 @@ def run(
     }
 
 
-def record(params: Params, policies: Policies, decision: dict[str, Any], tracked: Any) -> dict[str, Any]:
+def record(
+    params: Params, policies: Policies, decision: dict[str, Any], tracked: Any, registry: Any | None
+) -> dict[str, Any]:
     """Registers the candidate, tags it, moves aliases on APPROVED; returns what happened."""
     from pipeline.common.audit import append_entry, now_utc
-    from pipeline.common.registry import logged_model_id, open_registry, training_run_id
+    from pipeline.common.registry import logged_model_id, training_run_id
 
     promotion = policies.promotion
-    registry = open_registry(params.tracking)
     out: dict[str, Any] = {
         "registered_model": params.tracking.registered_model,
         "registered": False,
@@ -514,17 +511,16 @@ def record(params: Params, policies: Policies, decision: dict[str, Any], tracked
     return out
 
 
-def candidate_version(params: Params) -> tuple[str | None, dict[str, float] | None]:
-    """The candidate's registry version (registering it) and the champion's observed values."""
+def candidate_version(params: Params, alias: str) -> tuple[Any | None, str | None, dict[str, float] | None]:
+    """The registry (None if tracking is off), the candidate's version (registering it), the champion's values."""
     from pipeline.common.registry import logged_model_id, open_registry
 
     registry = open_registry(params.tracking)
     if registry is None:
-        return None, None
+        return None, None, None
     model_id = logged_model_id(params.finetune.out_dir)
     version = registry.register(model_id) if model_id else None
-    champion = registry.version_by_alias(load_promotion_policy(params.gate.promotion_policy).alias)
-    return version, champion_values(champion)
+    return registry, version, champion_values(registry.version_by_alias(alias))
 
 
 def approve(version: str, approver: str, role: str, comment: str, params_path: Path) -> Path:
@@ -592,13 +588,13 @@ def main() -> None:
     policies = load_policies(params)  # before anything is recorded: a bad policy decides nothing
     deps = [*evidence_paths(params).values(), *policies.files, cfg.approvals_dir]
     with stage_run(params.tracking, "gate", deps, [cfg.decision]) as tracked:
-        version, champion = candidate_version(params)
+        registry, version, champion = candidate_version(params, policies.promotion.alias)
         decision = {
             "decided_at": now_utc(),
             "candidate_version": version,
             **run(params, policies, champion, version, date.today()),
         }
-        decision["registry"] = record(params, policies, decision, tracked)
+        decision["registry"] = record(params, policies, decision, tracked, registry)
         save_json(cfg.decision, decision)
         tracked.log_params({"policy_hash": decision["policy"]["hash"], "evidence_hash": decision["evidence"]["hash"]})
         tracked.log_metrics({"gate/rules_total": len(decision["rules"]), "gate/rules_failing": len(decision["failing_rules"]),

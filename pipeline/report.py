@@ -415,16 +415,12 @@ def environment() -> dict[str, str]:
 
 def manifest_files(params: Params) -> list[Path]:
     """Every artifact the decision rests on."""
-    r = params.report
-    return [params.data.raw, params.data.raw_pii_spans, params.scrub.out, params.split.out_dir, params.base_model.out_dir, params.finetune.out_dir,
-            *params_bundle(params), Path("params.yaml"), Path("requirements.lock"), params.validate_.report, params.scrub.report, params.split.report,
-            params.finetune.metrics, params.evaluate.report, params.gate.decision, r.json, r.html, r.pdf, r.model_card]  # fmt: skip
-
-
-def params_bundle(params: Params) -> list[Path]:
     from pipeline.gate import policy_bundle
 
-    return policy_bundle(params)
+    r = params.report
+    return [params.data.raw, params.data.raw_pii_spans, params.scrub.out, params.split.out_dir, params.base_model.out_dir, params.finetune.out_dir,
+            *policy_bundle(params), Path("params.yaml"), Path("requirements.lock"), params.validate_.report, params.scrub.report, params.split.report,
+            params.finetune.metrics, params.evaluate.report, params.gate.decision, r.json, r.html, r.pdf, r.model_card]  # fmt: skip
 
 
 def main() -> None:

@@ -28,19 +28,25 @@ def canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def list_files(paths: list[Path]) -> dict[str, str]:
+def list_files(paths: list[Path], missing_ok: bool = False) -> dict[str, str | None]:
     """``{path: sha256}`` for each file, and each file under each directory, sorted.
 
+    Args:
+        paths: files and directories.
+        missing_ok: map a missing path to None instead of raising.
+
     Raises:
-        GovtuneError: a listed path does not exist (evidence is missing).
+        GovtuneError: a listed path does not exist (evidence is missing) and not ``missing_ok``.
     """
-    out: dict[str, str] = {}
+    out: dict[str, str | None] = {}
     for path in paths:
         path = Path(path)
         if path.is_dir():
             out.update({str(p): sha256_file(p) for p in sorted(path.rglob("*")) if p.is_file()})
         elif path.is_file():
             out[str(path)] = sha256_file(path)
+        elif missing_ok:
+            out[str(path)] = None
         else:
             raise GovtuneError(str(path), "evidence file is missing", "run `dvc repro` to produce it")
     return dict(sorted(out.items()))
