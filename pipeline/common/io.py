@@ -7,6 +7,7 @@ mid-write leaves the previous output intact (``os.replace`` is atomic on POSIX).
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -42,6 +43,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     tmp.rmdir()  # the caller creates a file or a directory here
     try:
@@ -58,6 +60,25 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.replace(tmp, target)
     finally:
         _remove(tmp)
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Cleans up after a writer of ``target`` that was killed mid-write; returns what it removed.
+
+    One writer per output is the rule (DVC runs a stage once at a time), so a ``.<name>.*.tmp``
+    that exists when a new write starts is a dead writer's half-written output: removed. A
+    ``.<name>.old`` is the previous complete directory, moved aside just before the swap: put
+    back if the writer died before the new one was renamed into place, else removed.
+    """
+    removed = list(target.parent.glob(f".{glob.escape(target.name)}.*.tmp"))
+    old = target.with_name(f".{target.name}.old")
+    if old.exists() and not target.exists():
+        os.replace(old, target)
+    elif old.exists() or old.is_symlink():
+        removed.append(old)
+    for p in removed:
+        _remove(p)
+    return removed
 
 
 def _remove(path: Path) -> None:
