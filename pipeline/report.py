@@ -472,6 +472,13 @@ def main() -> None:
         if registry is not None and version and tracked.run_id:
             registry.set_tags(version, {f"{TAG}report_run_id": tracked.run_id, f"{TAG}compliance_report": f"runs:/{tracked.run_id}/reports/{rc.html.name}",
                                         f"{TAG}model_card": f"runs:/{tracked.run_id}/reports/{rc.model_card.name}", f"{TAG}manifest_hash": manifest["manifest_hash"]})  # fmt: skip
+            # Also on the training run the version came from: the auditor's path (version ->
+            # training run) ends at its datasets and its compliance report, side by side.
+            training_run = registry.get_version(version).run_id
+            if training_run:
+                for path in (rc.html, rc.pdf, rc.json, rc.model_card):
+                    if path.is_file():
+                        registry.client.log_artifact(training_run, str(path), "compliance")
     log.info(
         "report: %s (%s, manifest %s, %s)",
         rc.html,

@@ -37,12 +37,18 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
-def run_cmd(args: list[str], cwd: Path, check: bool = False, timeout: int = 900) -> subprocess.CompletedProcess:
-    """Runs a command offline; returns the completed process with text output."""
-    proc = subprocess.run(args, cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
+def run_cmd(
+    args: list[str], cwd: Path, check: bool = False, timeout: int = 900, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Runs a command offline (in ``env``, default :func:`subprocess_env`); returns it with text output."""
+    proc = subprocess.run(
+        args, cwd=cwd, env=env or subprocess_env(), capture_output=True, text=True, timeout=timeout, check=False
+    )
     assert "govtune-netblock: blocked" not in proc.stderr, f"network access attempted:\n{proc.stderr[-3000:]}"
     if check and proc.returncode != 0:
-        raise AssertionError(f"{args} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
+        raise AssertionError(
+            f"{args} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+        )
     return proc
 
 
@@ -73,7 +79,11 @@ OUTPUT_PREFIXES = ("models/adapter", "models/base", "models/checkpoints", "repor
 def copy_project(dest: Path) -> Path:
     """Copies the project's source files (no .venv, no outputs) into ``dest`` as a new git repo."""
     listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     for rel in listed:
         if rel.startswith(OUTPUT_PREFIXES) and not rel.endswith(".gitignore"):
@@ -82,7 +92,11 @@ def copy_project(dest: Path) -> Path:
         if src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"],
+    ):
         subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
     return dest
 
@@ -101,7 +115,13 @@ TINY_FINETUNE = {
     "max_steps": 12, "batch_size": 4, "grad_accum": 1, "eval_interval": 4, "eval_max_examples": 8,
     "checkpoint_interval": 4, "warmup_steps": 2, "max_seq_len": 256, "learning_rate": 0.01,
 }  # fmt: skip
-TINY_EVALUATE = {"generate_examples": 4, "regurgitation_examples": 4, "max_new_tokens": 16, "canary_candidates": 20, "loss_examples": 16}
+TINY_EVALUATE = {
+    "generate_examples": 4,
+    "regurgitation_examples": 4,
+    "max_new_tokens": 16,
+    "canary_candidates": 20,
+    "loss_examples": 16,
+}
 
 
 def make_tiny_project(root, tiny_model, rows=300, finetune=None):
@@ -120,7 +140,9 @@ def make_tiny_project(root, tiny_model, rows=300, finetune=None):
     data["models"].append(allowlist_entry("tiny-llama", path, files))
     write_yaml(allow, data)
     promotion = project / "policies" / "promotion.yaml"  # the tiny random model fails the quality floors by design:
-    promotion.write_text(promotion.read_text().replace("fail_on_reject: true", "fail_on_reject: false"))  # record, don't stop
+    promotion.write_text(
+        promotion.read_text().replace("fail_on_reject: true", "fail_on_reject: false")
+    )  # record, don't stop
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["base_model"]["id"] = "tiny-llama"
     params["finetune"].update(TINY_FINETUNE | (finetune or {}))

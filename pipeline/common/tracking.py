@@ -26,6 +26,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.common.errors import GovtuneError
 from pipeline.common.params import TrackingParams
 
 log = logging.getLogger(__name__)
@@ -161,17 +162,35 @@ def setup_mlflow(cfg: TrackingParams) -> Any:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.uri
     mlflow.set_tracking_uri(uri)
-    experiment = mlflow.get_experiment_by_name(cfg.experiment)
-    if experiment is None:
-        location = None
-        if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
-            location = Path(cfg.artifact_location).resolve().as_uri()
-        mlflow.create_experiment(cfg.experiment, artifact_location=location)
-    mlflow.set_experiment(cfg.experiment)
+    try:
+        experiment = mlflow.get_experiment_by_name(cfg.experiment)
+        if experiment is None:
+            location = None
+            if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
+                location = Path(cfg.artifact_location).resolve().as_uri()
+            mlflow.create_experiment(cfg.experiment, artifact_location=location)
+        mlflow.set_experiment(cfg.experiment)
+    except MlflowException as exc:
+        raise tracking_error(uri, exc) from exc
     return mlflow
+
+
+def tracking_error(uri: str, exc: Exception) -> GovtuneError:
+    """A clear error for a tracking server that refuses us (credentials come from the environment)."""
+    text = str(exc)
+    where = f"tracking server {uri}"
+    if "401" in text:
+        return GovtuneError(where, "not authenticated (HTTP 401)",
+                            "export MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN); "
+                            "keep credentials out of params.yaml and the repository")  # fmt: skip
+    if "403" in text or "PERMISSION_DENIED" in text:
+        return GovtuneError(where, "permission denied (HTTP 403)",
+                            f"ask the server's admin for EDIT on experiment and registered model (user {os.environ.get('MLFLOW_TRACKING_USERNAME', '?')})")  # fmt: skip
+    return GovtuneError(where, f"MLflow refused the request: {text.splitlines()[0][:300]}", "check MLFLOW_TRACKING_URI and that the server is up")
 
 
 @contextlib.contextmanager
