@@ -15,7 +15,7 @@ learnable, and measurable downstream.
 Not a DVC stage: it produces the pipeline's source data, committed to git. With the
 committed ``params.yaml`` it reproduces the committed files byte for byte.
 
-Run: ``python -m pipeline.synthesize [--rows N] [--seed S] [--bias-strength X] [--out-dir DIR]``
+Run: ``python -m pipeline.synthesize [--rows N] [--seed S] [--bias-strength X] [--bias-levels L] [--out-dir DIR]``
 """
 
 from __future__ import annotations
@@ -408,8 +408,8 @@ def biased_priority(priority: str, customer: Customer, cfg: SynthesizeParams, rn
     """Applies the injected label bias: lowers the priority of the disadvantaged group."""
     bias = cfg.label_bias
     hit = rng.random() < bias.strength
-    if hit and getattr(customer, bias.attribute) == bias.group and priority != PRIORITIES[0]:
-        return PRIORITIES[PRIORITIES.index(priority) - 1]
+    if hit and getattr(customer, bias.attribute) == bias.group:
+        return PRIORITIES[max(0, PRIORITIES.index(priority) - bias.levels)]
     return priority
 
 
@@ -491,13 +491,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, help="override synthesize.rows")
     parser.add_argument("--seed", type=int, help="override synthesize.seed")
     parser.add_argument("--bias-strength", type=float, help="override synthesize.label_bias.strength")
+    parser.add_argument("--bias-levels", type=int, help="override synthesize.label_bias.levels")
     parser.add_argument("--out-dir", type=Path, help="write here instead of the data.raw paths (same file names)")
     args = parser.parse_args(argv)
     params = load_params()
     cfg = params.synthesize
     overrides: dict[str, Any] = {k: v for k, v in (("rows", args.rows), ("seed", args.seed)) if v is not None}
-    if args.bias_strength is not None:
-        overrides["label_bias"] = cfg.label_bias.model_copy(update={"strength": args.bias_strength})
+    bias = {k: v for k, v in (("strength", args.bias_strength), ("levels", args.bias_levels)) if v is not None}
+    if bias:
+        overrides["label_bias"] = cfg.label_bias.model_copy(update=bias)
     # Re-validate so overrides get the same bounds checks as params.yaml.
     cfg = SynthesizeParams.model_validate({**cfg.model_dump(), **overrides})
     tickets_path, spans_path = params.data.raw, params.data.raw_pii_spans

@@ -149,3 +149,26 @@ def make_tiny_project(root, tiny_model, rows=300, finetune=None):
     params["evaluate"].update(TINY_EVALUATE)
     write_yaml(project / "params.yaml", params)
     return project
+
+
+def make_real_project(root, rows, finetune, evaluate=None, bias=None, min_group_size=10):
+    """A project copy on the real base model (SmolLM2 from its pinned package) with small data.
+
+    For the tests that need a model that can learn: memorisation and injected bias. Each
+    `dvc repro` costs minutes (about 3 s per optimizer step of 4 examples on 2 cores)."""
+    project = copy_project(root)
+    synth = ["python", "-m", "pipeline.synthesize", "--rows", str(rows)]
+    if bias is not None:  # (strength, levels) of synthesize.label_bias
+        synth += ["--bias-strength", str(bias[0]), "--bias-levels", str(bias[1])]
+    run_cmd(synth, cwd=project, check=True)
+    contract = project / "policies" / "data_contract.yaml"
+    contract.write_text(contract.read_text().replace("min_rows: 50", "min_rows: 5"))
+    fairness = project / "policies" / "fairness.yaml"
+    fairness.write_text(fairness.read_text().replace("min_group_size: 20", f"min_group_size: {min_group_size}"))
+    promotion = project / "policies" / "promotion.yaml"  # record the decision, don't stop the run
+    promotion.write_text(promotion.read_text().replace("fail_on_reject: true", "fail_on_reject: false"))
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["finetune"].update(finetune)
+    params["evaluate"].update(evaluate or {})
+    write_yaml(project / "params.yaml", params)
+    return project

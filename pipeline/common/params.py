@@ -27,6 +27,7 @@ class LabelBias(Strict):
     """Injected label bias: priority made to depend on a protected attribute."""
 
     strength: float = Field(ge=0.0, le=1.0)
+    levels: int = Field(default=1, ge=1, le=3)
     attribute: Literal["gender", "age_band", "region"]
     group: str
 
