@@ -53,7 +53,8 @@ def test_corpus_is_current(tmp_path):
     run_cmd(["python", str(work / "tests" / "fixtures" / "bad" / "make_corpus.py")], cwd=work, check=True)
     for path in sorted(BAD.iterdir()):
         if path.suffix in (".jsonl", ".yaml"):
-            assert (work / "tests" / "fixtures" / "bad" / path.name).read_bytes() == path.read_bytes(), path.name
+            made = (work / "tests" / "fixtures" / "bad" / path.name).read_bytes()
+            assert made == path.read_bytes(), f"{path.name} is stale: run python tests/fixtures/bad/make_corpus.py"
 
 
 @pytest.mark.parametrize("name,code,phrases", DATA_CASES, ids=[c[0] for c in DATA_CASES])
