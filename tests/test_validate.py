@@ -137,7 +137,7 @@ RULE_FAILURES = [
     ("null message", lambda rs: rs[3].update(message=None), "message_present", 1),
     ("label outside set", lambda rs: rs[5].update(category="complaint"), "category_allowed", 1),
     ("bad id format", lambda rs: rs[8].update(ticket_id="T-1"), "ticket_id_format", 1),
-    ("overlong", lambda rs: rs[9].update(message="long text " * 500), "message_length", 1),
+    ("overlong", lambda rs: rs[9].update(message="This is my long text. " * 250), "message_length", 1),
     ("bad timestamp", lambda rs: rs[2].update(created_at="yesterday"), "created_at_iso", 1),
     ("unknown gender value", lambda rs: rs[4].update(gender="F"), "gender_allowed", 1),
 ]
