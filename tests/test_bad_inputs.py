@@ -31,6 +31,16 @@ DATA_CASES = [
 ]
 
 
+def corpus_module():
+    """tests/fixtures/bad/make_corpus.py, imported by path (the folder is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_corpus", BAD / "make_corpus.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project copy with tracking off and a contract sized for 12-record files."""
@@ -63,7 +73,10 @@ def test_bad_data_file(project, monkeypatch, capsys, name, code, phrases):
     from pipeline import validate
     from pipeline.common.errors import run_main
 
-    shutil.copy(BAD / name, project / RAW)
+    if name == "record_5mb.jsonl":  # too large to commit: made here
+        corpus_module().record_5mb(project / RAW)
+    else:
+        shutil.copy(BAD / name, project / RAW)
     report = project / "reports" / "data_validation.json"
     report.unlink(missing_ok=True)
     monkeypatch.chdir(project)
