@@ -102,3 +102,20 @@ def test_killed_stage_and_killed_repro_lose_nothing(tmp_path):
     run_cmd(["dvc", "repro", "--force", "scrub"], cwd=project, check=True)
     assert [p for p in (project / "data").rglob("*") if p.name.endswith((".tmp", ".old"))] == []
     assert sha256_file(project / SCRUBBED) == before
+
+
+@pytest.mark.parametrize(
+    "uri,shown",
+    [
+        ("http://gate:s3cret@127.0.0.1:5000", "http://***@127.0.0.1:5000"),
+        ("https://tok@mlflow.example.org/path", "https://***@mlflow.example.org/path"),
+        ("sqlite:///mlflow.db", "sqlite:///mlflow.db"),
+        ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+    ],
+)
+def test_tracking_uri_credentials_never_reach_logs_or_errors(uri, shown):
+    from pipeline.common.tracking import redact_uri, tracking_error
+
+    assert redact_uri(uri) == shown
+    message = str(tracking_error(uri, RuntimeError("API request failed with error code 401 != 200")))
+    assert "s3cret" not in message and "tok@" not in message and "HTTP 401" in message

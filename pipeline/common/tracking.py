@@ -179,10 +179,20 @@ def setup_mlflow(cfg: TrackingParams) -> Any:
     return mlflow
 
 
+def redact_uri(uri: str) -> str:
+    """``uri`` without user:password (``http://user:pw@host`` is legal, and must not reach a log)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    return urlunsplit(parts._replace(netloc=f"***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")))
+
+
 def tracking_error(uri: str, exc: Exception) -> GovtuneError:
     """A clear error for a tracking server that refuses us (credentials come from the environment)."""
     text = str(exc)
-    where = f"tracking server {uri}"
+    where = f"tracking server {redact_uri(uri)}"
     if "401" in text:
         return GovtuneError(where, "not authenticated (HTTP 401)",
                             "export MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN); "
@@ -215,7 +225,7 @@ def stage_run(cfg: TrackingParams, stage: str, deps: list[Path], outs: list[Path
         run = StageRun(mlflow, active.info.run_id, commit)
         yield run
         run.set_tags({f"{TAG}out.{p}": dvc_md5(p) for p in outs if Path(p).exists()})
-    log.info("MLflow run %s (%s) in %s", active.info.run_id, stage, mlflow.get_tracking_uri())
+    log.info("MLflow run %s (%s) in %s", active.info.run_id, stage, redact_uri(mlflow.get_tracking_uri()))
 
 
 def flatten(prefix: str, obj: Any) -> dict[str, Any]:
