@@ -26,8 +26,9 @@ import logging
 import multiprocessing
 import os
 import re
-from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,29 +165,92 @@ def scrub_chunk(chunk: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> lis
 # --- orchestration --------------------------------------------------------------------------
 
 
-def load_sidecar(path: Path) -> dict[str, list[dict[str, Any]]]:
-    """Ground-truth spans by ticket id (empty when the data has no sidecar)."""
-    by_ticket: dict[str, list[dict[str, Any]]] = defaultdict(list)
+class SidecarCursor:
+    """Streams the ground-truth sidecar alongside the raw file: ``take(id)`` returns the spans of
+    the next raw record. Memory stays flat when the sidecar lists its spans grouped by ticket in
+    the raw file's order (as ``synthesize`` writes it); ``in_raw_order`` checks that first."""
+
+    def __init__(self, path: Path) -> None:
+        self._handle = open(path, encoding="utf-8")  # noqa: SIM115 (closed by close())
+        self._next: dict[str, Any] | None = self._read()
+
+    def _read(self) -> dict[str, Any] | None:
+        line = self._handle.readline()
+        return json.loads(line) if line else None
+
+    def take(self, ticket_id: str) -> list[dict[str, Any]]:
+        spans = []
+        while self._next is not None and str(self._next["ticket_id"]) == ticket_id:
+            spans.append(self._next)
+            self._next = self._read()
+        return spans
+
+    @property
+    def exhausted(self) -> bool:
+        return self._next is None
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def in_raw_order(raw: Path, sidecar_path: Path, max_record_bytes: int) -> bool:
+    """True when every sidecar span is taken by a streaming pass over the raw file."""
+    cursor = SidecarCursor(sidecar_path)
+    try:
+        for _, record in iter_jsonl(raw, max_record_bytes):
+            cursor.take(str(record.get("ticket_id")))
+        return cursor.exhausted
+    finally:
+        cursor.close()
+
+
+@contextmanager
+def sidecar_lookup(raw: Path, path: Path, max_record_bytes: int) -> Iterator[tuple[Callable[[str], list], bool]]:
+    """``(ticket id -> its true spans, whether any exist)``: streamed when the sidecar is in raw
+    order, else loaded into memory by ticket (with a warning: memory then grows with it)."""
     if not path.is_file():
         log.warning("no PII sidecar at %s: recall cannot be measured", path)
-        return by_ticket
+        yield (lambda _ticket_id: []), False
+        return
+    has_truth = path.stat().st_size > 0
+    if in_raw_order(raw, path, max_record_bytes):
+        cursor = SidecarCursor(path)
+        try:
+            yield cursor.take, has_truth
+        finally:
+            cursor.close()
+        return
+    log.warning("PII sidecar %s is not grouped in the raw file's order: loading it into memory", path)
+    by_ticket: dict[str, list[dict[str, Any]]] = defaultdict(list)
     with open(path, encoding="utf-8") as handle:
         for line in handle:
             span = json.loads(line)
-            by_ticket[span["ticket_id"]].append(span)
-    return by_ticket
+            by_ticket[str(span["ticket_id"])].append(span)
+    yield (lambda ticket_id: by_ticket.get(ticket_id, [])), has_truth
 
 
-def iter_chunks(raw: Path, sidecar: dict[str, list[dict[str, Any]]], size: int, max_record_bytes: int) -> Iterator[list]:
+def iter_chunks(raw: Path, spans_of: Callable[[str], list], size: int, max_record_bytes: int) -> Iterator[list]:
     """Streams the raw file as chunks of ``(record, true spans)``."""
     chunk: list = []
     for _, record in iter_jsonl(raw, max_record_bytes):
-        chunk.append((record, sidecar.get(str(record.get("ticket_id")), [])))
+        chunk.append((record, spans_of(str(record.get("ticket_id")))))
         if len(chunk) == size:
             yield chunk
             chunk = []
     if chunk:
         yield chunk
+
+
+def bounded_imap(pool: Any, fn: Callable, items: Iterator, window: int) -> Iterator:
+    """``pool.imap`` with at most ``window`` tasks in flight: ``imap`` itself reads its whole input
+    ahead into the task queue, so memory would grow with the input."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.apply_async(fn, (item,)))
+        if len(pending) >= window:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
 
 
 @dataclass
@@ -282,19 +346,23 @@ def run(cfg: ScrubParams, policy: PiiPolicy, key: PseudonymKey, raw: Path, sidec
     """Scrubs ``raw`` into ``cfg.out`` (atomically) and returns the report."""
     from tqdm import tqdm
 
-    sidecar = load_sidecar(sidecar_path)
     workers = resolve_workers(cfg.workers)
-    chunks = iter_chunks(raw, sidecar, cfg.chunk_records, max_record_bytes)
     totals = Totals()
     init_args = (policy, key, cfg.batch_size, cfg.rescan)
-    with atomic_path(cfg.out) as tmp, open(tmp, "w", encoding="utf-8") as sink, tqdm(unit="rec", desc="scrub") as bar:
+    with (
+        sidecar_lookup(raw, sidecar_path, max_record_bytes) as (spans_of, has_truth),
+        atomic_path(cfg.out) as tmp,
+        open(tmp, "w", encoding="utf-8") as sink,
+        tqdm(unit="rec", desc="scrub") as bar,
+    ):
+        chunks = iter_chunks(raw, spans_of, cfg.chunk_records, max_record_bytes)
         if workers == 1:
             init_worker(*init_args)
             results: Iterator = map(scrub_chunk, chunks)
             pool = None
         else:
             pool = multiprocessing.get_context("fork").Pool(workers, initializer=init_worker, initargs=init_args)
-            results = pool.imap(scrub_chunk, chunks)
+            results = bounded_imap(pool, scrub_chunk, chunks, window=2 * workers)
         try:
             for chunk_result in results:
                 for line, stats in chunk_result:
@@ -306,7 +374,7 @@ def run(cfg: ScrubParams, policy: PiiPolicy, key: PseudonymKey, raw: Path, sidec
                 pool.close()
                 pool.join()
     log.info("scrubbed %d records with %d worker(s)", totals.records, workers)
-    return build_report(totals, policy, key, cfg, has_truth=bool(sidecar))
+    return build_report(totals, policy, key, cfg, has_truth=has_truth)
 
 
 def log_scrub(tracked: NullRun, cfg: ScrubParams, report: dict[str, Any]) -> None:

@@ -180,3 +180,70 @@ def test_scrubbing_disabled_is_measured_as_zero_recall(tmp_path):
     (line, stats), = scrub.scrub_chunk([(records[0], spans)])
     assert "Maria Lopez" in line
     assert stats.spans[0].removed is False and stats.spans[0].leaked is True
+
+
+# --- streaming: the sidecar and the worker queue ----------------------------------------------
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _span(ticket: str, start: int) -> dict:
+    return {"ticket_id": ticket, "field": "message", "start": start, "end": start + 3, "entity_type": "PERSON", "value": "Ann"}
+
+
+@pytest.mark.parametrize("order", ["raw order", "shuffled"])
+def test_sidecar_lookup_gives_each_record_its_spans_in_either_order(tmp_path, caplog, order):
+    raw = _write_jsonl(tmp_path / "raw.jsonl", [{"ticket_id": f"T{i}"} for i in range(6)])
+    spans = [_span("T0", 0), _span("T0", 9), _span("T2", 1), _span("T5", 2), _span("T5", 7)]
+    if order == "shuffled":
+        spans = [spans[3], spans[0], spans[2], spans[4], spans[1]]
+    sidecar = _write_jsonl(tmp_path / "spans.jsonl", spans)
+    assert scrub.in_raw_order(raw, sidecar, 10**6) is (order == "raw order")
+    with scrub.sidecar_lookup(raw, sidecar, 10**6) as (spans_of, has_truth):
+        got = {f"T{i}": sorted(s["start"] for s in spans_of(f"T{i}")) for i in range(6)}
+    assert has_truth is True
+    assert got == {"T0": [0, 9], "T1": [], "T2": [1], "T3": [], "T4": [], "T5": [2, 7]}
+    assert ("not grouped in the raw file's order" in caplog.text) is (order == "shuffled")
+
+
+def test_sidecar_lookup_without_a_sidecar(tmp_path):
+    raw = _write_jsonl(tmp_path / "raw.jsonl", [{"ticket_id": "T0"}])
+    with scrub.sidecar_lookup(raw, tmp_path / "missing.jsonl", 10**6) as (spans_of, has_truth):
+        assert spans_of("T0") == [] and has_truth is False
+
+
+class _CountingPool:
+    """Runs tasks at once, and records how many were submitted but not yet collected."""
+
+    def __init__(self) -> None:
+        self.in_flight = self.most_in_flight = 0
+
+    def apply_async(self, fn, args):
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        pool, value = self, fn(*args)
+
+        class Result:
+            def get(self):
+                pool.in_flight -= 1
+                return value
+
+        return Result()
+
+
+def test_bounded_imap_keeps_order_and_at_most_window_tasks_in_flight():
+    pool, fed = _CountingPool(), []
+
+    def items():
+        for i in range(50):
+            fed.append(i)
+            yield i
+
+    out = []
+    for value in scrub.bounded_imap(pool, lambda x: x * x, items(), window=4):
+        out.append(value)
+        assert len(fed) - len(out) <= 4  # the input is not read ahead of the window
+    assert out == [i * i for i in range(50)] and pool.most_in_flight == 4
