@@ -6,8 +6,12 @@ one process, one after the other. Throughput counts real (non-padding) tokens pe
 training-step time, the first step of each excluded (warm-up). Padding waste is reported for
 both. Not a unit test: run it by hand on an otherwise idle machine.
 
-Run: ``python -m benchmarks.finetune_throughput [--steps 10]`` (after ``dvc repro split base_model``)
-Writes ``reports/bench/finetune_throughput.json``.
+``--profile`` instead runs the stage's loop for a few steps under the torch profiler and sums
+the self CPU time of its operators: the share in matrix multiplies is work both contenders must
+do per real token, so it bounds what batching and padding can win.
+
+Run: ``python -m benchmarks.finetune_throughput [--steps 10] [--profile]`` (after ``dvc repro split base_model``)
+Writes ``reports/bench/finetune_throughput.json`` (``finetune_profile.json`` with ``--profile``).
 """
 
 from __future__ import annotations
@@ -92,15 +96,47 @@ def bench_trainer(cfg: Any, base_dir: Path, train: list[dict], steps: int) -> di
             "padding_waste": 1 - sum(c[0] for c in counts[: steps * per_step]) / padded, "tokens_per_s": real / seconds}  # fmt: skip
 
 
+MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
+ATTENTION_OPS = ("scaled_dot_product", "flash_attention")
+
+
+def profile_stage(cfg: Any, base_dir: Path, train: list[dict], steps: int) -> dict[str, Any]:
+    """The stage's loop under ``torch.profiler``: self CPU time per operator, grouped."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from pipeline import finetune
+
+    cfg = cfg.model_copy(update={"max_steps": steps, "eval_interval": 10**9, "checkpoint_interval": 0, "eval_max_examples": 1})
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        finetune.train(cfg, base_dir, train, train[:1], "bench", finetune.Dist())
+    ops = [(e.key, e.self_cpu_time_total / 1e6, e.count) for e in prof.key_averages()]
+    total = sum(seconds for _, seconds, _ in ops)
+    matmul = sum(seconds for name, seconds, _ in ops if name in MATMUL_OPS)
+    attention = sum(seconds for name, seconds, _ in ops if any(a in name for a in ATTENTION_OPS))
+    top = sorted(ops, key=lambda op: -op[1])[:12]
+    return {"steps": steps, "self_cpu_seconds": total, "matmul_share": matmul / total, "attention_share": attention / total,
+            "top_ops": [{"op": name, "self_cpu_s": round(seconds, 2), "share": round(seconds / total, 4), "calls": count}
+                        for name, seconds, count in top]}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=10, help="optimizer steps per method (first one is warm-up)")
+    parser.add_argument("--profile", action="store_true", help="profile the stage's loop instead (--steps steps)")
     args = parser.parse_args()
     configure_offline()
     params = load_params()
     cfg = params.finetune
     train = [json.loads(l) for l in (params.split.out_dir / "train.jsonl").read_text().splitlines()]
     base = params.base_model.out_dir
+    if args.profile:
+        result = profile_stage(cfg, base, train, args.steps)
+        print(f"\nstage loop, {args.steps} steps: {result['self_cpu_seconds']:.1f} s self CPU time in torch operators")
+        for op in result["top_ops"]:
+            print(f"  {op['share']:6.1%} {op['self_cpu_s']:8.2f} s {op['calls']:7d} calls  {op['op']}")
+        print(f"matrix multiplies (mm, addmm, bmm): {result['matmul_share']:.1%}; attention: {result['attention_share']:.1%}")
+        save_json(Path("reports/bench/finetune_profile.json"), result)
+        return
     trainer = bench_trainer(cfg, base, train, args.steps)
     stage = bench_stage(cfg, base, train, args.steps)
     ratio = stage["tokens_per_s"] / trainer["tokens_per_s"]
