@@ -48,6 +48,7 @@ from pipeline.common.policy import (
     load_waivers,
 )
 from pipeline.common.tracking import TAG
+from pipeline.forget import PENDING_TAG as ERASURE_TAG
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,7 @@ def derive_checks(params: Params, evidence: dict[str, Any]) -> dict[str, dict[st
             same,
             f"adapter provenance's train md5 {'matches' if same else 'differs from'} {train}",
         )
+    put(*erasure_check(params))
     weights = adapter_dir / "adapter_model.safetensors"
     evaluated = (evaluation or {}).get("inputs", {}).get("adapter_sha256")
     fresh = evaluated is not None and weights.is_file() and evaluated == sha256_file(weights)
@@ -156,6 +158,31 @@ def derive_checks(params: Params, evidence: dict[str, Any]) -> dict[str, dict[st
         else "stale evidence: evaluation.json is about another adapter; run `dvc repro evaluate`",
     )
     return checks
+
+
+def erasure_check(params: Params) -> tuple[str, bool, str]:
+    """No subject of an erasure request (audit log) is in the train split, by pseudonym."""
+    from pipeline.common.policy import load_pii_policy
+    from pipeline.forget import erased_in, requests
+
+    entries = requests(params.gate.audit_log)
+    name = "no_erased_subject_in_training"
+    if not entries:
+        return name, True, "no erasure request in the audit log"
+    column = params.split.group_by
+    if load_pii_policy(params.scrub.policy).identifier_columns.get(column) != "pseudonymize":
+        return name, False, f"{len(entries)} erasure request(s), but {column} is not pseudonymized: membership cannot be checked"
+    train = params.split.out_dir / "train.jsonl"
+    found = erased_in(train, column, entries)
+    return name, found == 0, f"{len(entries)} erasure request(s); records of erased subjects in {train}: {found}"
+
+
+def erasure_summary(params: Params) -> list[dict[str, Any]]:
+    """The erasure requests honoured so far (audit log), for the decision and the report."""
+    from pipeline.forget import requests
+
+    keep = ("at", "subject", "records_removed", "affected_versions", "unknown_versions", "cache_objects_deleted", "reason")
+    return [{k: (e.get(k)[:16] if k == "subject" else e.get(k)) for k in keep} for e in requests(params.gate.audit_log)]
 
 
 def resolve(evidence: dict[str, Any], path: str) -> dict[str, Any]:
@@ -444,6 +471,7 @@ def run(
         "expired_waivers": expired,
         "approvals": approvals,
         "checks": checks,
+        "erasure_requests": erasure_summary(params),
         "evidence": {"sources": {k: str(v) for k, v in paths.items()}, **manifest},
         "policy": hash_manifest(policies.files),
     }
@@ -488,8 +516,10 @@ def record(
             logged_model_id=model_id,
             champion_before=str(before.version) if before else None,
         )
+        erased = {str(mv.version) for mv in (before, registry.version_by_alias(promotion.previous_alias))
+                  if mv is not None and mv.tags.get(ERASURE_TAG)}  # fmt: skip
         if decision["decision"] == APPROVED and (before is None or str(before.version) != version):
-            if before is not None:
+            if before is not None and str(before.version) not in erased:
                 registry.set_alias(promotion.previous_alias, str(before.version))
             registry.set_alias(promotion.alias, version)
             registry.set_tags(version, {f"{TAG}promoted_at": now_utc(), f"{TAG}promoted_by": "gate"})
@@ -497,6 +527,13 @@ def record(
         elif decision["decision"] == REJECTED and before is not None and str(before.version) == version:
             registry.delete_alias(promotion.alias)  # fail closed: a champion that no longer passes is not kept
             out["alias_removed"] = True
+        # A version trained on erased data is never kept as champion, nor for a rollback.
+        for alias in (promotion.alias, promotion.previous_alias):
+            holder = registry.version_by_alias(alias)
+            if holder is not None and str(holder.version) in erased:
+                registry.delete_alias(alias)
+                out["alias_removed" if alias == promotion.alias else "previous_alias_removed"] = True
+        out["erasure_pending_versions"] = sorted(erased, key=int)
         after = registry.version_by_alias(promotion.alias)
         out["champion_after"] = str(after.version) if after else None
     entry = append_entry(params.gate.audit_log, "gate_decision", {

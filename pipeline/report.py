@@ -107,6 +107,7 @@ def build_report(
             "pii": {"engine": pii.get("engine"), "ner_model": pii.get("ner_model"), "key": pii.get("key"), "totals": pii.get("totals"),
                     "entities": {e: {k: m.get(k) for k in ("detections", "recall", "precision", "leaked_values", "residual_detections", "operator")} for e, m in pii.get("entities", {}).items()}},
             "splits": {k: split.get(k) for k in ("customers", "category_counts", "customer_overlap", "method", "canaries")},
+            "erasure_requests": decision.get("erasure_requests", []),
             "protected_attributes": "gender, age band and region are evaluation-only metadata: kept out of the training text, written only to the test split's attribute file (EU AI Act Art. 10(5)); identifiers are keyed pseudonyms (GDPR Art. 4(5))",
         },
         "training": {"params": params.finetune.model_dump(mode="json"), "metrics": train, "environment": environment,
@@ -184,6 +185,10 @@ def render_html(report: dict[str, Any], images: dict[str, bytes]) -> str:
                                ["pseudonymisation key", ds["pii"]["key"]], ["PII totals", ds["pii"]["totals"]], ["protected attributes", ds["protected_attributes"]]]),
              _table(["entity", "detections", "recall", "precision", "leaked values", "residual detections", "operator"],
                     [[e, m["detections"], m["recall"], m["precision"], m["leaked_values"], m["residual_detections"], m["operator"]] for e, m in ds["pii"]["entities"].items()]),
+             "<h3>Erasure requests honoured (GDPR Art. 17)</h3>",
+             _table(["received", "subject (keyed hash)", "records removed", "versions trained on the subject", "unreadable, counted as affected", "reason"],
+                    [[e["at"], e["subject"], e["records_removed"], ", ".join(e["affected_versions"]) or "none", ", ".join(e["unknown_versions"]) or "none", e["reason"]]
+                     for e in ds["erasure_requests"]]) if ds["erasure_requests"] else "<p>Erasure requests honoured (GDPR Art. 17): none.</p>",
              '<h2 id="training">4. Training</h2>', _table(["metric", "value"], [[k, v] for k, v in report["training"]["metrics"].items()]),
              _table(["environment", "version"], list(report["training"]["environment"].items())), img("loss"),
              '<h2 id="evaluation">5. Evaluation</h2>',

@@ -224,7 +224,7 @@ def test_audit_chain_detects_edits_removals_and_refuses_to_append(tmp_path):
 # A test policy with the rules a tiny random model can be judged on deterministically: the data,
 # provenance and privacy rules of the shipped files (quality floors are for a real model).
 KEEP = {"data_contract_passed", "pii_scrubbing_enabled", "no_subject_in_two_splits", "base_model_approved", "adapter_lineage_intact", "adapter_files_intact",
-        "trained_on_current_split", "evaluation_is_fresh", "no_regurgitated_pii"}  # fmt: skip
+        "trained_on_current_split", "evaluation_is_fresh", "no_regurgitated_pii", "no_erased_subject_in_training"}  # fmt: skip
 
 
 def _test_policy(project, approvals_required: list[dict]) -> None:

@@ -1,0 +1,208 @@
+"""Right to erasure (GDPR Art. 17, CCPA deletion): ``govtune forget --customer-id ID``.
+
+One request does, in this order:
+
+1. derives the subject's keyed hash, ``HMAC(pseudonymisation key, CUSTOMER_ID, id)``; the
+   audit log and the registry only ever hold this hash. Its first 12 hex digits are the
+   subject's pseudonym in the scrubbed data (``CUSTOMER-P<12 hex>``, see ``pipeline.scrub``), so
+   the gate can recognise the subject in training data without knowing the id;
+2. removes the subject's records from the raw tickets (and their ground-truth spans from the
+   sidecar), atomically: a new version of ``data/raw`` that ``dvc repro`` picks up;
+3. walks the registry: each version's training run logged its train set with digest = DVC md5,
+   so the file it was trained on is read back from the DVC cache and searched for the
+   pseudonym. Versions trained on the subject, or whose train set is no longer in the cache
+   (unknown counts as affected), are tagged ``govtune.erasure_pending``;
+4. deletes the DVC cache objects that hold the subject (old scrubbed data and splits);
+5. appends an ``erasure_request`` entry to the audit log (hash-chained).
+
+Then ``dvc repro`` retrains without the subject. The gate's ``no_erased_subject_in_training``
+check reads every request from the audit log, and the gate never keeps a version tagged
+``erasure_pending`` as champion or as the rollback alias.
+
+Not covered here, and said so on every run: copies outside this repository (git history of
+``data/raw``, DVC remotes, backups) must be purged by their owners (``dvc gc --cloud``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.common.errors import GovtuneError
+from pipeline.common.io import atomic_path
+from pipeline.common.params import Params
+from pipeline.common.pii import PseudonymKey, keyed_digest
+
+log = logging.getLogger(__name__)
+
+EVENT = "erasure_request"
+PENDING_TAG = "govtune.erasure_pending"
+CACHE_SCAN_MAX_BYTES = 512 * 2**20  # larger cache objects are model weights, not records
+
+
+def subject_hash(key: PseudonymKey, column: str, value: str) -> str:
+    """The keyed hash of an identifier value, as ``pipeline.scrub`` derives its pseudonym."""
+    return keyed_digest(key, column.upper(), str(value))
+
+
+def pseudonym_of(column: str, digest: str) -> str:
+    """The scrubbed data's pseudonym for a subject hash (``scrub.scrub_identifier``)."""
+    return f"{column.split('_')[0].upper()}-P{digest[:12]}"
+
+
+@dataclass
+class Erasure:
+    """What one request did (no identifier value in it)."""
+
+    subject: str
+    column: str
+    records_removed: int = 0
+    spans_removed: int = 0
+    affected_versions: list[str] = field(default_factory=list)
+    unknown_versions: list[str] = field(default_factory=list)
+    cache_objects_deleted: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "subject": self.subject, "column": self.column, "records_removed": self.records_removed,
+            "spans_removed": self.spans_removed, "affected_versions": self.affected_versions,
+            "unknown_versions": self.unknown_versions, "cache_objects_deleted": self.cache_objects_deleted,
+        }  # fmt: skip
+
+
+def remove_records(raw: Path, sidecar: Path, column: str, value: str) -> tuple[int, int]:
+    """Rewrites the raw file (and sidecar) without the subject's records; returns the counts."""
+    removed_ids: set[str] = set()
+    with atomic_path(raw) as tmp, open(raw, encoding="utf-8") as src, open(tmp, "w", encoding="utf-8") as dst:
+        for number, line in enumerate(src, 1):
+            try:
+                record = json.loads(line) if line.strip() else None
+            except ValueError as exc:
+                raise GovtuneError(f"{raw}:{number}", "not valid JSON", "fix the raw file (`dvc repro validate` names every problem)") from exc
+            if isinstance(record, dict) and str(record.get(column)) == value:
+                removed_ids.add(str(record.get("ticket_id")))
+                continue
+            dst.write(line)
+    spans = 0
+    if sidecar.is_file() and removed_ids:
+        with atomic_path(sidecar) as tmp, open(sidecar, encoding="utf-8") as src, open(tmp, "w", encoding="utf-8") as dst:
+            for line in src:
+                if line.strip() and str(json.loads(line).get("ticket_id")) in removed_ids:
+                    spans += 1
+                    continue
+                dst.write(line)
+    return len(removed_ids), spans
+
+
+def cache_object(repo: Path, md5: str) -> Path:
+    """Where DVC 3 keeps a file with this md5."""
+    return repo / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+
+
+def trained_on(repo: Path, train_digest: str | None, needles: list[bytes]) -> bool | None:
+    """Whether the train set with this DVC md5 holds the subject; None when it cannot be read."""
+    if not train_digest:
+        return None
+    path = cache_object(repo, train_digest)
+    if not path.is_file():
+        return None
+    data = path.read_bytes()
+    return any(n in data for n in needles)
+
+
+def affected_versions(params: Params, repo: Path, needles: list[bytes]) -> tuple[list[str], list[str]]:
+    """Registered versions trained on the subject, and those whose train set is unknown."""
+    from pipeline.common.registry import open_registry
+
+    registry = open_registry(params.tracking)
+    if registry is None:
+        return [], []
+    affected, unknown = [], []
+    for mv in registry.client.search_model_versions(f"name='{registry.name}'"):
+        digest = None
+        if mv.run_id:
+            run = registry.client.get_run(mv.run_id)
+            digest = next((d.dataset.digest for d in run.inputs.dataset_inputs if d.dataset.name == "train"), None)
+        found = trained_on(repo, digest, needles)
+        if found is None:
+            unknown.append(str(mv.version))
+        elif found:
+            affected.append(str(mv.version))
+    return sorted(affected, key=int), sorted(unknown, key=int)
+
+
+def tag_versions(params: Params, versions: list[str], subject: str) -> None:
+    from pipeline.common.registry import open_registry
+
+    registry = open_registry(params.tracking)
+    if registry is None:
+        return
+    for version in versions:
+        pending = registry.get_version(version).tags.get(PENDING_TAG, "")
+        requests = [r for r in pending.split(",") if r] + [subject[:16]]
+        registry.set_tags(version, {PENDING_TAG: ",".join(dict.fromkeys(requests))})
+
+
+def purge_cache(repo: Path, needles: list[bytes]) -> int:
+    """Deletes DVC cache objects (old outputs) that hold the subject; returns how many."""
+    root = repo / ".dvc" / "cache" / "files"
+    deleted = 0
+    for path in root.rglob("*") if root.is_dir() else []:
+        if path.is_file() and path.stat().st_size <= CACHE_SCAN_MAX_BYTES:
+            with open(path, "rb") as handle:
+                if handle.read(1) != b"{":  # records are JSON (Lines); weights and tokenizers are skipped
+                    continue
+            data = path.read_bytes()
+            if any(n in data for n in needles):
+                path.unlink()
+                deleted += 1
+    return deleted
+
+
+def forget(params: Params, customer_id: str, requested_by: str, reason: str, repo: Path = Path(".")) -> Erasure:
+    """Honours one erasure request (see the module docstring); returns what it did."""
+    from pipeline.common.audit import append_entry
+    from pipeline.common.pii import load_key
+    from pipeline.common.policy import load_pii_policy
+
+    value = customer_id.strip()
+    if not value:
+        raise GovtuneError("--customer-id", "empty", "pass the id as it appears in the raw data's customer_id column")
+    column = params.split.group_by
+    policy = load_pii_policy(params.scrub.policy)
+    key = load_key(policy, params.scrub.policy, repo.resolve())
+    subject = subject_hash(key, column, value)
+    erasure = Erasure(subject=subject, column=column)
+    needles = [json.dumps(value).encode()]  # the raw id as a JSON string value
+    if policy.identifier_columns.get(column) == "pseudonymize":
+        needles.append(pseudonym_of(column, subject).encode())
+    else:
+        erasure.notes.append(f"the PII policy does not pseudonymize {column}: scrubbed data is searched for the raw id only")
+    erasure.records_removed, erasure.spans_removed = remove_records(params.data.raw, params.data.raw_pii_spans, column, value)
+    erasure.affected_versions, erasure.unknown_versions = affected_versions(params, repo, needles)
+    tag_versions(params, erasure.affected_versions + erasure.unknown_versions, subject)
+    erasure.cache_objects_deleted = purge_cache(repo, needles)
+    erasure.notes.append("copies outside this repository (git history of data/raw, DVC remotes, backups) are not touched: "
+                         "purge them too (e.g. `dvc gc --cloud`, rewrite the git history of data/raw)")  # fmt: skip
+    append_entry(params.gate.audit_log, EVENT, {**erasure.to_json(), "requested_by": requested_by, "reason": reason})
+    return erasure
+
+
+def requests(audit_log: Path) -> list[dict[str, Any]]:
+    """Every erasure request recorded in the audit log, oldest first."""
+    from pipeline.common.audit import read_log
+
+    return [e for e in read_log(audit_log) if e.get("event") == EVENT] if Path(audit_log).is_file() else []
+
+
+def erased_in(path: Path, column: str, entries: list[dict[str, Any]]) -> int:
+    """How many records of a scrubbed JSONL file belong to an erased subject (by pseudonym)."""
+    pseudonyms = {pseudonym_of(e.get("column", column), e["subject"]) for e in entries}
+    if not pseudonyms or not path.is_file():
+        return 0
+    with open(path, encoding="utf-8") as handle:
+        return sum(str(json.loads(line).get(column)) in pseudonyms for line in handle if line.strip())
