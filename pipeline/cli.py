@@ -4,7 +4,8 @@ The pipeline itself runs with ``dvc repro`` (each stage is ``python -m pipeline.
 This CLI holds what users run by hand: ``govtune policy lint`` checks ``params.yaml`` and
 every policy file against its typed model; ``govtune policy schema`` exports those models as
 JSON Schema for editors; ``govtune approve`` records a human approval of a model version;
-``govtune verify`` re-checks the signed evidence manifest and the audit chain; ``govtune
+``govtune verify`` re-checks the signed evidence manifest and the audit chain; ``govtune forget``
+honours an erasure request (``pipeline/forget.py``); ``govtune
 lineage`` walks from a registered version back to the raw data; ``govtune report --open``
 opens the latest compliance report; ``govtune synthesize`` writes the demo data.
 
@@ -20,13 +21,16 @@ from pathlib import Path
 from pipeline.common.errors import EXIT_USER_ERROR, GovtuneError
 
 
+MONITORING_POLICY = Path("policies/monitoring.yaml")
+
+
 def _policy_models() -> dict[str, type]:
     """Maps each policy file name to its typed model."""
     from pipeline.common import policy as p
 
     return {
         "models.yaml": p.ModelAllowlist, "data_contract.yaml": p.DataContract, "pii.yaml": p.PiiPolicy,
-        "fairness.yaml": p.FairnessPolicy, "promotion.yaml": p.PromotionPolicy, "privacy.yaml": p.RuleSet,
+        "fairness.yaml": p.FairnessPolicy, "promotion.yaml": p.PromotionPolicy, "privacy.yaml": p.RuleSet, "monitoring.yaml": p.RuleSet,
         "waivers.yaml": p.Waivers, "approval.yaml": p.Approval,
     }  # fmt: skip
 
@@ -34,7 +38,7 @@ def _policy_models() -> dict[str, type]:
 def lint_policies(params_path: Path = Path("params.yaml")) -> list[str]:
     """Validates params.yaml and every policy file the pipeline reads; one line per problem."""
     from pipeline.common.params import load_params
-    from pipeline.common.policy import load_allowlist, load_data_contract, load_fairness_policy, load_pii_policy
+    from pipeline.common.policy import load_allowlist, load_data_contract, load_fairness_policy, load_pii_policy, load_rule_set
     from pipeline.gate import load_policies
 
     try:
@@ -46,6 +50,7 @@ def lint_policies(params_path: Path = Path("params.yaml")) -> list[str]:
         (load_allowlist, params.base_model.allowlist), (load_data_contract, params.validate_.contract),
         (load_pii_policy, params.scrub.policy), (load_fairness_policy, params.evaluate.fairness_policy),
         (lambda _: load_policies(params), params.gate.promotion_policy),  # rules, waivers, approvals, cross-checks
+        (load_rule_set, MONITORING_POLICY),
     ]  # fmt: skip
     for loader, path in checks:
         try:
@@ -91,6 +96,47 @@ def _cmd_approve(args: argparse.Namespace) -> int:
 
     path = approve(args.version, args.approver, args.role, args.comment, args.params)
     print(f"recorded {path}; run `dvc repro` so the gate counts it")
+    return 0
+
+
+def _cmd_monitor(args: argparse.Namespace) -> int:
+    from pipeline import monitor
+    from pipeline.common.offline import configure_offline
+    from pipeline.common.params import load_params
+    from pipeline.common.policy import load_promotion_policy
+
+    configure_offline()
+    params = load_params(args.params)
+    out = args.out or Path("reports/monitoring") / args.batch.stem
+    if args.accept:
+        done = monitor.accept(params, args.batch)
+        print(f"appended {done['records']} record(s) to {params.data.raw} (md5 {done['raw_md5_after']}); "
+              "run `dvc repro`: the gate compares the new candidate with the champion before the alias moves")
+        return 0
+    report = monitor.run(params, args.batch, out, args.policy)
+    version = monitor.record(params, report, out, load_promotion_policy(params.gate.promotion_policy).alias)
+    for rule in report["rules"]:
+        print(f"  {rule['status']:8} {rule['id']}: {rule['observed']} ({rule['comparator']} {rule['threshold']})")
+    print(f"monitor: {report['status'].upper()} - {report['summary']}; report {out / 'monitoring_report.html'}"
+          + (f"; champion v{version} tagged" if version else "; no champion in the registry"))
+    return 1 if report["breached_blocking_rules"] else 0
+
+
+def _cmd_forget(args: argparse.Namespace) -> int:
+    from pipeline.common.params import load_params
+    from pipeline.forget import forget
+
+    params = load_params(args.params)
+    done = forget(params, args.customer_id, args.requested_by, args.reason)
+    print(f"erasure request recorded in {params.gate.audit_log} as subject {done.subject[:16]}... (keyed hash; the id is not stored)")
+    print(f"  removed {done.records_removed} record(s) and {done.spans_removed} labelled span(s) from {params.data.raw}")
+    print(f"  model versions trained on the subject: {', '.join(done.affected_versions) or 'none'}"
+          + (f"; train set no longer readable, counted as affected: {', '.join(done.unknown_versions)}" if done.unknown_versions else ""))
+    print(f"  tagged {', '.join(done.affected_versions + done.unknown_versions) or 'none'} erasure_pending; "
+          f"DVC cache objects holding the subject deleted: {done.cache_objects_deleted}")  # fmt: skip
+    for note in done.notes:
+        print(f"  note: {note}")
+    print("next: `dvc repro` retrains without the subject; the gate will not keep an erasure_pending version as champion")
     return 0
 
 
@@ -254,6 +300,19 @@ def build_parser() -> argparse.ArgumentParser:
     approve.add_argument("--comment", default="", help="why, or under which conditions")
     approve.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
     approve.set_defaults(func=_cmd_approve)
+    mon = sub.add_parser("monitor", help="drift of a new batch against the champion's training data (policies/monitoring.yaml)")
+    mon.add_argument("batch", type=Path, help="tickets in the raw format (JSON Lines), e.g. data/incoming/batch.jsonl")
+    mon.add_argument("--out", type=Path, default=None, help="report folder (default: reports/monitoring/<batch name>)")
+    mon.add_argument("--policy", type=Path, default=MONITORING_POLICY, help="monitoring rules (default: policies/monitoring.yaml)")
+    mon.add_argument("--accept", action="store_true", help="append the (reviewed) batch to the raw data for retraining instead")
+    mon.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
+    mon.set_defaults(func=_cmd_monitor)
+    fgt = sub.add_parser("forget", help="right to erasure: remove a data subject, record it, flag the models trained on it")
+    fgt.add_argument("--customer-id", required=True, help="the subject's id as it appears in the raw data's customer_id column")
+    fgt.add_argument("--requested-by", default="data subject", help="who asked (recorded in the audit log)")
+    fgt.add_argument("--reason", default="GDPR Art. 17 request", help="legal basis or ticket reference (recorded)")
+    fgt.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
+    fgt.set_defaults(func=_cmd_forget)
     ver = sub.add_parser(
         "verify", help="re-hash every artifact of the evidence manifest, check its signature and the audit chain"
     )

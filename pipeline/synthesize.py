@@ -78,6 +78,10 @@ IBAN_COUNTRY = {"en_GB": "GB", "de_DE": "DE", "fr_FR": "FR"}
 US_AREA_CODES = (212, 213, 305, 312, 404, 415, 503, 512, 602, 617, 646, 702, 713, 718, 773, 808, 818, 917, 972)
 PRODUCTS = ("Nimbus Router X2", "AeroDesk Pro", "Lumen Smart Bulb", "Orbit Earbuds", "Vega Tablet 10",
             "Pulse Fitness Band", "Atlas Backup Drive", "Nova Coffee Maker", "Zephyr Air Purifier")  # fmt: skip
+# A shifted batch (``--shift``, for drift monitoring): another category mix, a new product line,
+# and account ids in a new format the scrubber's recognizer does not know.
+SHIFT_CATEGORY_WEIGHTS = {"refund": 8, "shipping": 6, "billing": 1, "technical_issue": 1, "account_access": 1, "product_question": 1}
+SHIFT_PRODUCTS = ("Quasar Home Hub", "Helix VR Headset", "Tundra E-Scooter", "Comet Drone Mini", "Solace Sleep Mask")
 DEVICES = ("iPhone", "Android phone", "Windows laptop", "MacBook", "Chromebook", "iPad")
 
 # --- Message templates, per category. {slots} are filled per ticket. -----------------------
@@ -413,8 +417,8 @@ def biased_priority(priority: str, customer: Customer, cfg: SynthesizeParams, rn
     return priority
 
 
-def generate(cfg: SynthesizeParams) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Generates the tickets and the PII sidecar.
+def generate(cfg: SynthesizeParams, shift: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Generates the tickets and the PII sidecar (``shift``: a drifted batch, see SHIFT_*).
 
     Returns:
         ``(tickets, spans)``: ticket records in ``COLUMNS`` order, sorted by time; span records
@@ -439,9 +443,11 @@ def generate(cfg: SynthesizeParams) -> tuple[list[dict[str, Any]], list[dict[str
     tickets: list[dict[str, Any]] = []
     spans: list[dict[str, Any]] = []
     for number, (when, c) in zip(ticket_numbers, drawn, strict=True):
-        category = r.choice(CATEGORIES)
+        category = r.choices(CATEGORIES, weights=[SHIFT_CATEGORY_WEIGHTS[k] for k in CATEGORIES])[0] if shift else r.choice(CATEGORIES)
         priority = r.choices(PRIORITIES, weights=PRIORITY_WEIGHTS[category])[0]
         values = gen._values(c, r.choice(agents))
+        if shift:
+            values.update(product=r.choice(SHIFT_PRODUCTS), account=f"AC/{c.account[5:7]}-{c.account[7:]}")
         message, message_spans = gen.message(c, category, priority, values)
         reply, reply_spans = gen.reply(category, values)
         ticket_id = f"TCK-{number}"
@@ -493,6 +499,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bias-strength", type=float, help="override synthesize.label_bias.strength")
     parser.add_argument("--bias-levels", type=int, help="override synthesize.label_bias.levels")
     parser.add_argument("--out-dir", type=Path, help="write here instead of the data.raw paths (same file names)")
+    parser.add_argument("--shift", action="store_true", help="a drifted batch: other category mix, new products, new account-id format")
     args = parser.parse_args(argv)
     params = load_params()
     cfg = params.synthesize
@@ -505,7 +512,7 @@ def main(argv: list[str] | None = None) -> None:
     tickets_path, spans_path = params.data.raw, params.data.raw_pii_spans
     if args.out_dir is not None:
         tickets_path, spans_path = args.out_dir / tickets_path.name, args.out_dir / spans_path.name
-    tickets, spans = generate(cfg)
+    tickets, spans = generate(cfg, shift=args.shift)
     save_dataset(tickets, spans, tickets_path, spans_path)
     log.info("wrote %d tickets to %s and %d PII spans to %s", len(tickets), tickets_path, len(spans), spans_path)
 

@@ -332,6 +332,7 @@ EVIDENCE_SOURCES = (
     "base_model",
     "adapter",
     "checks",
+    "monitoring",  # the monitoring report (policies/monitoring.yaml only)
 )
 EvidencePath = Annotated[str, Field(pattern=r"^[a-z_]+:[A-Za-z0-9_\-]+(\.([A-Za-z0-9_\-]+|\*))*$")]
 Comparator = Literal[">=", "<=", "=="]
