@@ -30,6 +30,7 @@ Writes ``reports/bench/scrub_throughput[_N].json`` (``_N`` when N is not 2,000).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import tempfile
@@ -75,7 +76,8 @@ def bench_stage(params: Any, policy: Any, key: Any, raw: Path, spans: Path, out:
     cfg = params.scrub.model_copy(update={"out": out / f"scrubbed-{rescan}.jsonl", "rescan": rescan})
     workers = scrub.resolve_workers(cfg.workers)
     tiny = out / f"startup-{rescan}.jsonl"
-    tiny.write_text("".join(line + "\n" for line in raw.read_text(encoding="utf-8").splitlines()[:workers]), encoding="utf-8")
+    with open(raw, encoding="utf-8") as handle:  # one record per worker
+        tiny.write_text("".join(itertools.islice(handle, workers)), encoding="utf-8")
     start = time.perf_counter()
     scrub.run(cfg.model_copy(update={"out": out / "startup-out.jsonl", "chunk_records": 1}), policy, key, tiny, spans, 10**7)
     startup = time.perf_counter() - start

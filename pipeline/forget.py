@@ -34,7 +34,7 @@ from typing import Any
 from pipeline.common.errors import GovtuneError
 from pipeline.common.io import atomic_path
 from pipeline.common.params import Params
-from pipeline.common.pii import PseudonymKey, keyed_digest
+from pipeline.common.pii import identifier_digest, identifier_pseudonym
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,8 @@ PENDING_TAG = "govtune.erasure_pending"
 CACHE_SCAN_MAX_BYTES = 512 * 2**20  # larger cache objects are model weights, not records
 
 
-def subject_hash(key: PseudonymKey, column: str, value: str) -> str:
-    """The keyed hash of an identifier value, as ``pipeline.scrub`` derives its pseudonym."""
-    return keyed_digest(key, column.upper(), str(value))
-
-
-def pseudonym_of(column: str, digest: str) -> str:
-    """The scrubbed data's pseudonym for a subject hash (``scrub.scrub_identifier``)."""
-    return f"{column.split('_')[0].upper()}-P{digest[:12]}"
+subject_hash = identifier_digest  # the keyed hash an erasure request records
+pseudonym_of = identifier_pseudonym  # the subject's pseudonym in scrubbed data, from that hash
 
 
 @dataclass

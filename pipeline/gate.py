@@ -90,7 +90,7 @@ def hash_manifest(files: list[Path]) -> dict[str, Any]:
     return {"files": listed, "hash": sha256_bytes(dumps_json(listed).encode())}
 
 
-def derive_checks(params: Params, evidence: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def derive_checks(params: Params, evidence: dict[str, Any], erasures: list[dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """Re-checks the gate does itself: allowlist, hashes, and that the evidence is about this adapter."""
     from pipeline.common.tracking import dvc_md5
 
@@ -146,7 +146,7 @@ def derive_checks(params: Params, evidence: dict[str, Any]) -> dict[str, dict[st
             same,
             f"adapter provenance's train md5 {'matches' if same else 'differs from'} {train}",
         )
-    put(*erasure_check(params))
+    put(*erasure_check(params, erasure_requests(params) if erasures is None else erasures))
     weights = adapter_dir / "adapter_model.safetensors"
     evaluated = (evaluation or {}).get("inputs", {}).get("adapter_sha256")
     fresh = evaluated is not None and weights.is_file() and evaluated == sha256_file(weights)
@@ -160,12 +160,18 @@ def derive_checks(params: Params, evidence: dict[str, Any]) -> dict[str, dict[st
     return checks
 
 
-def erasure_check(params: Params) -> tuple[str, bool, str]:
-    """No subject of an erasure request (audit log) is in the train split, by pseudonym."""
-    from pipeline.common.policy import load_pii_policy
-    from pipeline.forget import erased_in, requests
+def erasure_requests(params: Params) -> list[dict[str, Any]]:
+    """The erasure requests in the audit log (``govtune forget``), oldest first."""
+    from pipeline.forget import requests
 
-    entries = requests(params.gate.audit_log)
+    return requests(params.gate.audit_log)
+
+
+def erasure_check(params: Params, entries: list[dict[str, Any]]) -> tuple[str, bool, str]:
+    """No subject of an erasure request is in the train split, by pseudonym."""
+    from pipeline.common.policy import load_pii_policy
+    from pipeline.forget import erased_in
+
     name = "no_erased_subject_in_training"
     if not entries:
         return name, True, "no erasure request in the audit log"
@@ -177,12 +183,10 @@ def erasure_check(params: Params) -> tuple[str, bool, str]:
     return name, found == 0, f"{len(entries)} erasure request(s); records of erased subjects in {train}: {found}"
 
 
-def erasure_summary(params: Params) -> list[dict[str, Any]]:
-    """The erasure requests honoured so far (audit log), for the decision and the report."""
-    from pipeline.forget import requests
-
+def erasure_summary(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The erasure requests honoured so far, for the decision and the report (hash prefix only)."""
     keep = ("at", "subject", "records_removed", "affected_versions", "unknown_versions", "cache_objects_deleted", "reason")
-    return [{k: (e.get(k)[:16] if k == "subject" else e.get(k)) for k in keep} for e in requests(params.gate.audit_log)]
+    return [{k: (e.get(k)[:16] if k == "subject" else e.get(k)) for k in keep} for e in entries]
 
 
 def resolve(evidence: dict[str, Any], path: str) -> dict[str, Any]:
@@ -452,7 +456,8 @@ def run(
     """Judges every rule and decides; pure apart from reading evidence files and hashing them."""
     paths = evidence_paths(params)
     evidence = load_evidence(paths)
-    checks = derive_checks(params, evidence)
+    erasures = erasure_requests(params)
+    checks = derive_checks(params, evidence, erasures)
     evidence["checks"] = {k: v["value"] for k, v in checks.items()}
     results = [judge_rule(rule, evidence, champion) for rule in policies.rules]
     expired = apply_waivers(results, policies.waivers, today)
@@ -471,7 +476,7 @@ def run(
         "expired_waivers": expired,
         "approvals": approvals,
         "checks": checks,
-        "erasure_requests": erasure_summary(params),
+        "erasure_requests": erasure_summary(erasures),
         "evidence": {"sources": {k: str(v) for k, v in paths.items()}, **manifest},
         "policy": hash_manifest(policies.files),
     }

@@ -157,9 +157,12 @@ def embedding_drift(reference: Any, batch: Any, permutations: int, seed: int) ->
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Records of a JSON Lines file, strictly (``file:line`` errors)."""
+    from pipeline.common.records import iter_jsonl
+
     if not path.is_file():
         raise GovtuneError(str(path), "missing", "run `dvc repro` first: monitoring compares against the champion's training data")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [record for _, record in iter_jsonl(path, 10**8)]
 
 
 def measure(params: Params, batch_scrubbed: list[dict], batch_pii: dict[str, Any], cfg: Any) -> dict[str, Any]:
@@ -173,6 +176,7 @@ def measure(params: Params, batch_scrubbed: list[dict], batch_pii: dict[str, Any
     rng = random.Random(cfg["seed"])
     sample = rng.sample(ref_msgs, min(cfg["embedding_sample"], len(ref_msgs)))
     new_sample = new_msgs[: cfg["embedding_sample"]]
+    vectors = embed(sample + new_sample)  # one model load for both sides
     val_oov = oov_rate(vocabulary, [r["message"] for r in val])
     batch_oov = oov_rate(vocabulary, new_msgs)
     return {
@@ -183,7 +187,7 @@ def measure(params: Params, batch_scrubbed: list[dict], batch_pii: dict[str, Any
                        "vocabulary_size": len(vocabulary)},
         "pii_entity_mix": {"tvd": round(tvd(entity_mix(ref_pii), entity_mix(batch_pii)), 4),
                            "reference": dict(entity_mix(ref_pii)), "batch": dict(entity_mix(batch_pii))},
-        "embedding": embedding_drift(embed(sample), embed(new_sample), cfg["permutations"], cfg["seed"]),
+        "embedding": embedding_drift(vectors[: len(sample)], vectors[len(sample) :], cfg["permutations"], cfg["seed"]),
     }  # fmt: skip
 
 

@@ -37,7 +37,7 @@ from pipeline.common.errors import run_main
 from pipeline.common.io import atomic_path, save_json
 from pipeline.common.params import ScrubParams, load_params
 from pipeline.common.pii import (
-    Detection, PseudonymKey, anonymize, build_analyzer, build_operators, detect_batch, keyed_digest, load_key,
+    Detection, PseudonymKey, anonymize, build_analyzer, build_operators, detect_batch, identifier_digest, identifier_pseudonym, load_key,
     outside_tags,
 )  # fmt: skip
 from pipeline.common.policy import PiiPolicy, load_pii_policy
@@ -97,7 +97,7 @@ def precision_counts(text: str, detections: list[Detection], true_spans: list[di
 
 def scrub_identifier(key: PseudonymKey, column: str, value: Any) -> str:
     """Keyed pseudonym of a direct identifier column (same input, same output)."""
-    return f"{column.split('_')[0].upper()}-P{keyed_digest(key, column.upper(), str(value))[:12]}"
+    return identifier_pseudonym(column, identifier_digest(key, column, value))
 
 
 # --- worker -------------------------------------------------------------------------------

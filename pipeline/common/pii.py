@@ -88,6 +88,16 @@ def keyed_digest(key: PseudonymKey, entity: str, value: str) -> str:
     return hmac.new(key.secret, f"{entity}\x1f{normalised}".encode(), hashlib.sha256).hexdigest()
 
 
+def identifier_digest(key: PseudonymKey, column: str, value: Any) -> str:
+    """Keyed hash of an identifier column's value (erasure requests record this, never the value)."""
+    return keyed_digest(key, column.upper(), str(value))
+
+
+def identifier_pseudonym(column: str, digest: str) -> str:
+    """The scrubbed data's pseudonym for that hash: ``CUSTOMER-P<12 hex>`` for ``customer_id``."""
+    return f"{column.split('_')[0].upper()}-P{digest[:12]}"
+
+
 def pseudonym(key: PseudonymKey, entity: str, value: str) -> str:
     """A consistent surrogate: the same value (and key) always gives the same tag."""
     return f"<{entity}_{keyed_digest(key, entity, value)[:10]}>"
