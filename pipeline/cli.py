@@ -21,9 +21,6 @@ from pathlib import Path
 from pipeline.common.errors import EXIT_USER_ERROR, GovtuneError
 
 
-MONITORING_POLICY = Path("policies/monitoring.yaml")
-
-
 def _policy_models() -> dict[str, type]:
     """Maps each policy file name to its typed model."""
     from pipeline.common import policy as p
@@ -50,7 +47,7 @@ def lint_policies(params_path: Path = Path("params.yaml")) -> list[str]:
         (load_allowlist, params.base_model.allowlist), (load_data_contract, params.validate_.contract),
         (load_pii_policy, params.scrub.policy), (load_fairness_policy, params.evaluate.fairness_policy),
         (lambda _: load_policies(params), params.gate.promotion_policy),  # rules, waivers, approvals, cross-checks
-        (load_rule_set, MONITORING_POLICY),
+        (load_rule_set, params.monitor.policy),
     ]  # fmt: skip
     for loader, path in checks:
         try:
@@ -103,20 +100,22 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     from pipeline import monitor
     from pipeline.common.offline import configure_offline
     from pipeline.common.params import load_params
-    from pipeline.common.policy import load_promotion_policy
 
     configure_offline()
     params = load_params(args.params)
-    out = args.out or Path("reports/monitoring") / args.batch.stem
+    name = args.batch.parent.name if args.batch.name == "tickets.jsonl" else args.batch.stem
+    out = args.out or params.monitor.out_dir.parent / name  # reports/monitoring/<batch>
     if args.accept:
         done = monitor.accept(params, args.batch)
         print(f"appended {done['records']} record(s) to {params.data.raw} (md5 {done['raw_md5_after']}); "
               "run `dvc repro`: the gate compares the new candidate with the champion before the alias moves")
         return 0
-    report = monitor.run(params, args.batch, out, args.policy)
-    version = monitor.record(params, report, out, load_promotion_policy(params.gate.promotion_policy).alias)
+    registry, champion = monitor.current_champion(params)
+    report = monitor.run(params, args.batch, out, args.policy or params.monitor.policy, champion)
+    version = monitor.record(params, report, out, registry, champion)
     for rule in report["rules"]:
-        print(f"  {rule['status']:8} {rule['id']}: {rule['observed']} ({rule['comparator']} {rule['threshold']})")
+        print(f"  {rule['status']:14} {rule['id']}: {rule['observed']} ({rule['comparator']} {rule['target']})"
+              + (f" - {rule['message']}" if rule["status"] in ("not_applicable", "error") else ""))
     print(f"monitor: {report['status'].upper()} - {report['summary']}; report {out / 'monitoring_report.html'}"
           + (f"; champion v{version} tagged" if version else "; no champion in the registry"))
     return 1 if report["breached_blocking_rules"] else 0
@@ -129,7 +128,7 @@ def _cmd_forget(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     done = forget(params, args.customer_id, args.requested_by, args.reason)
     print(f"erasure request recorded in {params.gate.audit_log} as subject {done.subject[:16]}... (keyed hash; the id is not stored)")
-    print(f"  removed {done.records_removed} record(s) and {done.spans_removed} labelled span(s) from {params.data.raw}")
+    print(f"  removed {done.records_removed} record(s) and {done.spans_removed} labelled span(s) from {params.data.raw} and {params.monitor.incoming}")
     print(f"  model versions trained on the subject: {', '.join(done.affected_versions) or 'none'}"
           + (f"; train set no longer readable, counted as affected: {', '.join(done.unknown_versions)}" if done.unknown_versions else ""))
     print(f"  tagged {', '.join(done.affected_versions + done.unknown_versions) or 'none'} erasure_pending; "
@@ -301,9 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     approve.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
     approve.set_defaults(func=_cmd_approve)
     mon = sub.add_parser("monitor", help="drift of a new batch against the champion's training data (policies/monitoring.yaml)")
-    mon.add_argument("batch", type=Path, help="tickets in the raw format (JSON Lines), e.g. data/incoming/batch.jsonl")
-    mon.add_argument("--out", type=Path, default=None, help="report folder (default: reports/monitoring/<batch name>)")
-    mon.add_argument("--policy", type=Path, default=MONITORING_POLICY, help="monitoring rules (default: policies/monitoring.yaml)")
+    mon.add_argument("batch", type=Path, help="tickets in the raw format (JSON Lines), e.g. data/raw/incoming/batch1/tickets.jsonl")
+    mon.add_argument("--out", type=Path, default=None, help="report folder (default: reports/monitoring/<batch folder name>)")
+    mon.add_argument("--policy", type=Path, default=None, help="monitoring rules (default: params.yaml monitor.policy)")
     mon.add_argument("--accept", action="store_true", help="append the (reviewed) batch to the raw data for retraining instead")
     mon.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
     mon.set_defaults(func=_cmd_monitor)

@@ -543,12 +543,30 @@ def load_models(base_dir: Path, adapter_dir: Path) -> tuple[Any, Any]:
 def evaluate_model(name: str, scorer: Scorer, inputs: Inputs, cfg: EvaluateParams, fairness: FairnessPolicy,
                    scrub_fn: Callable[[list[str]], list[str]], analyzer_fn: Any) -> dict[str, Any]:  # fmt: skip
     """All metrics for one model (base or fine-tuned)."""
+    test = inputs.test[: cfg.max_test_examples]
+    result = quality_and_fairness(name, scorer, test, inputs.attributes[: len(test)], cfg, fairness, scrub_fn)
+    exposures = canary_exposure(scorer, inputs.canaries, cfg.canary_candidates, cfg.seed) if inputs.canaries else []
+    train_sample = [t for t in inputs.train if not t["ticket_id"].startswith("CANARY")][: cfg.regurgitation_examples]
+    regen = scorer.generate([t["message"] for t in train_sample], cfg.max_new_tokens, cfg.batch_size)
+    result["privacy"] = {
+        "canaries": exposures,
+        "canary_exposure_max": metric(max((e["exposure"] for e in exposures), default=None), len(exposures)),
+        **regurgitation(regen, inputs.raw_values, analyzer_fn),
+    }
+    return result
+
+
+def quality_and_fairness(name: str, scorer: Scorer, test: list[dict], attrs: list[dict], cfg: EvaluateParams,
+                         fairness: FairnessPolicy, scrub_fn: Callable[[list[str]], list[str]]) -> dict[str, Any]:  # fmt: skip
+    """Quality, group fairness and counterfactuals of one model on labelled, scrubbed records.
+
+    The test split here; ``govtune monitor`` calls it for the champion on a labelled new batch,
+    so both use one definition of every metric.
+    """
     from tqdm import tqdm
 
     from pipeline.finetune import encode_records, evaluate_loss
 
-    test = inputs.test[: cfg.max_test_examples]
-    attrs = inputs.attributes[: len(test)]
     preds: list[dict[str, Any]] = []
     for start in tqdm(range(0, len(test), cfg.batch_size), desc=f"score {name}", unit="batch"):
         preds.extend(scorer.classify_batch([t["message"] for t in test[start : start + cfg.batch_size]], cfg.batch_size))
@@ -581,14 +599,6 @@ def evaluate_model(name: str, scorer: Scorer, inputs: Inputs, cfg: EvaluateParam
             "cf_mean_abs_prob_change": metric(sum(deltas) / n, n),
         }
     result["counterfactual"] = cf
-    exposures = canary_exposure(scorer, inputs.canaries, cfg.canary_candidates, cfg.seed) if inputs.canaries else []
-    train_sample = [t for t in inputs.train if not t["ticket_id"].startswith("CANARY")][: cfg.regurgitation_examples]
-    regen = scorer.generate([t["message"] for t in train_sample], cfg.max_new_tokens, cfg.batch_size)
-    result["privacy"] = {
-        "canaries": exposures,
-        "canary_exposure_max": metric(max((e["exposure"] for e in exposures), default=None), len(exposures)),
-        **regurgitation(regen, inputs.raw_values, analyzer_fn),
-    }
     return result
 
 
@@ -677,6 +687,15 @@ def save_plots(report: dict[str, Any], out_dir: Path, attributes: list[str]) -> 
     return paths
 
 
+def precision_context(cfg: EvaluateParams) -> Any:
+    """bf16 CPU autocast, or nothing for fp32 (``evaluate.precision``)."""
+    import contextlib
+
+    import torch
+
+    return torch.autocast("cpu", dtype=torch.bfloat16) if cfg.precision == "bf16" else contextlib.nullcontext()
+
+
 def run(params: Params, cfg: EvaluateParams) -> dict[str, Any]:
     """Evaluates base and fine-tuned models on the same inputs."""
     started = time.perf_counter()
@@ -685,12 +704,7 @@ def run(params: Params, cfg: EvaluateParams) -> dict[str, Any]:
     scrub_fn, analyzer_fn = build_scrub(params)
     model, tokenizer = load_models(params.base_model.out_dir, params.finetune.out_dir)
     report: dict[str, Any] = {"definitions": DEFINITIONS, "surviving_signals": surviving_signals(inputs, fairness, scrub_fn)}
-    import contextlib
-
-    import torch
-
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.precision == "bf16" else contextlib.nullcontext()
-    with autocast:
+    with precision_context(cfg):
         with model.disable_adapter():
             report["base"] = evaluate_model("base", Scorer(model, tokenizer), inputs, cfg, fairness, scrub_fn, analyzer_fn)
         report["finetuned"] = evaluate_model("finetuned", Scorer(model, tokenizer), inputs, cfg, fairness, scrub_fn, analyzer_fn)

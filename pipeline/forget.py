@@ -7,7 +7,8 @@ One request does, in this order:
    subject's pseudonym in the scrubbed data (``CUSTOMER-P<12 hex>``, see ``pipeline.scrub``), so
    the gate can recognise the subject in training data without knowing the id;
 2. removes the subject's records from the raw tickets (and their ground-truth spans from the
-   sidecar), atomically: a new version of ``data/raw`` that ``dvc repro`` picks up;
+   sidecar), atomically: a new version of ``data/raw`` that ``dvc repro`` picks up; the same in
+   the incoming batches (``monitor.incoming``) and in monitoring's scrubbed copies of them;
 3. walks the registry: each version's training run logged its train set with digest = DVC md5,
    so the file it was trained on is read back from the DVC cache and searched for the
    pseudonym. Versions trained on the subject, or whose train set is no longer in the cache
@@ -177,6 +178,13 @@ def forget(params: Params, customer_id: str, requested_by: str, reason: str, rep
     else:
         erasure.notes.append(f"the PII policy does not pseudonymize {column}: scrubbed data is searched for the raw id only")
     erasure.records_removed, erasure.spans_removed = remove_records(params.data.raw, params.data.raw_pii_spans, column, value)
+    for batch in sorted(params.monitor.incoming.glob("*/tickets.jsonl")):  # batches not yet accepted are raw data too
+        records, spans = remove_records(batch, batch.with_name("pii_spans.jsonl"), column, value)
+        erasure.records_removed += records
+        erasure.spans_removed += spans
+    if len(needles) > 1:  # monitoring's scrubbed copies of the batches (reports/monitoring/<batch>/scrubbed.jsonl)
+        for scrubbed in sorted(params.monitor.out_dir.parent.rglob("scrubbed.jsonl")):
+            remove_records(scrubbed, scrubbed.with_name("no-sidecar"), column, needles[1].decode())
     erasure.affected_versions, erasure.unknown_versions = affected_versions(params, repo, needles)
     tag_versions(params, erasure.affected_versions + erasure.unknown_versions, subject)
     erasure.cache_objects_deleted = purge_cache(repo, needles)

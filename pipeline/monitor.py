@@ -16,13 +16,20 @@ as the pipeline:
    - meaning: sentence embeddings (all-MiniLM-L6-v2 from its hash-pinned package), cosine
      distance between the batch's and the reference's mean embedding, with a permutation test;
 
-4. judges the rules of ``policies/monitoring.yaml`` (same rule format and engine as the gate);
-5. writes ``monitoring_report.{json,html}`` to the output folder, logs an MLflow run (the same
+4. if the batch is labelled, re-evaluates the champion on it (its logged adapter from the
+   registry on the pinned base model) with the evaluate stage's own code and definitions:
+   quality, group fairness, counterfactual flips;
+5. judges the rules of ``policies/monitoring.yaml`` (same rule format and engine as the gate);
+   a decay rule (``baseline: {against: champion}``) compares the champion's value on the batch
+   with the value it was promoted on (its ``govtune.observed.*`` tag for the same metric);
+6. writes ``monitoring_report.{json,html}`` to the output folder, logs an MLflow run (the same
    metrics and the reports) tagged with the champion version, and tags that version
    ``govtune.monitoring.status``; a breached blocking rule tags it ``govtune.needs_review`` and
    the summary says "retrain recommended" (see README, Monitoring, for the retraining flow).
 
-Not measured yet: re-evaluating the champion's quality and fairness on a labelled batch.
+The DVC stage ``monitor`` (``python -m pipeline.monitor``) runs this over every batch folder in
+``monitor.incoming`` (``data/raw/incoming/<name>/tickets.jsonl``) not yet accepted into the raw
+data, and writes ``summary.json`` next to the per-batch reports.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.common.errors import GovtuneError
-from pipeline.common.io import save_json, save_text
+from pipeline.common.io import save_json, save_text, sha256_file
 from pipeline.common.params import Params
 
 log = logging.getLogger(__name__)
@@ -84,9 +91,11 @@ def distribution_drift(reference: list[str], batch: list[str]) -> dict[str, Any]
             "batch_shares": {k: round(v, 4) for k, v in sorted(shares(new).items())}}  # fmt: skip
 
 
-def entity_mix(pii_report: dict[str, Any]) -> Counter:
-    """Detections per entity type of a scrub report."""
-    return Counter({e: m["detections"] for e, m in pii_report["entities"].items() if m["detections"]})
+def entity_mix(pii_report: dict[str, Any], fields: set[str] | None = None) -> Counter:
+    """Detections per entity type of a scrub report, in ``fields`` only (None: all)."""
+    counts = Counter({e: sum(n for f, n in m["detections_by_field"].items() if fields is None or f in fields)
+                      for e, m in pii_report["entities"].items()})  # fmt: skip
+    return +counts  # drops zero counts
 
 
 def words(text: str) -> list[str]:
@@ -165,7 +174,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [record for _, record in iter_jsonl(path, 10**8)]
 
 
-def measure(params: Params, batch_scrubbed: list[dict], batch_pii: dict[str, Any], cfg: Any) -> dict[str, Any]:
+def measure(params: Params, batch_scrubbed: list[dict], batch_pii: dict[str, Any], cfg: Any, labelled: bool = True) -> dict[str, Any]:
     """Every drift measure of the batch against the training reference."""
     train = read_jsonl(params.split.out_dir / "train.jsonl")
     val = read_jsonl(params.split.out_dir / "val.jsonl")
@@ -178,15 +187,22 @@ def measure(params: Params, batch_scrubbed: list[dict], batch_pii: dict[str, Any
     new_sample = new_msgs[: cfg["embedding_sample"]]
     vectors = embed(sample + new_sample)  # one model load for both sides
     val_oov = oov_rate(vocabulary, [r["message"] for r in val])
+    # Like with like: an unlabelled batch has no replies, so its PII mix is compared on the
+    # fields it has (the replies' signatures and account numbers would otherwise look like drift).
+    present = {f for f in batch_pii.get("fields", []) if any(r.get(f) for r in batch_scrubbed)}
+    fields = None if present == set(batch_pii.get("fields", [])) else present
     batch_oov = oov_rate(vocabulary, new_msgs)
+    labels = {
+        column: distribution_drift([r[column] for r in train], [r.get(column) for r in batch_scrubbed]) for column in ("category", "priority")
+    } if labelled else {}  # fmt: skip
     return {
-        "category": distribution_drift([r["category"] for r in train], [r.get("category") for r in batch_scrubbed]),
-        "priority": distribution_drift([r["priority"] for r in train], [r.get("priority") for r in batch_scrubbed]),
+        **labels,
         "message_length": length_drift(ref_msgs, new_msgs),
         "vocabulary": {"oov_rate": round(batch_oov, 4), "reference_oov_rate": round(val_oov, 4), "oov_increase": round(batch_oov - val_oov, 4),
                        "vocabulary_size": len(vocabulary)},
-        "pii_entity_mix": {"tvd": round(tvd(entity_mix(ref_pii), entity_mix(batch_pii)), 4),
-                           "reference": dict(entity_mix(ref_pii)), "batch": dict(entity_mix(batch_pii))},
+        "pii_entity_mix": {"tvd": round(tvd(entity_mix(ref_pii, fields), entity_mix(batch_pii, fields)), 4),
+                           "reference": dict(entity_mix(ref_pii, fields)), "batch": dict(entity_mix(batch_pii, fields)),
+                           "fields": sorted(fields) if fields else "all"},
         "embedding": embedding_drift(vectors[: len(sample)], vectors[len(sample) :], cfg["permutations"], cfg["seed"]),
     }  # fmt: skip
 
@@ -197,7 +213,19 @@ def measure(params: Params, batch_scrubbed: list[dict], batch_pii: dict[str, Any
 VOLUME_RULE_KINDS = ("min_rows_per_class",)
 
 
-def validate_batch(params: Params, batch: Path) -> tuple[Any, list[str]]:
+# The label columns: an unlabelled batch (category and priority null in every record) is
+# checked on everything else; its label mix and the champion's quality cannot be measured.
+LABEL_COLUMNS = ("category", "priority", "reply")
+
+
+def is_labelled(batch: Path) -> bool:
+    """True unless every record's category and priority are null."""
+    from pipeline.common.records import iter_jsonl
+
+    return any(r.get("category") is not None or r.get("priority") is not None for _, r in iter_jsonl(batch, 10**8))
+
+
+def validate_batch(params: Params, batch: Path, labelled: bool = True) -> tuple[Any, list[str]]:
     """The data contract on a batch: blocking failures stop (``GovtuneError``), except volume rules."""
     import dataclasses
 
@@ -207,20 +235,24 @@ def validate_batch(params: Params, batch: Path) -> tuple[Any, list[str]]:
     contract = load_data_contract(params.validate_.contract)
     result = validate.run(params.validate_, contract, batch)
     volume = [c.rule_id for c in result.blocking_failures if c.kind in VOLUME_RULE_KINDS]
-    records_only = dataclasses.replace(result, checks=[c for c in result.checks if c.kind not in VOLUME_RULE_KINDS])
-    validate.check_blocking(records_only, batch, params.validate_)
+    skip = set(VOLUME_RULE_KINDS)
+    kept = [c for c in result.checks if c.kind not in skip and (labelled or c.column not in LABEL_COLUMNS)]
+    validate.check_blocking(dataclasses.replace(result, checks=kept), batch, params.validate_)
     return contract, volume
 
 
-def run(params: Params, batch: Path, out_dir: Path, policy_path: Path) -> dict[str, Any]:
-    """Validates, scrubs, measures and judges one batch; writes the reports; returns the report."""
+def run(params: Params, batch: Path, out_dir: Path, policy_path: Path, champion: Any | None = None) -> dict[str, Any]:
+    """Validates, scrubs, measures and judges one batch; writes the reports; returns the report.
+
+    ``champion``: the registry version to re-evaluate on a labelled batch (None: not measured).
+    """
     from pipeline import scrub
     from pipeline.common.pii import load_key
     from pipeline.common.policy import load_pii_policy, load_rule_set
-    from pipeline.gate import judge_rule
 
     rules = load_rule_set(policy_path)
-    contract, volume = validate_batch(params, batch)
+    labelled = is_labelled(batch)
+    contract, volume = validate_batch(params, batch, labelled)
     policy = load_pii_policy(params.scrub.policy)
     key = load_key(policy, params.scrub.policy, Path.cwd())
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -228,26 +260,151 @@ def run(params: Params, batch: Path, out_dir: Path, policy_path: Path) -> dict[s
     sidecar = batch.with_name("pii_spans.jsonl")
     pii = scrub.run(cfg, policy, key, batch, sidecar, contract.max_record_bytes)
     scrubbed = read_jsonl(out_dir / "scrubbed.jsonl")
-    settings = {"embedding_sample": 200, "permutations": 200, "seed": 7}
-    drift = measure(params, scrubbed, pii, settings)
+    m = params.monitor
+    settings = {"embedding_sample": m.embedding_sample, "permutations": m.permutations, "seed": m.seed, "champion_examples": m.champion_examples}
+    drift = measure(params, scrubbed, pii, settings, labelled)
     report: dict[str, Any] = {
-        "batch": str(batch), "records": len(scrubbed), "data_contract": {"success": True, "volume_rules_not_met": volume},
+        "batch": str(batch), "records": len(scrubbed), "labelled": labelled,
+        "data_contract": {"success": True, "volume_rules_not_met": volume,
+                          "label_rules_skipped": [] if labelled else list(LABEL_COLUMNS)},
         "pii": {"records": pii["records"], "min_recall": pii["totals"]["min_recall"], "residual_rate": pii["totals"]["residual_rate"]},
         "drift": drift, "definitions": DEFINITIONS, "settings": settings, "policy": str(policy_path),
     }  # fmt: skip
-    results = [judge_rule(rule, {"monitoring": report}, None) for rule in rules.rules]
-    # A blocking rule breached or not judgeable counts; a warning rule without its evidence (a
-    # batch has no labelled sidecar, so no recall) is reported as a warning only.
-    breached = [r.rule.id for r in results if r.rule.severity == "blocking" and r.status in ("failed", "error")]
-    report["rules"] = [r.to_json() for r in results]
-    report["breached_blocking_rules"] = breached
-    report["warnings"] = [r.rule.id for r in results if r.rule.severity == "warning" and r.status != "passed"]
-    report["status"] = "needs_review" if breached else "ok"
-    report["summary"] = (f"drift: {len(breached)} blocking rule(s) breached ({', '.join(breached)}); retrain recommended"
-                         if breached else f"no blocking drift; {len(report['warnings'])} warning(s)")  # fmt: skip
+    if not labelled:
+        report["champion"] = {"skipped": "unlabelled batch: the champion's quality and fairness need labels"}
+    elif champion is None:
+        report["champion"] = {"skipped": "no champion in the registry"}
+    elif m.champion_examples == 0:
+        report["champion"] = {"skipped": "monitor.champion_examples is 0"}
+    else:
+        report["champion"] = champion_evaluation(params, champion, scrubbed[: m.champion_examples])
+    judge(report, rules, champion_baselines(params, rules.rules, champion))
     save_json(out_dir / "monitoring_report.json", report)
     save_text(out_dir / "monitoring_report.html", render_html(report))
     return report
+
+
+def judge(report: dict[str, Any], rules: Any, baselines: dict[str, float] | None) -> None:
+    """Judges every monitoring rule on the report; adds the results, status and summary to it."""
+    from pipeline.gate import RuleResult, judge_rule
+
+    results = []
+    for rule in rules.rules:
+        skipped = not_applicable(rule.evidence, report)
+        if skipped:
+            results.append(RuleResult(rule, "skip", "not_applicable", message=skipped))
+        elif rule.baseline is not None and rule.baseline.against == "champion" and rule.id not in (baselines or {}):
+            # The gate passes such a rule before a first champion; here the champion exists, so a
+            # missing promotion value means the decay cannot be judged: fail closed.
+            results.append(RuleResult(rule, "error", "error", observed=_observed(rule.evidence, report), message=(
+                f"the champion's promotion decision has no observed value for "
+                f"evaluation:finetuned.{rule.evidence.removeprefix('monitoring:champion.')}: "
+                "add a promotion rule that reads it, or judge this rule with a fixed threshold")))  # fmt: skip
+        else:
+            results.append(judge_rule(rule, {"monitoring": report}, baselines))
+    # A blocking rule breached or not judgeable counts; a warning rule without its evidence (a
+    # batch has no labelled sidecar, so no recall) is reported as a warning only. A rule on what
+    # this batch cannot have (labels, a champion) is not applicable, and says why.
+    breached = [r.rule.id for r in results if r.rule.severity == "blocking" and r.status in ("failed", "error")]
+    report["rules"] = [r.to_json() for r in results]
+    report["breached_blocking_rules"] = breached
+    report["warnings"] = [r.rule.id for r in results if r.rule.severity == "warning" and r.status not in ("passed", "not_applicable")]
+    report["not_applicable"] = [r.rule.id for r in results if r.status == "not_applicable"]
+    report["status"] = "needs_review" if breached else "ok"
+    report["summary"] = (f"{len(breached)} blocking rule(s) breached ({', '.join(breached)}); retrain recommended"
+                         if breached else f"no blocking rule breached; {len(report['warnings'])} warning(s)")  # fmt: skip
+
+
+def _observed(evidence: str, report: dict[str, Any]) -> Any:
+    from pipeline.gate import _flat, resolve
+
+    try:
+        return _flat(resolve({"monitoring": report}, evidence))
+    except Exception:  # noqa: BLE001 - shown only; the rule is an error either way
+        return None
+
+
+def not_applicable(evidence: str, report: dict[str, Any]) -> str | None:
+    """Why a rule cannot apply to this batch (its evidence is absent by design), or None."""
+    if evidence.startswith("monitoring:champion.") and "skipped" in report.get("champion", {}):
+        return report["champion"]["skipped"]
+    if not report["labelled"] and evidence.startswith(("monitoring:drift.category.", "monitoring:drift.priority.")):
+        return "unlabelled batch: no label mix to compare"
+    return None
+
+
+def champion_baselines(params: Params, rules: list[Any], champion: Any | None) -> dict[str, float] | None:
+    """Per decay rule, the value the champion was promoted on for the same metric.
+
+    A monitoring rule reads ``monitoring:champion.<path>``; the gate judged the champion's test
+    split at ``evaluation:finetuned.<path>`` and tagged the version ``govtune.observed.<rule id>``
+    with each rule's observed value. None: no champion.
+    """
+    from pipeline.common.policy import load_promotion_policy, load_rule_set
+    from pipeline.gate import champion_values
+
+    observed = champion_values(champion)
+    if observed is None:
+        return None
+    promotion = [*load_promotion_policy(params.gate.promotion_policy).rules, *load_rule_set(params.gate.privacy_policy).rules]
+    by_evidence = {r.evidence: observed[r.id] for r in promotion if r.id in observed}
+    out = {}
+    for rule in rules:
+        if rule.baseline is not None and rule.baseline.against == "champion" and rule.evidence.startswith("monitoring:champion."):
+            source = "evaluation:finetuned." + rule.evidence.removeprefix("monitoring:champion.")
+            if source in by_evidence:
+                out[rule.id] = by_evidence[source]
+    return out
+
+
+def champion_adapter(params: Params, champion: Any, dest: Path) -> tuple[Path, Path]:
+    """The champion's adapter (downloaded from its logged model) and a base model to load it on.
+
+    The local base model is used when its sha256 is the one the adapter was trained on;
+    otherwise the base copy inside the logged model (``finetune.log_base_in_model``).
+    """
+    import mlflow
+
+    source = champion.source  # models:/<logged model id>
+    try:
+        location = mlflow.get_logged_model(source.removeprefix("models:/")).artifact_location
+        adapter = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/artifacts/adapter", dst_path=str(dest)))
+    except Exception as exc:  # noqa: BLE001 - any store error: say which version and what to do
+        raise GovtuneError(f"model version {champion.version} ({source})", f"cannot download its adapter: {type(exc).__name__}",
+                           "check the tracking store (MLFLOW_TRACKING_URI) holds the logged model") from exc  # fmt: skip
+    trained_on = json.loads((adapter / "provenance.json").read_text(encoding="utf-8"))["base_model_sha256"]
+    local = params.base_model.out_dir
+    local_prov = local / "provenance.json"
+    if local_prov.is_file() and json.loads(local_prov.read_text(encoding="utf-8"))["output_files_sha256"].get("model.safetensors") == trained_on:
+        return adapter, local
+    try:
+        base = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/artifacts/base", dst_path=str(dest)))
+    except Exception as exc:  # noqa: BLE001
+        raise GovtuneError(f"model version {champion.version}", "its base model differs from models/base and is not in the logged model",
+                           "run `dvc repro base_model` with the champion's base model, or log models with finetune.log_base_in_model") from exc  # fmt: skip
+    return adapter, base
+
+
+def champion_evaluation(params: Params, champion: Any, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The champion's quality, group fairness and counterfactual flips on scrubbed, labelled records."""
+    import tempfile
+
+    from pipeline import evaluate
+    from pipeline.common.policy import load_fairness_policy
+    from pipeline.split import ATTRIBUTE_COLUMNS
+
+    cfg = params.evaluate
+    fairness = load_fairness_policy(cfg.fairness_policy)
+    scrub_fn, _ = evaluate.build_scrub(params)
+    with tempfile.TemporaryDirectory(prefix="govtune-champion-") as tmp:
+        adapter, base = champion_adapter(params, champion, Path(tmp))
+        model, tokenizer = evaluate.load_models(base, adapter)
+        attrs = [{c: r.get(c) for c in ATTRIBUTE_COLUMNS} for r in records]
+        with evaluate.precision_context(cfg):
+            result = evaluate.quality_and_fairness("champion", evaluate.Scorer(model, tokenizer), records, attrs, cfg, fairness, scrub_fn)
+        adapter_sha = sha256_file(adapter / "adapter_model.safetensors")
+    return {"version": str(champion.version), "adapter_sha256": adapter_sha, "n": len(records), "precision": cfg.precision,
+            "definitions": "as in reports/evaluation.json (the evaluate stage's code)", **result}  # fmt: skip
 
 
 def render_html(report: dict[str, Any]) -> str:
@@ -272,21 +429,38 @@ def render_html(report: dict[str, Any]) -> str:
     )
 
 
-def record(params: Params, report: dict[str, Any], out_dir: Path, alias: str) -> str | None:
-    """MLflow run with the metrics and reports, tagged with the champion version; tags the version."""
+def current_champion(params: Params) -> tuple[Any, Any]:
+    """The registry (None when tracking is off) and the version holding the promotion alias (or None)."""
+    from pipeline.common.policy import load_promotion_policy
     from pipeline.common.registry import open_registry
-    from pipeline.common.tracking import TAG, stage_run
 
     registry = open_registry(params.tracking)
-    champion = registry.version_by_alias(alias) if registry else None
+    alias = load_promotion_policy(params.gate.promotion_policy).alias
+    return registry, (registry.version_by_alias(alias) if registry else None)
+
+
+def record(params: Params, report: dict[str, Any], out_dir: Path, registry: Any, champion: Any) -> str | None:
+    """MLflow run with the metrics and reports, tagged with the champion version; tags the version."""
+    from pipeline.common.tracking import TAG, stage_run
+
     with stage_run(params.tracking, "monitor", [Path(report["batch"])], [out_dir / "monitoring_report.json"]) as tracked:
         d = report["drift"]
-        tracked.log_metrics({
-            "monitor/category_tvd": d["category"]["tvd"], "monitor/priority_tvd": d["priority"]["tvd"],
+        metrics = {
             "monitor/length_ks": d["message_length"]["ks"], "monitor/oov_increase": d["vocabulary"]["oov_increase"],
             "monitor/pii_mix_tvd": d["pii_entity_mix"]["tvd"], "monitor/embedding_distance": d["embedding"]["cosine_distance"],
             "monitor/breached_blocking_rules": len(report["breached_blocking_rules"]),
-        })  # fmt: skip
+        }  # fmt: skip
+        for column in ("category", "priority"):
+            if column in d:
+                metrics[f"monitor/{column}_tvd"] = d[column]["tvd"]
+        quality = report["champion"].get("quality", {})
+        for key in ("category_accuracy", "category_macro_f1", "priority_accuracy", "well_formed_rate"):
+            if quality.get(key, {}).get("value") is not None:
+                metrics[f"monitor/champion_{key}"] = quality[key]["value"]
+        for attribute, f in report["champion"].get("fairness", {}).items():
+            if "demographic_parity_difference" in f and f["demographic_parity_difference"]["value"] is not None:
+                metrics[f"monitor/champion_dpd_{attribute}"] = f["demographic_parity_difference"]["value"]
+        tracked.log_metrics(metrics)
         tracked.set_tags({f"{TAG}monitoring.status": report["status"],
                           f"{TAG}champion_version": str(champion.version) if champion else "none"})  # fmt: skip
         tracked.log_artifact(out_dir / "monitoring_report.json", "monitoring")
@@ -332,3 +506,72 @@ def accept(params: Params, batch: Path) -> dict[str, Any]:
         "raw": str(params.data.raw), "raw_md5_after": dvc_md5(params.data.raw),
     })  # fmt: skip
     return {"records": len(new), "audit_entry": entry["hash"], "raw_md5_after": entry["raw_md5_after"]}
+
+
+# --- the DVC stage ------------------------------------------------------------------------
+
+
+def incoming_batches(params: Params) -> tuple[list[Path], list[Path]]:
+    """Batch files in ``monitor.incoming`` (``<name>/tickets.jsonl``): (to monitor, already accepted).
+
+    A batch whose exact content the audit log records as accepted (``govtune monitor --accept``)
+    is part of the training data now; it is listed, not monitored again.
+    """
+    from pipeline.common.audit import read_log
+
+    batches = sorted(params.monitor.incoming.glob("*/tickets.jsonl"))
+    log_path = Path(params.gate.audit_log)
+    accepted_sha = {e.get("batch_sha256") for e in read_log(log_path) if e.get("event") == "batch_accepted"} if log_path.is_file() else set()
+    accepted = [b for b in batches if sha256_file(b) in accepted_sha]
+    return [b for b in batches if b not in accepted], accepted
+
+
+def monitor_incoming(params: Params) -> dict[str, Any]:
+    """Monitors every pending batch; writes each one's reports and ``summary.json`` to ``monitor.out_dir``."""
+    m = params.monitor
+    if not m.incoming.is_dir():
+        raise GovtuneError(str(m.incoming), "missing folder", f"create it (batches go in {m.incoming}/<name>/tickets.jsonl)")
+    pending, accepted = incoming_batches(params)
+    registry, champion = current_champion(params)
+    entries = []
+    for batch in pending:
+        name = batch.parent.name
+        log.info("monitoring batch %s", name)
+        report = run(params, batch, m.out_dir / name, m.policy, champion)
+        tagged = record(params, report, m.out_dir / name, registry, champion)
+        entries.append({"batch": name, "status": report["status"], "records": report["records"], "labelled": report["labelled"],
+                        "breached_blocking_rules": report["breached_blocking_rules"], "warnings": report["warnings"],
+                        "summary": report["summary"], "champion_version": tagged,
+                        "report": str(m.out_dir / name / "monitoring_report.html")})  # fmt: skip
+    summary = {
+        "incoming": str(m.incoming), "policy": str(m.policy), "champion_version": str(champion.version) if champion else None,
+        "batches": entries, "accepted_batches": [b.parent.name for b in accepted],
+        "status": "needs_review" if any(e["status"] == "needs_review" for e in entries) else "ok",
+    }  # fmt: skip
+    m.out_dir.mkdir(parents=True, exist_ok=True)
+    save_json(m.out_dir / "summary.json", summary)
+    return summary
+
+
+def main() -> None:
+    """Stage ``monitor``: every new batch in ``monitor.incoming``, judged; exit 1 on a breach if ``fail_on_breach``."""
+    import sys
+
+    from pipeline.common.offline import configure_offline
+    from pipeline.common.params import load_params
+
+    configure_offline()
+    params = load_params()
+    summary = monitor_incoming(params)
+    for e in summary["batches"]:
+        print(f"monitor: {e['batch']}: {e['status'].upper()} - {e['summary']}; report {e['report']}")
+    if not summary["batches"]:
+        print(f"monitor: no new batch in {params.monitor.incoming} ({len(summary['accepted_batches'])} already accepted)")
+    if summary["status"] == "needs_review" and params.monitor.fail_on_breach:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    from pipeline.common.errors import run_main
+
+    run_main(main)

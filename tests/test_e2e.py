@@ -65,7 +65,7 @@ def test_dvc_repro_tiny_profile(tiny_project):
     pii_policy.write_text(pii_policy.read_text().replace("US_SSN: {min_score: 0.3", "US_SSN: {min_score: 0.35"))
     edited = run_cmd(["dvc", "repro"], cwd=tiny_project, check=True)
     ran = set(re.findall(r"Running stage '(\w+)'", edited.stdout))
-    assert "scrub" in ran and ran <= {"scrub", "split", "finetune", "evaluate", "gate", "report"}, ran
+    assert "scrub" in ran and ran <= {"scrub", "split", "finetune", "evaluate", "gate", "report", "monitor"}, ran
 
     # Bad data stops the pipeline at validate: nothing downstream runs.
     raw = tiny_project / "data" / "raw" / "tickets.jsonl"

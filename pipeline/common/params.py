@@ -198,6 +198,19 @@ class ReportParams(Strict):
         return self.json_
 
 
+class MonitorParams(Strict):
+    """Stage monitor and ``govtune monitor``: incoming batches, drift samples, the champion's re-evaluation."""
+
+    incoming: Path
+    policy: Path
+    out_dir: Path
+    embedding_sample: int = Field(ge=10)
+    permutations: int = Field(ge=10)
+    seed: int
+    champion_examples: int = Field(ge=0)
+    fail_on_breach: bool
+
+
 class Params(Strict):
     """The whole ``params.yaml``."""
 
@@ -213,6 +226,7 @@ class Params(Strict):
     evaluate: EvaluateParams
     gate: GateParams
     report: ReportParams
+    monitor: MonitorParams
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
