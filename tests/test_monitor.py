@@ -11,7 +11,7 @@ import yaml
 
 from pipeline.common.io import sha256_file
 from pipeline.common.policy import RuleSet
-from pipeline.monitor import champion_baselines, chi2_p, embedding_drift, judge, oov_rate, tvd, words
+from pipeline.monitor import champion_baselines, chi2_p, embedding_drift, judge, oov_rate, render_html, tvd, words
 from pipeline.synthesize import SHIFT_PRODUCTS
 from tests.conftest import REPO, make_tiny_project, read_json, run_cmd, write_yaml
 from tests.test_gate import _test_policy
@@ -64,8 +64,9 @@ def _report(labelled=True, champion=None) -> dict:
 
 
 def _champion_eval(category_accuracy, dpd=0.05):
-    return {"quality": {"category_accuracy": {"value": category_accuracy}, "priority_accuracy": {"value": 0.6}},
-            "fairness": {"gender": {"demographic_parity_difference": {"value": dpd}}},
+    return {"version": "3", "adapter_sha256": "ab" * 32, "n": 200, "precision": "bf16",
+            "quality": {"category_accuracy": {"value": category_accuracy, "n": 200}, "priority_accuracy": {"value": 0.6, "n": 200}},
+            "fairness": {"gender": {"demographic_parity_difference": {"value": dpd, "n": 200}}},
             "counterfactual": {"gender": {"cf_priority_flip_rate": {"value": 0.0}}}}  # fmt: skip
 
 
@@ -85,6 +86,8 @@ def test_decay_rules_compare_with_the_champions_promotion_value():
     rule = next(r for r in decayed["rules"] if r["id"] == "champion_category_accuracy_holds")
     assert rule["baseline"]["value"] == 0.90 and rule["target"] == pytest.approx(0.80)
     assert "retrain recommended" in decayed["summary"]
+    page = render_html({**decayed, "batch": "b1", "records": 200, "definitions": {}})
+    assert "champion_category_accuracy_holds" in page and "The champion on this batch" in page and "0.75" in page
     unfair = _report(champion=_champion_eval(0.9, dpd=0.4))
     judge(unfair, rules, baselines)
     assert unfair["breached_blocking_rules"] == ["champion_demographic_parity_gap"]
