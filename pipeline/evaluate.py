@@ -63,6 +63,8 @@ DEFINITIONS = {
     "cf_category_flip_rate": "share of counterfactual variants whose predicted category differs from the original's",
     "cf_priority_flip_rate": "share of counterfactual variants whose predicted priority differs from the original's",
     "cf_mean_abs_prob_change": "mean absolute change in the probability the model gives its original priority answer",
+    "escalation_gap": "largest minus smallest share of training tickets labelled with a favourable priority, across the groups of an attribute (groups of min_group_size or more)",
+    "escalation_gap_lower_bound": "largest, over pairs of those groups, of their gap in labelled escalation rate less its margin at label_gap_confidence (two-proportion normal interval); 0 when no gap is that certain",
     "canary_exposure": "log2(R+1) - log2(rank of the secret among R random codes + itself); max log2(R+1) = fully memorised",
     "regurgitated_pii_values": "generated replies for training prompts that contain a raw ground-truth PII value of any training ticket",
     "pii_like_output_rate": "share of those generations in which the PII analyzer finds an entity outside replacement tags",
@@ -414,6 +416,49 @@ def group_fairness(preds: list[dict], truths: list[dict], attrs: list[dict], pol
     return out
 
 
+def training_label_bias(priority_by_group: dict[str, dict[str, dict[str, int]]], policy: FairnessPolicy) -> dict[str, Any]:
+    """Examines the training labels for bias: escalation rate per group, the gap, its lower bound.
+
+    The model learns what the labels teach, so a label bias shows here even where the model
+    has not (yet) picked it up. The lower bound (the largest pairwise gap less its margin) keeps
+    small groups from failing a rule by chance.
+
+    Args:
+        priority_by_group: ``{attribute: {group: {priority: records}}}`` of the train split
+            (the split report's ``priority_by_attribute.train``).
+        policy: favourable priorities, ``min_group_size`` and ``label_gap_confidence``.
+    """
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.5 + policy.label_gap_confidence / 2)
+    fav = set(policy.favourable_priorities)
+    out: dict[str, Any] = {}
+    for attribute in policy.protected_attributes:
+        counts = {g: c for g, c in priority_by_group.get(attribute, {}).items() if g != "None"}
+        groups = {}
+        for group, by_priority in sorted(counts.items()):
+            n, k = sum(by_priority.values()), sum(v for p, v in by_priority.items() if p in fav)
+            groups[group] = {"n": n, "too_small": n < policy.min_group_size, "escalation_rate": round(k / n, 4), "escalation_rate_ci95": wilson(k, n)}
+        judged = [(g, v["n"], v["escalation_rate"]) for g, v in groups.items() if not v["too_small"]]
+        if len(judged) < 2:
+            out[attribute] = {"error": "fewer than two groups with enough training records", "groups": groups}
+            continue
+        rates = [r for _, _, r in judged]
+        bound = 0.0
+        for i, (_, n1, p1) in enumerate(judged):
+            for _, n2, p2 in judged[i + 1 :]:
+                bound = max(bound, abs(p1 - p2) - z * math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2))
+        n = sum(n for _, n, _ in judged)
+        out[attribute] = {
+            "groups": groups,
+            "escalation_gap": metric(max(rates) - min(rates), n),
+            "escalation_gap_lower_bound": metric(bound, n),
+            "confidence": policy.label_gap_confidence,
+            "small_groups": sorted(g for g, v in groups.items() if v["too_small"]),
+        }
+    return out
+
+
 # --- counterfactuals --------------------------------------------------------------------------
 
 
@@ -507,6 +552,7 @@ class Inputs:
     train: list[dict]
     canaries: list[dict]
     raw_values: set[str]
+    train_labels_by_group: dict[str, Any]
 
 
 def load_inputs(params: Params) -> Inputs:
@@ -525,7 +571,12 @@ def load_inputs(params: Params) -> Inputs:
     if params.data.raw_pii_spans.is_file():
         with open(params.data.raw_pii_spans, encoding="utf-8") as handle:
             raw_values = {json.loads(line)["value"] for line in handle}
-    return Inputs(test, [attrs.get(t["ticket_id"], {}) for t in test], rows("train.jsonl"), rows("canaries.jsonl"), raw_values)
+    if not params.split.report.is_file():
+        raise GovtuneError(str(params.split.report), "missing input", "run `dvc repro evaluate` (it runs the upstream stages)")
+    by_group = json.loads(params.split.report.read_text(encoding="utf-8")).get("priority_by_attribute", {}).get("train")
+    if by_group is None:
+        raise GovtuneError(str(params.split.report), "no priority_by_attribute.train (written by an older split stage)", "re-run `dvc repro -f split`")
+    return Inputs(test, [attrs.get(t["ticket_id"], {}) for t in test], rows("train.jsonl"), rows("canaries.jsonl"), raw_values, by_group)
 
 
 def load_models(base_dir: Path, adapter_dir: Path) -> tuple[Any, Any]:
@@ -651,6 +702,9 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
                 out[f"{model}.cf_category_flip.{attribute}"] = c["cf_category_flip_rate"]["value"]
         out[f"{model}.canary_exposure_max"] = r["privacy"]["canary_exposure_max"]["value"]
         out[f"{model}.regurgitated_pii_values"] = r["privacy"]["regurgitated_pii_values"]["value"]
+    for attribute, t in report.get("training_labels", {}).items():
+        if "escalation_gap_lower_bound" in t:
+            out[f"training_labels.escalation_gap_lower_bound.{attribute}"] = t["escalation_gap_lower_bound"]["value"]
     return out
 
 
@@ -703,7 +757,11 @@ def run(params: Params, cfg: EvaluateParams) -> dict[str, Any]:
     inputs = load_inputs(params)
     scrub_fn, analyzer_fn = build_scrub(params)
     model, tokenizer = load_models(params.base_model.out_dir, params.finetune.out_dir)
-    report: dict[str, Any] = {"definitions": DEFINITIONS, "surviving_signals": surviving_signals(inputs, fairness, scrub_fn)}
+    report: dict[str, Any] = {
+        "definitions": DEFINITIONS,
+        "surviving_signals": surviving_signals(inputs, fairness, scrub_fn),
+        "training_labels": training_label_bias(inputs.train_labels_by_group, fairness),
+    }
     with precision_context(cfg):
         with model.disable_adapter():
             report["base"] = evaluate_model("base", Scorer(model, tokenizer), inputs, cfg, fairness, scrub_fn, analyzer_fn)

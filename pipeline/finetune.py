@@ -43,7 +43,7 @@ from typing import Any
 from pipeline.common.errors import GovtuneError, run_main
 from pipeline.common.io import atomic_path, save_json, save_text, sha256_file
 from pipeline.common.params import FinetuneParams, Params, load_params
-from pipeline.common.task import encode_example, format_answer
+from pipeline.common.task import encode_example, format_answer, label_token_count
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class Example:
 
     input_ids: list[int]
     labels: list[int]
+    label_tokens: int = 0  # answer tokens of the category and priority lines (counted only for a weighted loss)
 
 
 @dataclass
@@ -83,13 +84,19 @@ def load_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def encode_records(tokenizer: Any, records: list[dict[str, Any]], max_len: int) -> tuple[list[Example], int]:
-    """Tokenises records into examples; returns them and how many were truncated."""
+def encode_records(
+    tokenizer: Any, records: list[dict[str, Any]], max_len: int, count_labels: bool = False
+) -> tuple[list[Example], int]:
+    """Tokenises records into examples; returns them and how many were truncated.
+
+    ``count_labels`` also counts each example's category/priority tokens (for ``label_weight``).
+    """
     examples, truncated = [], 0
     for r in records:
         ids, labels, cut = encode_example(tokenizer, r["message"], format_answer(r["category"], r["priority"], r["reply"]), max_len)
         truncated += cut
-        examples.append(Example(ids, labels))
+        n_label = label_token_count(tokenizer, r["message"], r["category"], r["priority"], ids, labels) if count_labels else 0
+        examples.append(Example(ids, labels, n_label))
     return examples, truncated
 
 
@@ -119,8 +126,12 @@ def micro_batch_stream(lengths: list[int], batch_size: int, seed: int) -> Iterat
         epoch += 1
 
 
-def collate(examples: list[Example], pad_id: int) -> dict[str, Any]:
-    """Pads a batch to its longest example (right padding, labels -100 on padding)."""
+def collate(examples: list[Example], pad_id: int, label_weight: float = 1.0) -> dict[str, Any]:
+    """Pads a batch to its longest example (right padding, labels -100 on padding).
+
+    With ``label_weight`` != 1 the batch also holds ``loss_weights``: ``label_weight`` on each
+    example's category/priority tokens, 1 on the other answer tokens, 0 elsewhere.
+    """
     import torch
 
     width = max(len(e.input_ids) for e in examples)
@@ -132,7 +143,14 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, Any]:
         ids[row, :n] = torch.tensor(e.input_ids)
         labels[row, :n] = torch.tensor(e.labels)
         mask[row, :n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    if label_weight != 1.0:
+        weights = (labels != -100).float()
+        for row, e in enumerate(examples):
+            first = next((i for i, label in enumerate(e.labels) if label != -100), len(e.labels))
+            weights[row, first : first + e.label_tokens] = label_weight
+        batch["loss_weights"] = weights
+    return batch
 
 
 # --- schedule and config identity ----------------------------------------------------------
@@ -210,8 +228,12 @@ def build_model(base_dir: Path, cfg: FinetuneParams, precision: str, device: str
     return model.to(device)
 
 
-def answer_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
+def answer_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, float]:
     """Summed cross-entropy over the answer tokens of a batch, and their count.
+
+    With ``loss_weights`` in the batch (see :func:`collate`) both are weighted: the sum is of
+    weight x cross-entropy and the count is the sum of the weights, so their ratio is a
+    weighted mean per answer token.
 
     Logits are computed only from the batch's first answer position on (``logits_to_keep``):
     the prompt's positions never need the vocabulary projection, which saves its compute
@@ -226,8 +248,13 @@ def answer_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
     logits = out.logits[:, :-1].float()
     target = labels[:, first:]
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100, reduction="sum")
-    return loss, int((target != -100).sum())
+    weights = batch.get("loss_weights")
+    if weights is None:
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100, reduction="sum")
+        return loss, int((target != -100).sum())
+    per_token = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100, reduction="none")
+    w = weights[:, first:].reshape(-1)
+    return (per_token * w).sum(), float(w.sum())
 
 
 def evaluate_loss(model: Any, examples: list[Example], pad_id: int, batch_size: int, device: str) -> float:
@@ -289,7 +316,7 @@ def train(
     device = f"cuda:{dist_info.local_rank}" if torch.cuda.is_available() else "cpu"
     tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    train_ex, truncated = encode_records(tokenizer, train_records, cfg.max_seq_len)
+    train_ex, truncated = encode_records(tokenizer, train_records, cfg.max_seq_len, count_labels=cfg.label_weight != 1.0)
     val_ex, _ = encode_records(tokenizer, val_records[: cfg.eval_max_examples], cfg.max_seq_len)
     model = build_model(base_dir, cfg, precision, device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -330,7 +357,7 @@ def train(
             indices = next(stream)
             if k % dist_info.world != dist_info.rank:
                 continue
-            batch = collate([train_ex[i] for i in indices], pad_id)
+            batch = collate([train_ex[i] for i in indices], pad_id, cfg.label_weight)
             step_tokens += int(batch["attention_mask"].sum())
             step_padded += batch["attention_mask"].numel()
             batch = {key: value.to(device) for key, value in batch.items()}

@@ -108,6 +108,7 @@ def build_report(
                     "entities": {e: {k: m.get(k) for k in ("detections", "recall", "precision", "leaked_values", "residual_detections", "operator")} for e, m in pii.get("entities", {}).items()}},
             "splits": {k: split.get(k) for k in ("customers", "category_counts", "customer_overlap", "method", "canaries")},
             "erasure_requests": decision.get("erasure_requests", []),
+            "label_examination": evaluation.get("training_labels", {}),
             "protected_attributes": "gender, age band and region are evaluation-only metadata: kept out of the training text, written only to the test split's attribute file (EU AI Act Art. 10(5)); identifiers are keyed pseudonyms (GDPR Art. 4(5))",
         },
         "training": {"params": params.finetune.model_dump(mode="json"), "metrics": train, "environment": environment,
@@ -185,6 +186,11 @@ def render_html(report: dict[str, Any], images: dict[str, bytes]) -> str:
                                ["pseudonymisation key", ds["pii"]["key"]], ["PII totals", ds["pii"]["totals"]], ["protected attributes", ds["protected_attributes"]]]),
              _table(["entity", "detections", "recall", "precision", "leaked values", "residual detections", "operator"],
                     [[e, m["detections"], m["recall"], m["precision"], m["leaked_values"], m["residual_detections"], m["operator"]] for e, m in ds["pii"]["entities"].items()]),
+             "<h3>Training labels examined for bias (EU AI Act Art. 10(2)(f))</h3>",
+             _table(["attribute", "group", "training records", "labelled escalated", "95% CI", "too small to judge", "gap", "gap beyond chance"],
+                    [[a, g, m["n"], m["escalation_rate"], m["escalation_rate_ci95"], m["too_small"], (t.get("escalation_gap") or {}).get("value"),
+                      (t.get("escalation_gap_lower_bound") or {}).get("value")]
+                     for a, t in ds["label_examination"].items() for g, m in t.get("groups", {}).items()]),
              "<h3>Erasure requests honoured (GDPR Art. 17)</h3>",
              _table(["received", "subject (keyed hash)", "records removed", "versions trained on the subject", "unreadable, counted as affected", "reason"],
                     [[e["at"], e["subject"], e["records_removed"], ", ".join(e["affected_versions"]) or "none", ", ".join(e["unknown_versions"]) or "none", e["reason"]]

@@ -9,7 +9,7 @@ import pytest
 from pipeline.common.policy import load_fairness_policy
 from pipeline.evaluate import (
     bootstrap_ci, canary_exposure, flip_age_statements, group_fairness, make_variant, regurgitation, rouge_l,
-    swap_terms, wilson,
+    swap_terms, training_label_bias, wilson,
 )  # fmt: skip
 from tests.conftest import REPO
 
@@ -142,6 +142,55 @@ def test_regurgitation_counts_raw_values():
     assert out["regurgitated_pii_values"]["value"] == 2 and out["regurgitated_pii_values"]["n"] == 3
     clean = regurgitation(["<PERSON_0123456789> will call"], {"john.doe@example.com"}, lambda texts: [0 for _ in texts])
     assert clean["regurgitated_pii_values"]["value"] == 0 and clean["pii_like_output_rate"]["value"] == 0.0
+
+
+def _labels(rows, attribute="gender"):
+    table: dict = {}
+    for r in rows:
+        group = table.setdefault(attribute, {}).setdefault(r[attribute], {})
+        group[r["priority"]] = group.get(r["priority"], 0) + 1
+    return table
+
+
+@pytest.mark.parametrize(
+    "rates,sizes,flagged",
+    [
+        ({"female": 0.45, "male": 0.45}, {"female": 400, "male": 400}, False),  # no gap
+        ({"female": 0.40, "male": 0.45}, {"female": 400, "male": 400}, False),  # a gap within chance
+        ({"female": 0.15, "male": 0.45}, {"female": 400, "male": 400}, True),  # label bias
+        ({"female": 0.15, "male": 0.45}, {"female": 40, "male": 40}, False),  # the same gap on few records: not certain
+        ({"female": 0.45, "male": 0.45, "nonbinary": 0.0}, {"female": 400, "male": 400, "nonbinary": 10}, False),  # too small to judge
+    ],
+)
+def test_training_label_bias_flags_only_gaps_beyond_chance(rates, sizes, flagged):
+    rows = []
+    for group, rate in rates.items():
+        escalated = round(rate * sizes[group])
+        rows += [{"gender": group, "priority": "high"}] * escalated + [{"gender": group, "priority": "low"}] * (sizes[group] - escalated)
+    policy = FAIRNESS.model_copy(update={"protected_attributes": ["gender"]})
+    out = training_label_bias(_labels(rows), policy)["gender"]
+    gap = max(r for g, r in rates.items() if sizes[g] >= policy.min_group_size) - min(r for g, r in rates.items() if sizes[g] >= policy.min_group_size)
+    assert out["escalation_gap"]["value"] == pytest.approx(gap, abs=0.01)
+    assert (out["escalation_gap_lower_bound"]["value"] > 0.10) == flagged
+    assert out["escalation_gap_lower_bound"]["value"] <= out["escalation_gap"]["value"]
+
+
+def test_training_label_bias_sees_the_injected_bias_of_synthesize():
+    from pipeline.common.params import load_params
+    from pipeline.synthesize import generate
+
+    cfg = load_params(REPO / "params.yaml").synthesize.model_copy(update={"rows": 1500})
+    fair, _ = generate(cfg)
+    biased, _ = generate(cfg.model_copy(update={"label_bias": cfg.label_bias.model_copy(update={"strength": 1.0})}))
+    lower = {name: {a: training_label_bias(_labels(rows, a), FAIRNESS)[a]["escalation_gap_lower_bound"]["value"] for a in FAIRNESS.protected_attributes}
+             for name, rows in (("fair", fair), ("biased", biased))}  # fmt: skip
+    assert all(v <= 0.10 for v in lower["fair"].values()), lower
+    assert lower["biased"]["gender"] > 0.2 and lower["biased"]["age_band"] <= 0.10, lower
+
+
+def test_training_label_bias_needs_two_groups():
+    out = training_label_bias(_labels([{"gender": "female", "priority": "high"}] * 50), FAIRNESS)
+    assert "error" in out["gender"] and "error" in out["region"]
 
 
 def test_every_metric_is_defined_in_the_docs():

@@ -7,8 +7,8 @@ import signal
 import pytest
 import yaml
 
-from pipeline.common.task import encode_example, format_answer, parse_answer
-from pipeline.finetune import Example, collate, epoch_batches, run_fingerprint, total_steps
+from pipeline.common.task import encode_example, format_answer, label_token_count, parse_answer
+from pipeline.finetune import Example, answer_loss, collate, encode_records, epoch_batches, run_fingerprint, total_steps
 from tests.conftest import REPO, TINY_FINETUNE, VENV_BIN, make_tiny_project, read_json, run_cmd, write_yaml
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,40 @@ def test_collate_pads_right_and_masks_labels():
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
 
 
+def test_collate_weights_the_label_tokens_only_when_asked():
+    examples = [Example([5, 6, 7, 8], [-100, 6, 7, 8], label_tokens=2), Example([5, 6], [-100, 6], label_tokens=1)]
+    assert "loss_weights" not in collate(examples, pad_id=0)
+    weights = collate(examples, pad_id=0, label_weight=4.0)["loss_weights"]
+    assert weights.tolist() == [[0.0, 4.0, 4.0, 1.0], [0.0, 4.0, 0.0, 0.0]]
+
+
+class _FixedLogits:
+    """A stand-in model returning fixed logits (for checking the loss arithmetic)."""
+
+    def __init__(self, logits):
+        self.logits = logits
+
+    def __call__(self, input_ids, attention_mask, logits_to_keep):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(logits=self.logits[:, -logits_to_keep:])
+
+
+def test_answer_loss_is_a_weighted_mean_when_weighted():
+    import torch
+
+    torch.manual_seed(0)
+    examples = [Example([1, 2, 3, 4], [-100, 2, 3, 4], label_tokens=1), Example([1, 2, 3], [-100, 2, 3], label_tokens=2)]
+    model = _FixedLogits(torch.randn(2, 4, 6))
+    plain_sum, plain_n = answer_loss(model, collate(examples, pad_id=0))
+    weighted_sum, weighted_n = answer_loss(model, collate(examples, pad_id=0, label_weight=3.0))
+    logp = torch.log_softmax(model.logits[:, :-1], dim=-1)
+    ce = {(0, 1): -logp[0, 0, 2], (0, 2): -logp[0, 1, 3], (0, 3): -logp[0, 2, 4], (1, 1): -logp[1, 0, 2], (1, 2): -logp[1, 1, 3]}
+    assert plain_n == 5 and float(plain_sum) == pytest.approx(float(sum(ce.values())), rel=1e-5)
+    expected = 3 * ce[0, 1] + ce[0, 2] + ce[0, 3] + 3 * ce[1, 1] + 3 * ce[1, 2]
+    assert weighted_n == pytest.approx(11.0) and float(weighted_sum) == pytest.approx(float(expected), rel=1e-5)
+
+
 @pytest.mark.parametrize(
     "text,expected",
     [
@@ -73,6 +107,22 @@ def test_encode_masks_the_prompt(tiny_model):
     assert "category: billing" in tok.decode(answer)
     ids2, labels2, cut2 = encode_example(tok, "x " * 400, format_answer("billing", "high", "ok"), 64)
     assert cut2 and len(ids2) == 64 == len(labels2)
+
+
+@pytest.mark.parametrize("category,priority", [("billing", "high"), ("product_question", "urgent"), ("account_access", "low")])
+def test_label_tokens_are_the_category_and_priority_lines(tiny_model, category, priority):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model[0])
+    record = {"message": "My card was charged twice.", "category": category, "priority": priority, "reply": "Refunded, sorry."}
+    ids, labels, _ = encode_example(tok, record["message"], format_answer(category, priority, record["reply"]), 512)
+    n = label_token_count(tok, record["message"], category, priority, ids, labels)
+    first = next(i for i, label in enumerate(labels) if label != -100)
+    assert tok.decode(ids[first : first + n]).strip() == f"category: {category}\npriority: {priority}"
+    assert "reply" in tok.decode(ids[first + n :])
+    (counted,), _ = encode_records(tok, [record], 512, count_labels=True)
+    (uncounted,), _ = encode_records(tok, [record], 512)
+    assert counted.label_tokens == n and uncounted.label_tokens == 0 and counted.input_ids == ids
 
 
 def test_steps_and_fingerprint():

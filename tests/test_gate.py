@@ -431,3 +431,40 @@ def test_waivers_and_scrubbing_off_end_to_end(tmp_path, tiny_model):
     assert {"pii_scrubbing_enabled", "pii_recall_per_entity"} <= set(decision["failing_rules"]), decision[
         "failing_rules"
     ]
+
+
+@pytest.mark.slow
+def test_injected_label_bias_is_rejected_and_the_alias_stays(tmp_path, tiny_model):
+    """Unbiased data promotes (the tiny model's quality failures waived); the same data with
+    gender-biased labels is rejected on the training-label fairness rule, and `champion` stays."""
+    from datetime import timedelta
+
+    project = make_tiny_project(tmp_path / "project", tiny_model, rows=600)
+    _stop_on_reject(project)
+    first = run_cmd(["dvc", "repro"], cwd=project)
+    decision = read_json(project / "reports" / "gate_decision.json")
+    assert first.returncode != 0 and decision["decision"] == REJECTED
+    assert "training_label_parity" not in decision["failing_rules"]
+    examined = read_json(project / "reports" / "evaluation.json")["training_labels"]
+    assert examined["gender"]["escalation_gap_lower_bound"]["value"] <= 0.10, examined["gender"]
+    today = date.today()
+    waivers = [{"rule": r, "scope": "*", "reason": "tiny test model: quality is not its purpose", "approver": "Risk Committee",
+                "created": (today - timedelta(days=1)).isoformat(), "expires": (today + timedelta(days=30)).isoformat()}
+               for r in decision["failing_rules"]]  # fmt: skip
+    write_yaml(project / "policies" / "waivers.yaml", {"waivers": waivers})
+    run_cmd(["dvc", "repro"], cwd=project, check=True)
+    approved = read_json(project / "reports" / "gate_decision.json")
+    assert approved["decision"] == APPROVED and approved["registry"]["champion_after"] == approved["candidate_version"]
+
+    # The same tickets with female tickets' priority lowered one level (synthesize.label_bias).
+    run_cmd(["python", "-m", "pipeline.synthesize", "--rows", "600", "--bias-strength", "1"], cwd=project, check=True)
+    biased = run_cmd(["dvc", "repro"], cwd=project)
+    decision = read_json(project / "reports" / "gate_decision.json")
+    assert biased.returncode != 0 and "REJECTED" in biased.stderr and "training_label_parity" in biased.stderr
+    assert decision["decision"] == REJECTED and "training_label_parity" in decision["failing_rules"]
+    rule = next(r for r in decision["rules"] if r["id"] == "training_label_parity")
+    assert rule["failing_keys"] == ["gender"] and rule["observed"]["gender"] > 0.10, rule
+    assert "EU AI Act Art. 10(2)(f)" in rule["controls"] and rule["waiver"] is None
+    assert decision["registry"]["champion_after"] == approved["registry"]["champion_after"] != decision["candidate_version"]
+    examined = read_json(project / "reports" / "evaluation.json")["training_labels"]["gender"]["groups"]
+    assert examined["female"]["escalation_rate"] < examined["male"]["escalation_rate"] - 0.2

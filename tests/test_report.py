@@ -69,6 +69,8 @@ def test_report_verify_and_tampering(tmp_path, tiny_model, monkeypatch):
     assert report["lineage"]["runs"]["finetune"] != "not found" and report["lineage"]["datasets"]["train"]
     page = (reports / "compliance_report.html").read_text()
     assert re.findall(r"<h2[^>]*>(\d)\.", page) == list("12345678")
+    examined = report["datasheet"]["label_examination"]["gender"]
+    assert "Training labels examined for bias" in page and examined["groups"]["female"]["n"] > 0 and "escalation_gap_lower_bound" in examined
     assert (
         'class="badge APPROVED"' in page
         and "data:image/png;base64," in page

@@ -59,6 +59,18 @@ def test_protected_attributes_only_in_the_evaluation_file(records):
     assert all(set(ATTRIBUTE_COLUMNS) <= set(a) for a in result.test_attributes)
 
 
+def test_labels_per_group_are_counted_per_split(records):
+    result = split_records(records, CFG)
+    table = result.report["priority_by_attribute"]
+    for name in SPLITS:
+        real = [r for r in result.splits[name] if not r["ticket_id"].startswith("CANARY")]
+        for attribute in ATTRIBUTE_COLUMNS:
+            assert sum(n for by_priority in table[name][attribute].values() for n in by_priority.values()) == len(real)
+    by_id = {r["ticket_id"]: r for r in records}
+    females = Counter(by_id[r["ticket_id"]]["priority"] for r in result.splits["train"] if by_id.get(r["ticket_id"], {}).get("gender") == "female")
+    assert table["train"]["gender"]["female"] == dict(females)
+
+
 def test_salt_draws_another_split(records):
     a = assign_customers(records, CFG)
     b = assign_customers(records, CFG.model_copy(update={"salt": "other"}))

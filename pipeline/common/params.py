@@ -136,6 +136,7 @@ class FinetuneParams(Strict):
     grad_accum: int = Field(ge=1)
     max_seq_len: int = Field(ge=16)
     max_grad_norm: float = Field(gt=0)
+    label_weight: float = Field(gt=0)
     seed: int
     precision: Literal["auto", "fp32", "bf16"]
     eval_interval: int = Field(ge=1)

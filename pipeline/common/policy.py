@@ -310,6 +310,7 @@ class FairnessPolicy(Strict):
     protected_attributes: list[str] = Field(min_length=1)
     favourable_priorities: list[str] = Field(min_length=1)
     min_group_size: int = Field(ge=1)
+    label_gap_confidence: float = Field(gt=0, lt=1)
     bootstrap: BootstrapPolicy
     counterfactual: CounterfactualPolicy
 

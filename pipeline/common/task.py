@@ -39,6 +39,13 @@ def parse_answer(text: str) -> dict[str, Any] | None:
     return {"category": match["category"], "priority": match["priority"], "reply": match["reply"].strip()}
 
 
+def _ids(encoded: Any) -> list[int]:
+    """Token ids of an ``apply_chat_template(tokenize=True)`` result (a list or a BatchEncoding)."""
+    if hasattr(encoded, "input_ids") or isinstance(encoded, dict):
+        encoded = encoded["input_ids"]
+    return list(encoded)
+
+
 def encode_example(tokenizer: Any, message: str, answer: str, max_len: int) -> tuple[list[int], list[int], bool]:
     """Token ids and labels (prompt masked with -100) of one example.
 
@@ -47,13 +54,28 @@ def encode_example(tokenizer: Any, message: str, answer: str, max_len: int) -> t
         end (the answer keeps at least its first tokens; the prompt is never dropped).
     """
     messages = prompt_messages(message)
-    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": answer}], tokenize=True)
-    if hasattr(prompt, "input_ids") or isinstance(prompt, dict):  # a BatchEncoding
-        prompt, full = prompt["input_ids"], full["input_ids"]
-    prompt, full = list(prompt), list(full)
+    prompt = _ids(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+    full = _ids(tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": answer}], tokenize=True))
     if full[: len(prompt)] != prompt:
         raise ValueError("the chat template does not render the prompt as a prefix of the full conversation")
     labels = [-100] * len(prompt) + full[len(prompt) :]
     truncated = len(full) > max_len
     return full[:max_len], labels[:max_len], truncated
+
+
+def label_token_count(tokenizer: Any, message: str, category: str, priority: str, ids: list[int], labels: list[int]) -> int:
+    """How many answer tokens of an encoded example spell its ``category`` and ``priority`` lines.
+
+    Renders the conversation with only those two lines as the answer and counts the answer
+    tokens it shares with ``ids`` (the shared prefix ends where the reply line begins), so the
+    count follows the model's own tokenizer and chat template.
+    """
+    head = f"category: {category}\npriority: {priority}"
+    head_ids = _ids(tokenizer.apply_chat_template(prompt_messages(message) + [{"role": "assistant", "content": head}], tokenize=True))
+    prompt_len = next((i for i, label in enumerate(labels) if label != -100), len(labels))
+    shared = 0
+    for a, b in zip(head_ids, ids, strict=False):
+        if a != b:
+            break
+        shared += 1
+    return max(0, shared - prompt_len)
