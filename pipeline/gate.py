@@ -192,6 +192,8 @@ def erasure_summary(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def resolve(evidence: dict[str, Any], path: str) -> dict[str, Any]:
     """Values at ``source:dotted.path``; ``*`` fans out over keys. ``{"": value}`` for one value.
 
+    A number picks an item of a list (``...ci95.0``: the low end of an interval).
+
     Raises:
         KeyError: with a message naming the missing source or key and the keys that exist.
     """
@@ -202,6 +204,11 @@ def resolve(evidence: dict[str, Any], path: str) -> dict[str, Any]:
     for part in dotted.split("."):
         step: dict[str, Any] = {}
         for key, node in found.items():
+            if isinstance(node, list) and part.isdigit():
+                if int(part) >= len(node):
+                    raise KeyError(f"unknown metric path {path}: item {part} of a list of {len(node)}")
+                step[key] = node[int(part)]
+                continue
             if not isinstance(node, dict):
                 raise KeyError(f"unknown metric path {path}: {'.'.join(filter(None, [key]))} is not an object")
             if part == "*":

@@ -22,7 +22,7 @@ from tests.conftest import REPO, make_tiny_project, read_json, run_cmd, write_ya
 
 EVIDENCE = {
     "evaluation": {
-        "finetuned": {"quality": {"acc": {"value": 0.9}, "none": {"value": None}}, "fairness": {"gender": {"dpd": {"value": 0.05}}, "age": {"dpd": {"value": 0.3}}}},
+        "finetuned": {"quality": {"acc": {"value": 0.9}, "none": {"value": None}}, "fairness": {"gender": {"dpd": {"value": 0.05, "ci95": [0.01, 0.09]}}, "age": {"dpd": {"value": 0.3, "ci95": [0.2, 0.4]}}}},
         "base": {"quality": {"acc": {"value": 0.5}}, "fairness": {"gender": {"dpd": {"value": 0.04}}, "age": {"dpd": {"value": 0.1}}}},
     },
     "data_validation": {"success": True},
@@ -67,6 +67,11 @@ def test_judge_rule(name, fields, champion, result, status, phrase):
 def test_resolve_fans_out_and_names_keys():
     assert resolve(EVIDENCE, "evaluation:finetuned.fairness.*.dpd.value") == {"gender": 0.05, "age": 0.3}
     assert resolve(EVIDENCE, "data_validation:success") == {"": True}
+    assert resolve(EVIDENCE, "evaluation:finetuned.fairness.*.dpd.ci95.0") == {"gender": 0.01, "age": 0.2}
+    with pytest.raises(KeyError, match="item 2 of a list of 2"):
+        resolve(EVIDENCE, "evaluation:finetuned.fairness.gender.dpd.ci95.2")
+    with pytest.raises(KeyError, match="not an object"):
+        resolve(EVIDENCE, "evaluation:finetuned.fairness.gender.dpd.value.0")
 
 
 # Table test: rule fields that the policy model must refuse, and the phrase of the error.

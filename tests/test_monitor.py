@@ -63,10 +63,10 @@ def _report(labelled=True, champion=None) -> dict:
             "champion": champion or {"skipped": "no champion in the registry"}}  # fmt: skip
 
 
-def _champion_eval(category_accuracy, dpd=0.05):
+def _champion_eval(category_accuracy, dpd=0.05, dpd_margin=0.1):
     return {"version": "3", "adapter_sha256": "ab" * 32, "n": 200, "precision": "bf16",
             "quality": {"category_accuracy": {"value": category_accuracy, "n": 200}, "priority_accuracy": {"value": 0.6, "n": 200}},
-            "fairness": {"gender": {"demographic_parity_difference": {"value": dpd, "n": 200}}},
+            "fairness": {"gender": {"demographic_parity_difference": {"value": dpd, "n": 200, "ci95": [round(dpd - dpd_margin, 4), round(dpd + dpd_margin, 4)]}}},
             "counterfactual": {"gender": {"cf_priority_flip_rate": {"value": 0.0}}}}  # fmt: skip
 
 
@@ -91,6 +91,9 @@ def test_decay_rules_compare_with_the_champions_promotion_value():
     unfair = _report(champion=_champion_eval(0.9, dpd=0.4))
     judge(unfair, rules, baselines)
     assert unfair["breached_blocking_rules"] == ["champion_demographic_parity_gap"]
+    noisy = _report(champion=_champion_eval(0.9, dpd=0.3, dpd_margin=0.15))  # above the bar, but not certainly
+    judge(noisy, rules, baselines)
+    assert noisy["breached_blocking_rules"] == []
 
 
 def test_a_decay_rule_without_the_champions_value_fails_closed():
