@@ -275,6 +275,9 @@ def test_gate_registry_flow(tmp_path, tiny_model):
     by_id = {r["id"]: r for r in decision["rules"]}
     assert by_id["category_accuracy_floor"]["observed"] < 0.8 and by_id["category_accuracy_floor"]["controls"]
     assert by_id["evaluation_is_fresh"]["status"] == "passed" and by_id["base_model_approved"]["status"] == "passed"
+    # dvc repro stopped at the failing report stage, before the independent monitor stage.
+    assert "monitor" not in _ran(first)
+    run_cmd(["dvc", "repro", "monitor"], cwd=project, check=True)
 
     # 2. A policy edit re-runs only the gate; approvals required: PENDING, same version, no alias.
     _test_policy(project, [{"role": "risk_officer", "count": 1}])
