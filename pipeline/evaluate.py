@@ -439,7 +439,8 @@ def training_label_bias(priority_by_group: dict[str, dict[str, dict[str, int]]],
         for group, by_priority in sorted(counts.items()):
             n, k = sum(by_priority.values()), sum(v for p, v in by_priority.items() if p in fav)
             groups[group] = {"n": n, "too_small": n < policy.min_group_size, "escalation_rate": round(k / n, 4), "escalation_rate_ci95": wilson(k, n)}
-        judged = [(g, v["n"], v["escalation_rate"]) for g, v in groups.items() if not v["too_small"]]
+        exact = {g: sum(v for p, v in c.items() if p in fav) / sum(c.values()) for g, c in counts.items()}  # unrounded, for the bound
+        judged = [(g, v["n"], exact[g]) for g, v in groups.items() if not v["too_small"]]
         if len(judged) < 2:
             out[attribute] = {"error": "fewer than two groups with enough training records", "groups": groups}
             continue
