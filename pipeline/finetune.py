@@ -100,6 +100,24 @@ def encode_records(
     return examples, truncated
 
 
+def check_answer_tokens(examples: list[Example], max_len: int) -> int:
+    """How many examples keep no answer token within ``max_len`` (their prompt alone fills it).
+
+    Such an example teaches nothing. A few are logged as a warning; when every example is
+    one, training would fit nothing, so it stops with an error.
+    """
+    empty = sum(all(label == -100 for label in e.labels) for e in examples)
+    if examples and empty == len(examples):
+        raise GovtuneError(
+            "params.yaml: finetune.max_seq_len", f"no training example keeps an answer token within {max_len} tokens",
+            "raise finetune.max_seq_len above the prompt length (`dvc exp run -S finetune.max_seq_len=...`)",
+        )  # fmt: skip
+    if empty:
+        log.warning("%d of %d training examples have no answer token within finetune.max_seq_len=%d (the prompt fills it); "
+                    "they teach nothing: raise max_seq_len", empty, len(examples), max_len)  # fmt: skip
+    return empty
+
+
 def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, group_factor: int = 50) -> list[list[int]]:
     """Length-grouped batches of example indices for one epoch (deterministic).
 
@@ -317,6 +335,7 @@ def train(
     tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     train_ex, truncated = encode_records(tokenizer, train_records, cfg.max_seq_len, count_labels=cfg.label_weight != 1.0)
+    no_answer = check_answer_tokens(train_ex, cfg.max_seq_len)
     val_ex, _ = encode_records(tokenizer, val_records[: cfg.eval_max_examples], cfg.max_seq_len)
     model = build_model(base_dir, cfg, precision, device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -389,7 +408,8 @@ def train(
                 os.kill(os.getpid(), signal.SIGKILL)
     bar.close()
     summary = {
-        "steps": steps, "examples": len(train_ex), "truncated_examples": truncated, "precision": precision,
+        "steps": steps, "examples": len(train_ex), "truncated_examples": truncated, "examples_without_answer": no_answer,
+        "precision": precision,
         "device": device, "world_size": dist_info.world, "trainable_parameters": sum(p.numel() for p in params),
         "total_parameters": sum(p.numel() for p in model.parameters()),
     }  # fmt: skip

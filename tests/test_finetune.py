@@ -109,6 +109,27 @@ def test_encode_masks_the_prompt(tiny_model):
     assert cut2 and len(ids2) == 64 == len(labels2)
 
 
+def test_examples_whose_prompt_fills_max_seq_len_are_counted_and_all_of_them_is_an_error(tiny_model, caplog):
+    from transformers import AutoTokenizer
+
+    from pipeline.common.errors import GovtuneError
+    from pipeline.finetune import check_answer_tokens
+
+    tok = AutoTokenizer.from_pretrained(tiny_model[0])
+    short = {"message": "My card was charged twice.", "category": "billing", "priority": "high", "reply": "Refunded."}
+    long = short | {"message": "My card was charged twice. " * 40}
+    (whole,), _ = encode_records(tok, [short], 512)
+    max_len = whole.labels.count(-100) + 4  # the short prompt and 4 answer tokens
+    examples, _ = encode_records(tok, [short, long, long], max_len)
+    assert len(examples[1].input_ids) == max_len and all(label == -100 for label in examples[1].labels)
+    with caplog.at_level("WARNING", logger="pipeline.finetune"):
+        assert check_answer_tokens(examples, max_len) == 2
+    assert "2 of 3 training examples have no answer token" in caplog.text
+    assert check_answer_tokens(examples[:1], max_len) == 0
+    with pytest.raises(GovtuneError, match="finetune.max_seq_len"):
+        check_answer_tokens(examples[1:], max_len)
+
+
 @pytest.mark.parametrize("category,priority", [("billing", "high"), ("product_question", "urgent"), ("account_access", "low")])
 def test_label_tokens_are_the_category_and_priority_lines(tiny_model, category, priority):
     from transformers import AutoTokenizer

@@ -51,7 +51,8 @@ def encode_example(tokenizer: Any, message: str, answer: str, max_len: int) -> t
 
     Returns:
         ``(input_ids, labels, truncated)``; sequences longer than ``max_len`` are cut at the
-        end (the answer keeps at least its first tokens; the prompt is never dropped).
+        end, so the reply goes first; a prompt of ``max_len`` tokens or more leaves no answer
+        token at all (``finetune.check_answer_tokens`` counts those).
     """
     messages = prompt_messages(message)
     prompt = _ids(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
