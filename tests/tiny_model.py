@@ -20,8 +20,10 @@ CHAT_TEMPLATE = (
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
-def build_tiny_model(out_dir: Path, corpus: list[str], vocab_size: int = 600, seed: int = 0) -> dict[str, str]:
+def build_tiny_model(out_dir: Path, corpus: list[str], vocab_size: int = 600, seed: int = 0, hidden: int = 32) -> dict[str, str]:
     """Trains a tokenizer on ``corpus``, builds a random tiny LlamaForCausalLM, saves both.
+
+    ``hidden`` is the model width (the MLP is twice as wide); the tests use 32.
 
     Returns:
         ``{file name: sha256}`` of the files written (an allowlist ``files`` entry).
@@ -44,7 +46,7 @@ def build_tiny_model(out_dir: Path, corpus: list[str], vocab_size: int = 600, se
     tokenizer.chat_template = CHAT_TEMPLATE
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
