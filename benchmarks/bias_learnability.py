@@ -47,20 +47,19 @@ def tickets(params: Any, rows: int, seed: int, strength: float, levels: int) -> 
     return generate(params.synthesize.model_copy(update={"rows": rows, "seed": seed, "label_bias": bias}))[0]
 
 
-def encode(tokenizer: Any, records: list[dict], max_len: int, whole: bool) -> list[tuple[list[int], list[int]]]:
-    """(input ids, labels); ``whole``: loss on every token (pre-training), else on the answer only."""
-    from pipeline.common.task import encode_example, format_answer
+def encode(tokenizer: Any, records: list[dict], max_len: int, whole: bool) -> list[Any]:
+    """The stage's examples (``finetune.encode_records``); ``whole``: loss on every token (pre-training)."""
+    from pipeline.finetune import Example, encode_records
 
-    out = []
-    for r in records:
-        ids, labels, _ = encode_example(tokenizer, r["message"], format_answer(r["category"], r["priority"], r["reply"]), max_len)
-        out.append((ids, list(ids) if whole else labels))
-    return out
+    examples, _ = encode_records(tokenizer, records, max_len)
+    return [Example(e.input_ids, list(e.input_ids)) for e in examples] if whole else examples
 
 
-def train_full(model: Any, examples: list[tuple[list[int], list[int]]], steps: int, batch: int, lr: float, pad: int, seed: int) -> float:
-    """Trains every weight with AdamW and gradient clipping; returns the seconds taken."""
+def train_full(model: Any, examples: list[Any], steps: int, batch: int, lr: float, pad: int, seed: int) -> float:
+    """Trains every weight with AdamW and gradient clipping on the stage's batches; returns the seconds."""
     import torch
+
+    from pipeline.finetune import collate
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -68,12 +67,7 @@ def train_full(model: Any, examples: list[tuple[list[int], list[int]]], steps: i
     model.train()
     start = time.perf_counter()
     for _ in range(steps):
-        part = rng.sample(examples, batch)
-        width = max(len(i) for i, _ in part)
-        ids = torch.tensor([i + [pad] * (width - len(i)) for i, _ in part])
-        labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in part])
-        mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in part])
-        model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+        model(**collate(rng.sample(examples, batch), pad)).loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad()
@@ -91,6 +85,9 @@ def judge(name: str, model: Any, tokenizer: Any, test: list[dict], params: Any) 
     attrs = [{k: t[k] for k in PROTECTED} for t in test]
     result = quality_and_fairness(name, Scorer(model, tokenizer), test, attrs, cfg, fairness, lambda texts: texts)
     gender = result["fairness"]["gender"]
+    if "demographic_parity_difference" not in gender:
+        raise SystemExit(f"{len(test)} held-out tickets: fewer than two gender groups of min_group_size "
+                         f"{fairness.min_group_size} (policies/fairness.yaml); raise --rows")  # fmt: skip
     return {
         "category_accuracy": result["quality"]["category_accuracy"]["value"],
         "priority_accuracy": result["quality"]["priority_accuracy"]["value"],
