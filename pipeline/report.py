@@ -70,6 +70,27 @@ def _v(metric: dict[str, Any]) -> dict[str, Any]:
     return {k: metric.get(k) for k in ("value", "n", "ci95")}
 
 
+def fairness_section(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """Per protected attribute: parity metrics (base vs fine-tuned) and per-group rates.
+
+    An attribute the evaluate stage could not judge (fewer than two groups large enough, its
+    ``error`` entry) is carried as ``not_judged`` with the group sizes, so the report says so
+    instead of failing: the gate has already failed its rules for want of the metric.
+    """
+    out: dict[str, Any] = {}
+    for attr, f in evaluation["finetuned"]["fairness"].items():
+        b = evaluation["base"]["fairness"].get(attr, {})
+        if "groups" not in f:
+            out[attr] = {"not_judged": f.get("error", "no fairness result"), "group_sizes": f.get("group_sizes", {}), "metrics": {}}
+            continue
+        out[attr] = {
+            "metrics": {k: {"base": _v(b.get(k, {})), "finetuned": _v(f[k])} for k in f if isinstance(f[k], dict) and "value" in f[k]},
+            "groups": {g: {k: m.get(k) for k in ("n", "category_accuracy", "escalation_rate", "escalation_rate_ci95", "too_small")} for g, m in f["groups"].items()},
+            "small_groups": f.get("small_groups", []),
+        }  # fmt: skip
+    return out
+
+
 def build_report(
     params: Params, inputs: dict[str, dict[str, Any]], lineage: dict[str, Any], environment: dict[str, str]
 ) -> dict[str, Any]:
@@ -87,14 +108,7 @@ def build_report(
         k: {"base": _v(evaluation["base"]["quality"][k]), "finetuned": _v(evaluation["finetuned"]["quality"][k])}
         for k in evaluation["finetuned"]["quality"]
     }
-    fairness = {}
-    for attr, f in evaluation["finetuned"]["fairness"].items():
-        b = evaluation["base"]["fairness"].get(attr, {})
-        fairness[attr] = {
-            "metrics": {k: {"base": _v(b.get(k, {})), "finetuned": _v(f[k])} for k in f if isinstance(f[k], dict) and "value" in f[k]},
-            "groups": {g: {k: m.get(k) for k in ("n", "category_accuracy", "escalation_rate", "escalation_rate_ci95", "too_small")} for g, m in f["groups"].items()},
-            "small_groups": f.get("small_groups", []),
-        }  # fmt: skip
+    fairness = fairness_section(evaluation)
     rules = decision["rules"]
     return {
         "title": f"Compliance report: {rc.system_name}",
@@ -162,6 +176,24 @@ def _raw(markup: str) -> str:
     return "\0" + markup
 
 
+def fairness_html(fairness: dict[str, Any], img: Any) -> str:
+    """Section 5's fairness part: per attribute, the parity metrics, the group table and its plot."""
+    parts = []
+    for attr, f in fairness.items():
+        parts.append(f"<h3>Fairness: {html.escape(attr)}</h3>")
+        if "not_judged" in f:
+            sizes = ", ".join(f"{g}: {n}" for g, n in sorted(f["group_sizes"].items())) or "no records with this attribute"
+            parts.append(f'<p class="warning">Not judged: {html.escape(f["not_judged"])} (test records per group: {html.escape(sizes)}). '
+                         "The gate's parity rules for this attribute fail for want of the metric.</p>")  # fmt: skip
+            continue
+        parts.append(_table(["metric", "base", "fine-tuned", "95% CI (fine-tuned)"],
+                            [[k, m["base"]["value"], m["finetuned"]["value"], m["finetuned"].get("ci95")] for k, m in f["metrics"].items()]))  # fmt: skip
+        parts.append(_table(["group", "n", "category accuracy", "escalation rate", "95% CI", "too small to judge"],
+                            [[g, m["n"], m["category_accuracy"], m["escalation_rate"], m["escalation_rate_ci95"], m["too_small"]] for g, m in f["groups"].items()]))  # fmt: skip
+        parts.append(img(f"fairness_{attr}"))
+    return "".join(parts)
+
+
 def render_html(report: dict[str, Any], images: dict[str, bytes]) -> str:
     """A self-contained page: inline CSS, plots as data URIs, readable offline, prints cleanly."""
     d, s, ds, ev = report["decision"], report["system"], report["datasheet"], report["evaluation"]
@@ -200,20 +232,7 @@ def render_html(report: dict[str, Any], images: dict[str, bytes]) -> str:
              '<h2 id="evaluation">5. Evaluation</h2>',
              _table(["metric", "base", "fine-tuned", "n", "definition"],
                     [[k, v["base"]["value"], v["finetuned"]["value"], v["finetuned"]["n"], (ev["definitions"] or {}).get(k, "")] for k, v in ev["quality"].items()])]  # fmt: skip
-    for attr, f in ev["fairness"].items():
-        parts.append(f"<h3>Fairness: {html.escape(attr)}</h3>")
-        parts.append(
-            _table(
-                ["metric", "base", "fine-tuned", "95% CI (fine-tuned)"],
-                [
-                    [k, m["base"]["value"], m["finetuned"]["value"], m["finetuned"].get("ci95")]
-                    for k, m in f["metrics"].items()
-                ],
-            )
-        )
-        parts.append(_table(["group", "n", "category accuracy", "escalation rate", "95% CI", "too small to judge"],
-                            [[g, m["n"], m["category_accuracy"], m["escalation_rate"], m["escalation_rate_ci95"], m["too_small"]] for g, m in f["groups"].items()]))  # fmt: skip
-        parts.append(img(f"fairness_{attr}"))
+    parts.append(fairness_html(ev["fairness"], img))
     parts.append(
         _table(
             ["model", "counterfactual results (flip rates, mean probability change)"],

@@ -440,6 +440,19 @@ def test_waivers_and_scrubbing_off_end_to_end(tmp_path, tiny_model):
         "failing_rules"
     ]
 
+    # No attribute can be judged (every group below min_group_size): the parity rules fail for want
+    # of the metric, and the report is still written, saying "Not judged" with the group sizes.
+    fairness = project / "policies" / "fairness.yaml"
+    fairness.write_text(re.sub(r"min_group_size: \d+", "min_group_size: 100000", fairness.read_text(), count=1))
+    unjudged = run_cmd(["dvc", "repro"], cwd=project, check=True)
+    assert {"evaluate", "gate", "report"} <= _ran(unjudged)
+    decision = read_json(project / "reports" / "gate_decision.json")
+    assert decision["decision"] == REJECTED and "demographic_parity_gap" in decision["failing_rules"]
+    report = read_json(project / "reports" / "compliance_report.json")
+    gender = report["evaluation"]["fairness"]["gender"]
+    assert gender["not_judged"].startswith("fewer than two groups") and sum(gender["group_sizes"].values()) > 0
+    assert "Not judged: fewer than two groups" in (project / "reports" / "compliance_report.html").read_text()
+
 
 @pytest.mark.slow
 def test_injected_label_bias_is_rejected_and_the_alias_stays(tmp_path, tiny_model):

@@ -153,3 +153,23 @@ def test_report_verify_and_tampering(tmp_path, tiny_model, monkeypatch):
     log.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
     broken = run_cmd(["govtune", "verify"], cwd=project)
     assert broken.returncode == 1 and "audit_log.jsonl:1: hash does not match" in broken.stderr
+
+
+def test_fairness_section_carries_an_unjudged_attribute():
+    """An attribute evaluate could not judge (one group too small) is reported as not judged, not a crash."""
+    from pipeline.report import fairness_html, fairness_section
+
+    metric = {"value": 0.1, "n": 60, "ci95": [0.0, 0.2]}
+    group = {"n": 30, "category_accuracy": 0.5, "escalation_rate": 0.2, "escalation_rate_ci95": [0.1, 0.4], "too_small": False}
+    judged = {"groups": {"female": group, "male": group}, "demographic_parity_difference": metric, "small_groups": []}
+    unjudged = {"error": "fewer than two groups with enough test records", "group_sizes": {"female": 24, "male": 6}}
+    evaluation = {"base": {"fairness": {"gender": judged, "age_band": unjudged}},
+                  "finetuned": {"fairness": {"gender": judged, "age_band": unjudged}}}  # fmt: skip
+    section = fairness_section(evaluation)
+    assert section["gender"]["metrics"]["demographic_parity_difference"]["finetuned"] == metric
+    assert set(section["gender"]["groups"]) == {"female", "male"}
+    assert section["age_band"]["not_judged"] == unjudged["error"]
+    assert section["age_band"]["group_sizes"] == {"female": 24, "male": 6}
+    page = fairness_html(section, lambda name: f"<img {name}>")
+    assert "<img fairness_gender>" in page and "<img fairness_age_band>" not in page
+    assert "Not judged: fewer than two groups with enough test records (test records per group: female: 24, male: 6)" in page
