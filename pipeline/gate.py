@@ -215,6 +215,8 @@ def resolve(evidence: dict[str, Any], path: str) -> dict[str, Any]:
                 step.update({f"{key}.{k}".strip("."): v for k, v in node.items()})
             elif part in node:
                 step[key] = node[part]
+            elif isinstance(node.get("error"), str):  # a stage's record of a metric it could not measure
+                raise KeyError(f"not measured: {key or source}: {node['error']} (metric path {path})")
             else:
                 raise KeyError(f"unknown metric path {path}: no key {part!r} (have: {', '.join(sorted(node)[:12])})")
         found = step

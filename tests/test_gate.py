@@ -72,6 +72,9 @@ def test_resolve_fans_out_and_names_keys():
         resolve(EVIDENCE, "evaluation:finetuned.fairness.gender.dpd.ci95.2")
     with pytest.raises(KeyError, match="not an object"):
         resolve(EVIDENCE, "evaluation:finetuned.fairness.gender.dpd.value.0")
+    unmeasured = {"evaluation": {"finetuned": {"fairness": {"region": {"error": "fewer than two groups with enough test records"}}}}}
+    with pytest.raises(KeyError, match="not measured: region: fewer than two groups with enough test records"):
+        resolve(unmeasured, "evaluation:finetuned.fairness.*.dpd.value")
 
 
 # Table test: rule fields that the policy model must refuse, and the phrase of the error.
@@ -448,6 +451,7 @@ def test_waivers_and_scrubbing_off_end_to_end(tmp_path, tiny_model):
     assert {"evaluate", "gate", "report"} <= _ran(unjudged)
     decision = read_json(project / "reports" / "gate_decision.json")
     assert decision["decision"] == REJECTED and "demographic_parity_gap" in decision["failing_rules"]
+    assert "not measured: gender: fewer than two groups" in json.dumps(decision["rules"])
     report = read_json(project / "reports" / "compliance_report.json")
     gender = report["evaluation"]["fairness"]["gender"]
     assert gender["not_judged"].startswith("fewer than two groups") and sum(gender["group_sizes"].values()) > 0
