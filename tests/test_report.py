@@ -162,14 +162,14 @@ def test_fairness_section_carries_an_unjudged_attribute():
     metric = {"value": 0.1, "n": 60, "ci95": [0.0, 0.2]}
     group = {"n": 30, "category_accuracy": 0.5, "escalation_rate": 0.2, "escalation_rate_ci95": [0.1, 0.4], "too_small": False}
     judged = {"groups": {"female": group, "male": group}, "demographic_parity_difference": metric, "small_groups": []}
-    unjudged = {"error": "fewer than two groups with enough test records", "group_sizes": {"female": 24, "male": 6}}
+    unjudged = {"error": "fewer than two groups with enough test records", "group_sizes": {"18-34": 24, "65+": 6}}
     evaluation = {"base": {"fairness": {"gender": judged, "age_band": unjudged}},
                   "finetuned": {"fairness": {"gender": judged, "age_band": unjudged}}}  # fmt: skip
     section = fairness_section(evaluation)
     assert section["gender"]["metrics"]["demographic_parity_difference"]["finetuned"] == metric
     assert set(section["gender"]["groups"]) == {"female", "male"}
     assert section["age_band"]["not_judged"] == unjudged["error"]
-    assert section["age_band"]["group_sizes"] == {"female": 24, "male": 6}
+    assert section["age_band"]["group_sizes"] == {"18-34": 24, "65+": 6}
     page = fairness_html(section, lambda name: f"<img {name}>")
     assert "<img fairness_gender>" in page and "<img fairness_age_band>" not in page
-    assert "Not judged: fewer than two groups with enough test records (test records per group: female: 24, male: 6)" in page
+    assert "Not judged: fewer than two groups with enough test records (test records per group: 18-34: 24, 65+: 6)" in page
