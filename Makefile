@@ -31,11 +31,17 @@ run: setup
 	dvc repro
 
 # pytest exits 5 when no test ran; make treats that as the failure it is.
+# One pytest-xdist worker per core; tests that share a module fixture run in one xdist group, and
+# the expensive builds (tiny model, tiny-profile `dvc repro`) are made once for all workers
+# (docs/testing.md). PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= auto
+PYTEST_PARALLEL = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
+
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_PARALLEL)
 
 test-fast: setup
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not slow"
 
 lint: setup
 	govtune policy lint

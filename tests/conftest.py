@@ -1,13 +1,23 @@
 """Shared fixtures. The whole session is offline: sockets are blocked by pytest-socket
-(``--disable-socket`` in pyproject.toml) and subprocesses get ``tests/netblock`` on PYTHONPATH."""
+(``--disable-socket`` in pyproject.toml) and subprocesses get ``tests/netblock`` on PYTHONPATH.
+
+Expensive things are built once per test run and shared, also across pytest-xdist workers
+(``make test`` runs two): the tiny model, and a tiny-profile project after one full
+``dvc repro`` (300 and 600 tickets). A test never touches a shared build: it works on a
+:meth:`Built.clone`, a copy whose MLflow store points at the copy's own artifacts. See
+docs/testing.md.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,6 +30,32 @@ NETBLOCK = REPO / "tests" / "netblock"
 VENV_BIN = Path(sys.executable).parent
 
 configure_offline()
+
+
+def _share_the_cores() -> None:
+    """Under pytest-xdist, each worker's torch (in the test and in the stages it starts) gets its
+    share of the cores: two workers with two OpenMP threads each on two cores spin-wait on each other."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(name, threads)
+
+
+_share_the_cores()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Longest first, so that parallel workers finish together: the real-model tests (minutes
+    each), then the other ``slow`` ones, then the rest. Stable within each rank, so a module's
+    tests stay together and its module-scoped fixtures are built once per rank."""
+
+    def rank(item: pytest.Item) -> int:
+        if item.path.name == "test_real_model.py":
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")
@@ -63,13 +99,45 @@ def tiny_corpus() -> list[str]:
     return [t["message"] + "\n" + t["reply"] for t in tickets]
 
 
+def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of this test run that every xdist worker sees (each worker's basetemp is inside it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def build_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """``build(folder)`` once per test run, whichever worker asks first; the others wait for it.
+
+    A build that raises leaves no folder behind, so the next worker that asks tries again (and
+    reports its own failure)."""
+    from filelock import FileLock
+
+    root = shared_tmp(tmp_path_factory) / name
+    done = root.with_name(name + ".done")
+    with FileLock(str(root.with_name(name + ".lock"))):
+        if not done.exists():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir(parents=True)
+            try:
+                build(root)
+            except BaseException:
+                shutil.rmtree(root, ignore_errors=True)
+                raise
+            done.touch()
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: list[str]) -> tuple[Path, dict[str, str]]:
-    """A tiny random Llama model directory and its ``{file: sha256}``."""
+    """A tiny random Llama model directory and its ``{file: sha256}`` (one per test run)."""
     from tests.tiny_model import build_tiny_model
 
-    path = tmp_path_factory.mktemp("tiny-llama")
-    return path, build_tiny_model(path, tiny_corpus)
+    def build(path: Path) -> None:
+        files = build_tiny_model(path / "model", tiny_corpus)
+        (path / "files.json").write_text(json.dumps(files), encoding="utf-8")
+
+    root = build_once(tmp_path_factory, "tiny-llama", build)
+    return root / "model", json.loads((root / "files.json").read_text(encoding="utf-8"))
 
 
 # Stage outputs: never copied, even when DVC has not git-ignored them yet in this checkout.
@@ -150,6 +218,82 @@ def make_tiny_project(root, tiny_model, rows=300, finetune=None):
     params["evaluate"].update(TINY_EVALUATE)
     write_yaml(project / "params.yaml", params)
     return project
+
+
+# --- one full tiny-profile run, shared ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Built:
+    """A project after one full ``dvc repro``, and what that repro printed. Never modified:
+    tests read ``stdout``/``stderr`` and work on :meth:`clone`."""
+
+    project: Path
+    stdout: str
+    stderr: str
+
+    def clone(self, dest: Path) -> Path:
+        return clone_project(self.project, dest)
+
+
+def clone_project(src: Path, dest: Path) -> Path:
+    """Copies a built project (sources, outputs, ``.dvc/cache``, ``mlflow.db``, artifacts, audit
+    log, git) to ``dest``, so that ``dvc repro`` there is a no-op and its MLflow store is its own.
+
+    MLflow keeps absolute artifact locations (experiments, runs, logged models, model versions
+    in ``mlflow.db``; ``artifact_path`` in each logged model's MLmodel): they are rewritten from
+    ``src`` to ``dest``. Anything else that still names ``src`` is an error, so a copy can never
+    write into the shared build."""
+    shutil.copytree(src, dest, symlinks=True)
+    old, new = str(src), str(dest)
+    db = dest / "mlflow.db"
+    if db.exists():
+        with sqlite3.connect(db) as con:
+            tables = [t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            for table in tables:
+                for column in [c[1] for c in con.execute(f"PRAGMA table_info('{table}')")]:
+                    con.execute(
+                        f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) '
+                        f'WHERE typeof("{column}") = \'text\' AND instr("{column}", ?) > 0',
+                        (old, new, old),
+                    )
+        con.execute("VACUUM")  # so that no free page keeps the old text
+        con.close()
+    for meta in (dest / "mlartifacts").rglob("MLmodel"):
+        meta.write_text(meta.read_text(encoding="utf-8").replace(old, new), encoding="utf-8")
+    needle = old.encode()
+    left = [
+        str(p.relative_to(dest))
+        for p in dest.rglob("*")
+        if p.is_file() and not p.is_symlink() and ".git" not in p.relative_to(dest).parts and needle in p.read_bytes()
+    ]
+    assert not left, f"the copy of {src} still names it in: {left} (teach clone_project to rewrite them)"
+    return dest
+
+
+def build_project(tmp_path_factory, tiny_model, name: str, rows: int) -> Built:
+    """:func:`make_tiny_project` with ``rows`` tickets and one full ``dvc repro``, once per test run."""
+
+    def build(root: Path) -> None:
+        project = make_tiny_project(root / "p", tiny_model, rows=rows)
+        proc = run_cmd(["dvc", "repro"], cwd=project, check=True)
+        (root / "repro.json").write_text(json.dumps({"stdout": proc.stdout, "stderr": proc.stderr}), encoding="utf-8")
+
+    root = build_once(tmp_path_factory, name, build)
+    out = json.loads((root / "repro.json").read_text(encoding="utf-8"))
+    return Built(root / "p", out["stdout"], out["stderr"])
+
+
+@pytest.fixture(scope="session")
+def tiny_built(tmp_path_factory, tiny_model) -> Built:
+    """The tiny profile (300 tickets, tiny model, tiny training) after one full ``dvc repro``."""
+    return build_project(tmp_path_factory, tiny_model, "tiny-built-300", rows=300)
+
+
+@pytest.fixture(scope="session")
+def tiny_built_600(tmp_path_factory, tiny_model) -> Built:
+    """The same with 600 tickets (enough test records per group for the label-bias and monitor tests)."""
+    return build_project(tmp_path_factory, tiny_model, "tiny-built-600", rows=600)
 
 
 def make_real_project(root, rows, finetune, evaluate=None, bias=None, min_group_size=10):

@@ -25,11 +25,10 @@ SCREENSHOTS = REPO / "reports" / "screenshots"
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> Path:
-    """A tiny project after one full `dvc repro` (local sqlite store)."""
-    project = make_tiny_project(tmp_path_factory.mktemp("clients") / "p", tiny_model)
-    run_cmd(["dvc", "repro"], cwd=project, check=True)
-    return project
+def built(tmp_path_factory: pytest.TempPathFactory, tiny_built) -> Path:
+    """A tiny project after one full `dvc repro` (local sqlite store): a copy of the shared build,
+    shared by this module's tests (the xdist group keeps them on one worker)."""
+    return tiny_built.clone(tmp_path_factory.mktemp("clients") / "p")
 
 
 def free_port() -> int:
@@ -91,6 +90,7 @@ def chromium_page(playwright, viewport=(1400, 1000)):
 @pytest.mark.browser
 @pytest.mark.enable_socket
 @pytest.mark.allow_hosts(["127.0.0.1"])
+@pytest.mark.xdist_group("clients_built")
 def test_mlflow_ui_from_version_to_training_run(built, tmp_path):
     """The auditor's path in the real MLflow UI: registered version -> training run -> datasets, report."""
     from playwright.sync_api import sync_playwright
@@ -132,6 +132,7 @@ def test_mlflow_ui_from_version_to_training_run(built, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("clients_built")
 def test_dvc_commands_users_type(built):
     dag = run_cmd(["dvc", "dag"], cwd=built, check=True).stdout
     for stage in ("base_model", "validate", "scrub", "split", "finetune", "evaluate", "gate", "report"):

@@ -11,7 +11,7 @@ from pipeline import scrub
 from pipeline.common.pii import DEMO_KEY, PseudonymKey
 from pipeline.forget import cache_object, erased_in, pseudonym_of, remove_records, subject_hash, trained_on
 from pipeline.gate import APPROVED
-from tests.conftest import make_tiny_project, read_json, run_cmd
+from tests.conftest import read_json, run_cmd
 from tests.test_gate import _test_policy
 
 KEY = PseudonymKey(DEMO_KEY, "demo")
@@ -66,13 +66,13 @@ def test_erased_in_counts_records_by_pseudonym(tmp_path):
 
 
 @pytest.mark.slow
-def test_forget_end_to_end(tmp_path, tiny_model):
+def test_forget_end_to_end(tmp_path, tiny_built):
     """Champion v1 -> forget a subject in its train set -> v1 flagged, repro -> v2 promoted without them."""
     import mlflow
 
-    project = make_tiny_project(tmp_path / "project", tiny_model)
+    project = tiny_built.clone(tmp_path / "project")
     _test_policy(project, [])  # the provenance and privacy rules: the tiny model can pass them
-    run_cmd(["dvc", "repro"], cwd=project, check=True)
+    run_cmd(["dvc", "repro"], cwd=project, check=True)  # the gate re-judges v1 on them
     decision = read_json(project / "reports" / "gate_decision.json")
     assert decision["decision"] == APPROVED and decision["registry"]["champion_after"] == "1"
 

@@ -18,7 +18,7 @@ from pipeline.common.config import validate
 from pipeline.common.errors import GovtuneError
 from pipeline.common.policy import Approval, PromotionPolicy, Rule, RuleSet, Waiver
 from pipeline.gate import APPROVED, PENDING, REJECTED, apply_waivers, count_approvals, decide, judge_rule, resolve
-from tests.conftest import REPO, make_tiny_project, read_json, run_cmd, write_yaml
+from tests.conftest import REPO, read_json, run_cmd, write_yaml
 
 EVIDENCE = {
     "evaluation": {
@@ -256,16 +256,17 @@ def _ran(proc) -> set[str]:
 
 
 @pytest.mark.slow
-def test_gate_registry_flow(tmp_path, tiny_model):
+def test_gate_registry_flow(tmp_path, tiny_built):
     import mlflow
 
-    project = make_tiny_project(tmp_path / "project", tiny_model)
+    project = tiny_built.clone(tmp_path / "project")  # built with fail_on_reject off: REJECTED v1, recorded
     decision_path = project / "reports" / "gate_decision.json"
     _stop_on_reject(project)
 
     # 1. The shipped policy rejects the tiny random model: dvc repro fails after the decision and report are written.
     first = run_cmd(["dvc", "repro"], cwd=project)
     assert first.returncode != 0, first.stderr[-2000:]
+    assert _ran(first) == {"gate", "report"}, first.stdout  # the policy file changed, nothing upstream
     decision = read_json(decision_path)
     assert decision["decision"] == REJECTED and "category_accuracy_floor" in decision["failing_rules"]
     assert (
@@ -346,13 +347,14 @@ def test_gate_registry_flow(tmp_path, tiny_model):
     events = [
         (e["event"], e.get("decision"), e.get("version")) for e in read_log(log) if e["event"] != "evidence_manifest"
     ]
-    assert events == [("gate_decision", REJECTED, "1"), ("gate_decision", PENDING, "1"), ("approval", None, "1"), ("gate_decision", APPROVED, "1"),
-                      ("gate_decision", PENDING, "2"), ("approval", None, "2"), ("gate_decision", APPROVED, "2")]  # fmt: skip
+    # The first REJECTED is the shared build's own decision (with fail_on_reject off), the second this test's.
+    assert events == [("gate_decision", REJECTED, "1"), ("gate_decision", REJECTED, "1"), ("gate_decision", PENDING, "1"), ("approval", None, "1"),
+                      ("gate_decision", APPROVED, "1"), ("gate_decision", PENDING, "2"), ("approval", None, "2"), ("gate_decision", APPROVED, "2")]  # fmt: skip
 
 
 @pytest.mark.slow
-def test_gate_fails_closed_on_bad_policy_and_stale_evidence(tmp_path, tiny_model):
-    project = make_tiny_project(tmp_path / "project", tiny_model)
+def test_gate_fails_closed_on_bad_policy_and_stale_evidence(tmp_path, tiny_built):
+    project = tiny_built.clone(tmp_path / "project")
     _stop_on_reject(project)
     _test_policy(project, [])
     run_cmd(["dvc", "repro"], cwd=project, check=True)
@@ -398,12 +400,12 @@ def test_gate_fails_closed_on_bad_policy_and_stale_evidence(tmp_path, tiny_model
 
 
 @pytest.mark.slow
-def test_waivers_and_scrubbing_off_end_to_end(tmp_path, tiny_model):
+def test_waivers_and_scrubbing_off_end_to_end(tmp_path, tiny_built):
     """The shipped policy on the tiny model: a valid waiver approves, an expired one rejects; no scrubbing rejects."""
     from datetime import timedelta
 
-    project = make_tiny_project(tmp_path / "project", tiny_model)
-    run_cmd(["dvc", "repro"], cwd=project, check=True)
+    project = tiny_built.clone(tmp_path / "project")  # the shipped policy's decision on the tiny model
+    assert "Running stage" not in run_cmd(["dvc", "repro"], cwd=project, check=True).stdout
     decision = read_json(project / "reports" / "gate_decision.json")
     failing = decision["failing_rules"]
     assert decision["decision"] == REJECTED and "category_accuracy_floor" in failing
@@ -461,14 +463,15 @@ def test_waivers_and_scrubbing_off_end_to_end(tmp_path, tiny_model):
 
 
 @pytest.mark.slow
-def test_injected_label_bias_is_rejected_and_the_alias_stays(tmp_path, tiny_model):
+def test_injected_label_bias_is_rejected_and_the_alias_stays(tmp_path, tiny_built_600):
     """Unbiased data promotes (the tiny model's quality failures waived); the same data with
     gender-biased labels is rejected on the training-label fairness rule, and `champion` stays."""
     from datetime import timedelta
 
-    project = make_tiny_project(tmp_path / "project", tiny_model, rows=600)
+    project = tiny_built_600.clone(tmp_path / "project")
     _stop_on_reject(project)
     first = run_cmd(["dvc", "repro"], cwd=project)
+    assert _ran(first) == {"gate", "report"}, first.stdout
     decision = read_json(project / "reports" / "gate_decision.json")
     assert first.returncode != 0 and decision["decision"] == REJECTED
     assert "training_label_parity" not in decision["failing_rules"]

@@ -13,7 +13,7 @@ from pipeline.common.io import sha256_file
 from pipeline.common.policy import RuleSet
 from pipeline.monitor import champion_baselines, chi2_p, embedding_drift, judge, oov_rate, render_html, tvd, words
 from pipeline.synthesize import SHIFT_PRODUCTS
-from tests.conftest import REPO, make_tiny_project, read_json, run_cmd, write_yaml
+from tests.conftest import REPO, read_json, run_cmd, write_yaml
 from tests.test_gate import _test_policy
 
 
@@ -134,11 +134,10 @@ def test_champion_baselines_map_monitoring_evidence_to_the_promotion_rule(monkey
     assert champion_baselines(params, _rules().rules, None) is None
 
 
-@pytest.mark.slow
-def test_monitor_flags_a_shifted_batch_and_passes_a_same_source_one(tmp_path, tiny_model):
-    import mlflow
-
-    project = make_tiny_project(tmp_path / "project", tiny_model, rows=600)
+def _champion_with_batches(tmp_path, built):
+    """A copy of the 600-ticket build whose model is champion v1 (on the test policy plus the
+    shipped no-regression-vs-champion rule), with two new batches: same source, and shifted."""
+    project = built.clone(tmp_path / "project")
     _test_policy(project, [])
     promotion = project / "policies" / "promotion.yaml"  # plus the shipped no-regression-vs-champion rule
     shipped = yaml.safe_load((REPO / "policies" / "promotion.yaml").read_text())["rules"]
@@ -151,6 +150,14 @@ def test_monitor_flags_a_shifted_batch_and_passes_a_same_source_one(tmp_path, ti
     for name, extra in (("same", []), ("shifted", ["--shift"])):
         run_cmd(["python", "-m", "pipeline.synthesize", "--rows", "200", "--seed", "99", "--out-dir", f"data/raw/incoming/{name}", *extra],
                 cwd=project, check=True)  # fmt: skip
+    return project, v1
+
+
+@pytest.mark.slow
+def test_monitor_flags_a_shifted_batch_and_passes_a_same_source_one(tmp_path, tiny_built_600):
+    import mlflow
+
+    project, v1 = _champion_with_batches(tmp_path, tiny_built_600)
     shifted_text = (project / "data" / "raw" / "incoming" / "shifted" / "tickets.jsonl").read_text()
     assert any(p in shifted_text for p in SHIFT_PRODUCTS)
 
@@ -216,8 +223,12 @@ def test_monitor_flags_a_shifted_batch_and_passes_a_same_source_one(tmp_path, ti
     assert (project / "reports" / "monitoring" / "incoming" / "shifted" / "monitoring_report.html").is_file()
     assert "Running stage" not in run_cmd(["dvc", "repro", "monitor"], cwd=project, check=True).stdout  # nothing new
 
-    # Retraining: the reviewed same-source batch is appended to the raw data; the gate judges the
-    # new candidate against champion v1's value (the outcome on a tiny random model is not the point).
+
+@pytest.mark.slow
+def test_an_accepted_batch_retrains_and_is_judged_against_the_champion(tmp_path, tiny_built_600):
+    """Retraining: the reviewed same-source batch is appended to the raw data; the gate judges the
+    new candidate against champion v1's value (the outcome on a tiny random model is not the point)."""
+    project, v1 = _champion_with_batches(tmp_path, tiny_built_600)
     raw_rows = len((project / "data" / "raw" / "tickets.jsonl").read_text().splitlines())
     run_cmd(["govtune", "monitor", "data/raw/incoming/same/tickets.jsonl", "--accept"], cwd=project, check=True)
     assert len((project / "data" / "raw" / "tickets.jsonl").read_text().splitlines()) == raw_rows + 200

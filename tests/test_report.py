@@ -12,7 +12,7 @@ import re
 import pytest
 import yaml
 
-from tests.conftest import make_tiny_project, read_json, run_cmd
+from tests.conftest import read_json, run_cmd
 from tests.test_gate import _test_policy
 
 KEY = "42" * 32  # a test signing key (Ed25519 private key bytes, hex)
@@ -53,11 +53,12 @@ def _check_rendering(html_path, out_dir):
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_report_verify_and_tampering(tmp_path, tiny_model, monkeypatch):
-    project = make_tiny_project(tmp_path / "project", tiny_model)
+def test_report_verify_and_tampering(tmp_path, tiny_built, monkeypatch):
+    project = tiny_built.clone(tmp_path / "project")
     _test_policy(project, [])
     monkeypatch.setenv("GOVTUNE_SIGNING_KEY", KEY)
-    run_cmd(["dvc", "repro"], cwd=project, check=True)
+    rejudged = run_cmd(["dvc", "repro"], cwd=project, check=True)  # the policy edit re-runs gate and report (signed)
+    assert "Running stage 'report'" in rejudged.stdout
     reports = project / "reports"
 
     report = read_json(reports / "compliance_report.json")

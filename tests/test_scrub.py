@@ -137,6 +137,7 @@ def _sidecar(project: Path) -> list[dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("default_scrub_run")
 def test_default_data_recall_meets_the_bar(default_scrub_run):
     project, _ = default_scrub_run
     report = read_json(project / "reports" / "pii_report.json")
@@ -148,6 +149,7 @@ def test_default_data_recall_meets_the_bar(default_scrub_run):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("default_scrub_run")
 def test_report_is_honest_and_holds_no_values(default_scrub_run):
     """Searching the scrubbed output for every true value finds exactly the reported leaks."""
     project, proc = default_scrub_run
