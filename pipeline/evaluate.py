@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.common.errors import GovtuneError, run_main
-from pipeline.common.io import save_json, sha256_file
+from pipeline.common.io import evidence_of_this_run, save_json, sha256_file
 from pipeline.common.params import EvaluateParams, Params, load_params
 from pipeline.common.policy import FairnessPolicy, load_fairness_policy, load_pii_policy
 from pipeline.common.task import format_answer, parse_answer, prompt_messages
@@ -798,21 +798,22 @@ def main() -> None:
     configure_offline()
     params = load_params()
     cfg = params.evaluate
-    deps = [params.base_model.out_dir, params.finetune.out_dir, params.split.out_dir / "test.jsonl", cfg.fairness_policy]
-    with stage_run(params.tracking, "evaluate", deps, [cfg.report, cfg.summary, cfg.plots_dir]) as tracked:
-        report = run(params, cfg)
-        summary = summarize(report)
-        save_json(cfg.report, report)
-        save_json(cfg.summary, summary)
-        plots = save_plots(report, cfg.plots_dir, load_fairness_policy(cfg.fairness_policy).protected_attributes)
-        tracked.log_params(flatten("evaluate", cfg))
-        model_id = logged_model_id(params.finetune.out_dir)
-        tracked.log_metrics({f"evaluate/{k}": v for k, v in summary.items() if v is not None}, model_id=model_id)
-        if model_id:
-            tracked.set_tags({"govtune.logged_model_id": model_id})
-        tracked.log_artifact(cfg.report, "reports")
-        for path in plots:
-            tracked.log_artifact(path, "plots")
+    with evidence_of_this_run(cfg.report, cfg.summary):  # no evaluation of an earlier run survives a failed one
+        deps = [params.base_model.out_dir, params.finetune.out_dir, params.split.out_dir / "test.jsonl", cfg.fairness_policy]
+        with stage_run(params.tracking, "evaluate", deps, [cfg.report, cfg.summary, cfg.plots_dir]) as tracked:
+            report = run(params, cfg)
+            summary = summarize(report)
+            save_json(cfg.report, report)
+            save_json(cfg.summary, summary)
+            plots = save_plots(report, cfg.plots_dir, load_fairness_policy(cfg.fairness_policy).protected_attributes)
+            tracked.log_params(flatten("evaluate", cfg))
+            model_id = logged_model_id(params.finetune.out_dir)
+            tracked.log_metrics({f"evaluate/{k}": v for k, v in summary.items() if v is not None}, model_id=model_id)
+            if model_id:
+                tracked.set_tags({"govtune.logged_model_id": model_id})
+            tracked.log_artifact(cfg.report, "reports")
+            for path in plots:
+                tracked.log_artifact(path, "plots")
     q = report["finetuned"]["quality"]
     log.info("category accuracy: base %.3f -> fine-tuned %.3f (n=%d) in %.0f s", report["base"]["quality"]["category_accuracy"]["value"],
              q["category_accuracy"]["value"], q["category_accuracy"]["n"], report["seconds"])  # fmt: skip

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.common.errors import GovtuneError, run_main
-from pipeline.common.io import atomic_path, save_json, save_text, sha256_file
+from pipeline.common.io import atomic_path, evidence_of_this_run, save_json, save_text, sha256_file
 from pipeline.common.params import FinetuneParams, Params, load_params
 from pipeline.common.task import encode_example, format_answer, label_token_count
 
@@ -501,32 +501,33 @@ def main() -> None:
     configure_offline()
     params = load_params()
     cfg = params.finetune
-    base_dir = params.base_model.out_dir
-    train_path, val_path = params.split.out_dir / "train.jsonl", params.split.out_dir / "val.jsonl"
-    for path in (base_dir / "provenance.json", train_path, val_path):
-        if not path.is_file():
-            raise GovtuneError(str(path), "missing input", "run the upstream stages first (`dvc repro finetune`)")
-    dist_info = init_distributed()
-    base_id, base_sha = base_identity(base_dir)
-    train_md5 = dvc_md5(train_path)
-    fingerprint = run_fingerprint(cfg, base_sha, train_md5, dist_info.world)
-    outs = [cfg.out_dir, cfg.metrics, cfg.plots_dir]
-    context = stage_run(params.tracking, "finetune", [base_dir, train_path, val_path], outs) if dist_info.main else _null_run()
-    with context as tracked:
-        model, tokenizer, state, summary = train(cfg, base_dir, load_jsonl(train_path), load_jsonl(val_path), fingerprint, dist_info)
-        if not dist_info.main:
-            return
-        commit, dirty = git_state()
-        provenance = {
-            "base_model_id": base_id, "base_model_sha256": base_sha, "base_model_dir": str(base_dir),
-            "data_md5": {"train": train_md5, "val": dvc_md5(val_path)}, "params_sha256": fingerprint,
-            "git_commit": commit, "git_dirty": dirty, "mlflow_run_id": getattr(tracked, "run_id", None),
-        }  # fmt: skip
-        metrics = train_metrics(state, summary)
-        save_adapter(model, tokenizer, cfg.out_dir, provenance)
-        save_json(cfg.metrics, metrics)
-        save_plots(state, cfg.plots_dir)
-        log_finetune(tracked, params, cfg, metrics, state, provenance)
+    with evidence_of_this_run(cfg.metrics):  # no metrics of an earlier run survive a failed one
+        base_dir = params.base_model.out_dir
+        train_path, val_path = params.split.out_dir / "train.jsonl", params.split.out_dir / "val.jsonl"
+        for path in (base_dir / "provenance.json", train_path, val_path):
+            if not path.is_file():
+                raise GovtuneError(str(path), "missing input", "run the upstream stages first (`dvc repro finetune`)")
+        dist_info = init_distributed()
+        base_id, base_sha = base_identity(base_dir)
+        train_md5 = dvc_md5(train_path)
+        fingerprint = run_fingerprint(cfg, base_sha, train_md5, dist_info.world)
+        outs = [cfg.out_dir, cfg.metrics, cfg.plots_dir]
+        context = stage_run(params.tracking, "finetune", [base_dir, train_path, val_path], outs) if dist_info.main else _null_run()
+        with context as tracked:
+            model, tokenizer, state, summary = train(cfg, base_dir, load_jsonl(train_path), load_jsonl(val_path), fingerprint, dist_info)
+            if not dist_info.main:
+                return
+            commit, dirty = git_state()
+            provenance = {
+                "base_model_id": base_id, "base_model_sha256": base_sha, "base_model_dir": str(base_dir),
+                "data_md5": {"train": train_md5, "val": dvc_md5(val_path)}, "params_sha256": fingerprint,
+                "git_commit": commit, "git_dirty": dirty, "mlflow_run_id": getattr(tracked, "run_id", None),
+            }  # fmt: skip
+            metrics = train_metrics(state, summary)
+            save_adapter(model, tokenizer, cfg.out_dir, provenance)
+            save_json(cfg.metrics, metrics)
+            save_plots(state, cfg.plots_dir)
+            log_finetune(tracked, params, cfg, metrics, state, provenance)
     log.info("val loss %.4f -> %.4f in %d steps, %.0f tokens/s", metrics["val_loss_base"] or float("nan"),
              metrics["val_loss_final"] or float("nan"), metrics["steps"], metrics["tokens_per_s"] or 0)  # fmt: skip
 

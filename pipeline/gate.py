@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.common.errors import GovtuneError, run_main
-from pipeline.common.io import dumps_json, save_json, sha256_bytes, sha256_file
+from pipeline.common.io import dumps_json, evidence_of_this_run, save_json, sha256_bytes, sha256_file
 from pipeline.common.params import Params, load_params
 from pipeline.common.policy import (
     Approval,
@@ -636,22 +636,23 @@ def main() -> None:
 
     params = load_params()
     cfg = params.gate
-    policies = load_policies(params)  # before anything is recorded: a bad policy decides nothing
-    deps = [*evidence_paths(params).values(), *policies.files, cfg.approvals_dir]
-    with stage_run(params.tracking, "gate", deps, [cfg.decision]) as tracked:
-        registry, version, champion = candidate_version(params, policies.promotion.alias)
-        decision = {
-            "decided_at": now_utc(),
-            "candidate_version": version,
-            **run(params, policies, champion, version, date.today()),
-        }
-        decision["registry"] = record(params, policies, decision, tracked, registry)
-        save_json(cfg.decision, decision)
-        tracked.log_params({"policy_hash": decision["policy"]["hash"], "evidence_hash": decision["evidence"]["hash"]})
-        tracked.log_metrics({"gate/rules_total": len(decision["rules"]), "gate/rules_failing": len(decision["failing_rules"]),
-                             "gate/rules_waived": len(decision["waived_rules"]), "gate/rules_warning": len(decision["warnings"])})  # fmt: skip
-        tracked.set_tags({f"{TAG}decision": decision["decision"], f"{TAG}version": str(version or "")})
-        tracked.log_artifact(cfg.decision, "reports")
+    with evidence_of_this_run(cfg.decision):  # a gate that fails leaves no earlier decision behind
+        policies = load_policies(params)  # before anything is recorded: a bad policy decides nothing
+        deps = [*evidence_paths(params).values(), *policies.files, cfg.approvals_dir]
+        with stage_run(params.tracking, "gate", deps, [cfg.decision]) as tracked:
+            registry, version, champion = candidate_version(params, policies.promotion.alias)
+            decision = {
+                "decided_at": now_utc(),
+                "candidate_version": version,
+                **run(params, policies, champion, version, date.today()),
+            }
+            decision["registry"] = record(params, policies, decision, tracked, registry)
+            save_json(cfg.decision, decision)
+            tracked.log_params({"policy_hash": decision["policy"]["hash"], "evidence_hash": decision["evidence"]["hash"]})
+            tracked.log_metrics({"gate/rules_total": len(decision["rules"]), "gate/rules_failing": len(decision["failing_rules"]),
+                                 "gate/rules_waived": len(decision["waived_rules"]), "gate/rules_warning": len(decision["warnings"])})  # fmt: skip
+            tracked.set_tags({f"{TAG}decision": decision["decision"], f"{TAG}version": str(version or "")})
+            tracked.log_artifact(cfg.decision, "reports")
     # A rejection is enforced by the report stage (fail_on_reject), once the report is written too.
     log.info("gate: %s (decision: %s)", decision["summary"], cfg.decision)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.common.errors import GovtuneError, run_main
-from pipeline.common.io import save_json, save_text
+from pipeline.common.io import evidence_of_this_run, save_json, save_text
 from pipeline.common.params import Params, load_params
 
 log = logging.getLogger(__name__)
@@ -463,52 +463,54 @@ def main() -> None:
 
     params = load_params()
     rc = params.report
-    key = load_signing_key()  # before anything is written: a bad key stops the stage
-    inputs = {name: load_json(path) for name, path in (
-        ("decision", params.gate.decision), ("evaluation", params.evaluate.report), ("pii", params.scrub.report), ("validation", params.validate_.report),
-        ("split", params.split.report), ("train", params.finetune.metrics), ("base", params.base_model.out_dir / "provenance.json"),
-        ("adapter", params.finetune.out_dir / "provenance.json"))}  # fmt: skip
-    from pipeline.common.policy import load_allowlist
+    # A report stage that fails leaves no report of an earlier run (the rejection below is no failure).
+    with evidence_of_this_run(rc.json, rc.html, rc.pdf, rc.model_card, rc.manifest):
+        key = load_signing_key()  # before anything is written: a bad key stops the stage
+        inputs = {name: load_json(path) for name, path in (
+            ("decision", params.gate.decision), ("evaluation", params.evaluate.report), ("pii", params.scrub.report), ("validation", params.validate_.report),
+            ("split", params.split.report), ("train", params.finetune.metrics), ("base", params.base_model.out_dir / "provenance.json"),
+            ("adapter", params.finetune.out_dir / "provenance.json"))}  # fmt: skip
+        from pipeline.common.policy import load_allowlist
 
-    approved = {m.id: m for m in load_allowlist(params.base_model.allowlist).models}
-    entry = approved.get(inputs["base"].get("model_id"))
-    inputs["base"]["upstream"] = entry.upstream if entry else None
-    decision = inputs["decision"]
-    with stage_run(
-        params.tracking, "report", [params.gate.decision], [rc.json, rc.html, rc.model_card, rc.manifest]
-    ) as tracked:
-        report = build_report(params, inputs, load_lineage(params, decision), environment())
-        report.update(signed=key is not None, manifest_path=str(rc.manifest))
-        images = {p.stem: p.read_bytes() for p in sorted(params.evaluate.plots_dir.glob("*.png"))}
-        loss = plot_loss(params.finetune.plots_dir)
-        if loss:
-            images["loss"] = loss
-        save_json(rc.json, report)
-        save_text(rc.html, render_html(report, images))
-        save_pdf(rc.html, rc.pdf, rc.browser)
-        save_text(rc.model_card, render_model_card(report, params))
-        previous = [e for e in read_log(params.gate.audit_log) if e.get("event") == "evidence_manifest"]
-        manifest = build_manifest(
-            list_files(manifest_files(params)), previous[-1]["manifest_hash"] if previous else None, key, now_utc()
-        )
-        save_json(rc.manifest, manifest)
-        append_entry(params.gate.audit_log, "evidence_manifest", {"manifest_hash": manifest["manifest_hash"], "signed": manifest["signature"]["signed"],
-                                                                 "decision": decision["decision"], "version": decision.get("candidate_version")})  # fmt: skip
-        for path in (rc.json, rc.html, rc.pdf, rc.model_card, rc.manifest):
-            tracked.log_artifact(path, "reports")
-        tracked.set_tags({f"{TAG}decision": decision["decision"], f"{TAG}manifest_hash": manifest["manifest_hash"]})
-        registry = open_registry(params.tracking)
-        version = decision.get("registry", {}).get("version")
-        if registry is not None and version and tracked.run_id:
-            registry.set_tags(version, {f"{TAG}report_run_id": tracked.run_id, f"{TAG}compliance_report": f"runs:/{tracked.run_id}/reports/{rc.html.name}",
-                                        f"{TAG}model_card": f"runs:/{tracked.run_id}/reports/{rc.model_card.name}", f"{TAG}manifest_hash": manifest["manifest_hash"]})  # fmt: skip
-            # Also on the training run the version came from: the auditor's path (version ->
-            # training run) ends at its datasets and its compliance report, side by side.
-            training_run = registry.get_version(version).run_id
-            if training_run:
-                for path in (rc.html, rc.pdf, rc.json, rc.model_card):
-                    if path.is_file():
-                        registry.client.log_artifact(training_run, str(path), "compliance")
+        approved = {m.id: m for m in load_allowlist(params.base_model.allowlist).models}
+        entry = approved.get(inputs["base"].get("model_id"))
+        inputs["base"]["upstream"] = entry.upstream if entry else None
+        decision = inputs["decision"]
+        with stage_run(
+            params.tracking, "report", [params.gate.decision], [rc.json, rc.html, rc.model_card, rc.manifest]
+        ) as tracked:
+            report = build_report(params, inputs, load_lineage(params, decision), environment())
+            report.update(signed=key is not None, manifest_path=str(rc.manifest))
+            images = {p.stem: p.read_bytes() for p in sorted(params.evaluate.plots_dir.glob("*.png"))}
+            loss = plot_loss(params.finetune.plots_dir)
+            if loss:
+                images["loss"] = loss
+            save_json(rc.json, report)
+            save_text(rc.html, render_html(report, images))
+            save_pdf(rc.html, rc.pdf, rc.browser)
+            save_text(rc.model_card, render_model_card(report, params))
+            previous = [e for e in read_log(params.gate.audit_log) if e.get("event") == "evidence_manifest"]
+            manifest = build_manifest(
+                list_files(manifest_files(params)), previous[-1]["manifest_hash"] if previous else None, key, now_utc()
+            )
+            save_json(rc.manifest, manifest)
+            append_entry(params.gate.audit_log, "evidence_manifest", {"manifest_hash": manifest["manifest_hash"], "signed": manifest["signature"]["signed"],
+                                                                     "decision": decision["decision"], "version": decision.get("candidate_version")})  # fmt: skip
+            for path in (rc.json, rc.html, rc.pdf, rc.model_card, rc.manifest):
+                tracked.log_artifact(path, "reports")
+            tracked.set_tags({f"{TAG}decision": decision["decision"], f"{TAG}manifest_hash": manifest["manifest_hash"]})
+            registry = open_registry(params.tracking)
+            version = decision.get("registry", {}).get("version")
+            if registry is not None and version and tracked.run_id:
+                registry.set_tags(version, {f"{TAG}report_run_id": tracked.run_id, f"{TAG}compliance_report": f"runs:/{tracked.run_id}/reports/{rc.html.name}",
+                                            f"{TAG}model_card": f"runs:/{tracked.run_id}/reports/{rc.model_card.name}", f"{TAG}manifest_hash": manifest["manifest_hash"]})  # fmt: skip
+                # Also on the training run the version came from: the auditor's path (version ->
+                # training run) ends at its datasets and its compliance report, side by side.
+                training_run = registry.get_version(version).run_id
+                if training_run:
+                    for path in (rc.html, rc.pdf, rc.json, rc.model_card):
+                        if path.is_file():
+                            registry.client.log_artifact(training_run, str(path), "compliance")
     log.info(
         "report: %s (%s, manifest %s, %s)",
         rc.html,

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.common.errors import run_main
-from pipeline.common.io import atomic_path, save_json
+from pipeline.common.errors import GovtuneError, run_main
+from pipeline.common.io import atomic_path, evidence_of_this_run, save_json, sha256_file
 from pipeline.common.params import ScrubParams, load_params
 from pipeline.common.pii import (
     Detection, PseudonymKey, anonymize, build_analyzer, build_operators, detect_batch, identifier_digest, identifier_pseudonym, load_key,
@@ -377,6 +377,36 @@ def run(cfg: ScrubParams, policy: PiiPolicy, key: PseudonymKey, raw: Path, sidec
     return build_report(totals, policy, key, cfg, has_truth=has_truth)
 
 
+def load_validation(path: Path) -> dict[str, Any]:
+    """The validate stage's report (what it certified), or a clear error if there is none."""
+    if not path.is_file():
+        raise GovtuneError(str(path), "no validation report: the raw data has not been validated",
+                           "run the validate stage first (`dvc repro validate`, or `python -m pipeline.validate`)")  # fmt: skip
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def check_certified(validation: dict[str, Any], raw: Path, report_path: Path) -> str:
+    """Refuses raw data that validation failed, or that is not the file it validated; returns
+    the raw file's sha256.
+
+    Raises:
+        GovtuneError: naming the report and, for a changed file, both digests.
+    """
+    if validation.get("success") is not True:
+        failed = ", ".join(validation.get("blocking_failures") or []) or "no result"
+        raise GovtuneError(str(report_path), f"the raw data failed validation ({failed}): it is not scrubbed",
+                           "fix the data, then run the validate stage again (`dvc repro` runs both in order)")  # fmt: skip
+    actual = sha256_file(raw)
+    certified = (validation.get("input") or {}).get("sha256")
+    if certified != actual:
+        raise GovtuneError(
+            str(raw),
+            f"not the file the validation report certifies: sha256 {actual} now, {certified} in {report_path}",
+            "run the validate stage on this file first (`dvc repro` does, in order)",
+        )
+    return actual
+
+
 def log_scrub(tracked: NullRun, cfg: ScrubParams, report: dict[str, Any]) -> None:
     """Logs the scrubbed dataset, per-entity recall/residual metrics and the report (no values)."""
     import pandas as pd
@@ -400,16 +430,21 @@ def main() -> None:
     configure_offline()
     params = load_params()
     cfg = params.scrub
-    policy = load_pii_policy(cfg.policy)
-    key = load_key(policy, cfg.policy, Path.cwd())
-    if key.source == "demo":
-        log.warning("using the public demo pseudonymisation key (policy allows it); set %s for real data", policy.key.env)
-    contract = load_data_contract(params.validate_.contract)
-    deps = [params.data.raw, params.data.raw_pii_spans, cfg.policy]
-    with stage_run(params.tracking, "scrub", deps, [cfg.out, cfg.report]) as tracked:
-        report = run(cfg, policy, key, params.data.raw, params.data.raw_pii_spans, contract.max_record_bytes)
-        save_json(cfg.report, report)
-        log_scrub(tracked, cfg, report)
+    with evidence_of_this_run(cfg.report):  # no PII report of an earlier run survives a failed one
+        raw_sha256 = check_certified(load_validation(params.validate_.report), params.data.raw, params.validate_.report)
+        policy = load_pii_policy(cfg.policy)
+        key = load_key(policy, cfg.policy, Path.cwd())
+        if key.source == "demo":
+            log.warning("using the public demo pseudonymisation key (policy allows it); set %s for real data", policy.key.env)
+        contract = load_data_contract(params.validate_.contract)
+        deps = [params.data.raw, params.data.raw_pii_spans, cfg.policy]
+        with stage_run(params.tracking, "scrub", deps, [cfg.out, cfg.report]) as tracked:
+            report = run(cfg, policy, key, params.data.raw, params.data.raw_pii_spans, contract.max_record_bytes)
+            # What the split stage checks it reads: this run's input and output.
+            report["input"] = {"path": str(params.data.raw), "sha256": raw_sha256}
+            report["output"] = {"path": str(cfg.out), "sha256": sha256_file(cfg.out)}
+            save_json(cfg.report, report)
+            log_scrub(tracked, cfg, report)
     t = report["totals"]
     log.info(
         "PII: %d detections, %d residual, %s leaked of %s true spans, min recall %s",

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.common.errors import GovtuneError, run_main
-from pipeline.common.io import save_json, save_jsonl
+from pipeline.common.io import evidence_of_this_run, save_json, save_jsonl, sha256_file
 from pipeline.common.params import SplitParams, load_params
 from pipeline.common.tracking import NullRun, flatten, stage_run
 
@@ -187,18 +187,39 @@ def log_split(tracked: NullRun, cfg: SplitParams, result: SplitResult) -> None:
     tracked.log_artifact(cfg.report, "reports")
 
 
+def check_scrubbed(report_path: Path, scrubbed: Path) -> None:
+    """Refuses scrubbed data that is not what the scrub stage's PII report describes.
+
+    Raises:
+        GovtuneError: no report, or a digest that differs (both named).
+    """
+    if not report_path.is_file():
+        raise GovtuneError(str(report_path), "no PII report: the data has not been scrubbed by this pipeline",
+                           "run the scrub stage first (`dvc repro scrub`)")  # fmt: skip
+    certified = (json.loads(report_path.read_text(encoding="utf-8")).get("output") or {}).get("sha256")
+    actual = sha256_file(scrubbed) if scrubbed.is_file() else None
+    if certified != actual:
+        raise GovtuneError(
+            str(scrubbed),
+            f"not the file the PII report describes: sha256 {actual} now, {certified} in {report_path}",
+            "run the scrub stage on the current raw data first (`dvc repro` does, in order)",
+        )
+
+
 def main() -> None:
     """Splits the scrubbed data; writes the splits and the report."""
     params = load_params()
     cfg = params.split
     outs = [cfg.out_dir / f"{name}.jsonl" for name in (*SPLITS, "test_attributes", "canaries")] + [cfg.report]
-    with stage_run(params.tracking, "split", [params.scrub.out], outs) as tracked:
-        result = split_records(load_scrubbed(params.scrub.out), cfg)
-        if result.report["customer_overlap"]:
-            raise GovtuneError(str(cfg.out_dir), "a customer appears in two splits", "report this as a bug")
-        save_splits(result, cfg.out_dir)
-        save_json(cfg.report, result.report)
-        log_split(tracked, cfg, result)
+    with evidence_of_this_run(cfg.report):  # no split report of an earlier run survives a failed one
+        check_scrubbed(params.scrub.report, params.scrub.out)
+        with stage_run(params.tracking, "split", [params.scrub.out], outs) as tracked:
+            result = split_records(load_scrubbed(params.scrub.out), cfg)
+            if result.report["customer_overlap"]:
+                raise GovtuneError(str(cfg.out_dir), "a customer appears in two splits", "report this as a bug")
+            save_splits(result, cfg.out_dir)
+            save_json(cfg.report, result.report)
+            log_split(tracked, cfg, result)
     log.info("split %s records into %s", sum(result.report["records"].values()), result.report["records"])
 
 

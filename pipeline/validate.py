@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.common.errors import GovtuneError, run_main
-from pipeline.common.io import save_json, save_text
+from pipeline.common.io import evidence_of_this_run, save_json, save_text, sha256_file
 from pipeline.common.params import ValidateParams, load_params
 from pipeline.common.policy import (
     ContractRule, CoverageRule, DataContract, DuplicateRateRule, InSetRule, LengthRule, MinRowsPerClassRule,
@@ -250,15 +250,21 @@ def main() -> None:
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     params = load_params()
     cfg = params.validate_
-    contract = load_data_contract(cfg.contract)
-    deps = [params.data.raw, cfg.contract]
-    with stage_run(params.tracking, "validate", deps, [cfg.report, cfg.html]) as tracked:
-        result = run(cfg, contract, params.data.raw)
-        report = result.as_dict(str(cfg.contract))
-        save_json(cfg.report, report)
-        save_text(cfg.html, render_html(report))
-        log_validation(tracked, params.data.raw, contract, report, cfg)
-        check_blocking(result, params.data.raw, cfg)
+    # A run that stops (unreadable file, bad contract) leaves no report of an earlier run behind;
+    # a complete report of a failed contract stays, for the failing ids.
+    with evidence_of_this_run(cfg.report, cfg.html) as evidence:
+        contract = load_data_contract(cfg.contract)
+        deps = [params.data.raw, cfg.contract]
+        with stage_run(params.tracking, "validate", deps, [cfg.report, cfg.html]) as tracked:
+            raw_sha256 = sha256_file(params.data.raw) if params.data.raw.is_file() else None
+            result = run(cfg, contract, params.data.raw)
+            # What the next stage checks it reads: the file this report certifies (or not).
+            report = result.as_dict(str(cfg.contract)) | {"input": {"path": str(params.data.raw), "sha256": raw_sha256}}
+            save_json(cfg.report, report)
+            save_text(cfg.html, render_html(report))
+            log_validation(tracked, params.data.raw, contract, report, cfg)
+            evidence.keep()
+            check_blocking(result, params.data.raw, cfg)
 
 
 if __name__ == "__main__":

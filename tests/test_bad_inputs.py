@@ -78,7 +78,11 @@ def test_bad_data_file(project, monkeypatch, capsys, name, code, phrases):
     else:
         shutil.copy(BAD / name, project / RAW)
     report = project / "reports" / "data_validation.json"
-    report.unlink(missing_ok=True)
+    html = report.with_suffix(".html")
+    # The "passed" report of an earlier run: a run that cannot read its input must not leave it behind.
+    report.parent.mkdir(exist_ok=True)
+    report.write_text('{"success": true, "rows": 2000}')
+    html.write_text("<p>passed</p>")
     monkeypatch.chdir(project)
     with pytest.raises(SystemExit) as exit_info:
         run_main(validate.main)
@@ -90,7 +94,7 @@ def test_bad_data_file(project, monkeypatch, capsys, name, code, phrases):
         assert phrase in err, f"{phrase!r} not in:\n{err[-2000:]}"
     # A file that cannot be read leaves no report at all; a contract failure leaves a complete one.
     if any(p.startswith(RAW) for p in phrases):
-        assert not report.exists()
+        assert not report.exists() and not html.exists(), "a failed run left the earlier 'passed' report"
     else:
         assert yaml.safe_load(report.read_text())["success"] is (code == 0)
 

@@ -179,12 +179,72 @@ def test_policy_typo_is_rejected_with_line(tmp_path):
     assert f"line {line}: models.0.intended_usage: unknown key" in str(info.value)
 
 
-def test_cli_lint_reports_problem_and_exits_2(tmp_path, monkeypatch):
+def _first_line(text: str, fragment: str) -> int:
+    return next(i + 1 for i, line in enumerate(text.splitlines()) if fragment in line)
+
+
+def _duplicate_threshold(text: str) -> str:
+    """The first rule of promotion.yaml (data_contract_passed: threshold true) with a second,
+    inverting `threshold:` line: YAML alone would keep the last value, `false`."""
+    line = _first_line(text, "threshold: true")
+    lines = text.splitlines(keepends=True)
+    return "".join(lines[:line] + ["    threshold: false\n"] + lines[line:])
+
+
+# Table test: one edit of a policy (or params) file's text -> the lint problem it must raise.
+# (file, edit, phrases in the problem; None: the edited file still lints clean)
+BAD_TEXT = [
+    ("promotion.yaml", _duplicate_threshold, ["promotion.yaml:34", "duplicate key 'rules.0.threshold' (lines 33 and 34)"]),
+    ("pii.yaml", lambda t: t.replace("enabled: true", "enabled: true\nenabled: false", 1), ["duplicate key 'enabled'"]),
+    ("fairness.yaml", lambda t: t + "min_group_size: 5\n", ["duplicate key 'min_group_size'"]),
+    ("promotion.yaml", lambda t: t.replace("threshold: 0.80 ", 'threshold: "0.80"', 1), ["threshold", "write it without quotes"]),
+    ("promotion.yaml", lambda t: t.replace("fail_on_reject: true", 'fail_on_reject: "true"', 1), ["fail_on_reject", "without quotes"]),
+    ("pii.yaml", lambda t: t.replace("PERSON: {min_score: 0.4", 'PERSON: {min_score: "0.4"', 1), ["entities.PERSON.min_score", "without quotes"]),
+    ("params.yaml", lambda t: t.replace("tracking:", "tracking:\n  enabled: true", 1), ["params.yaml", "duplicate key 'tracking.enabled'"]),
+    # negative rows: the same keys once, and unquoted numbers, are fine
+    ("promotion.yaml", lambda t: t.replace("threshold: 0.80 ", "threshold: 0.8  ", 1), None),
+    ("fairness.yaml", lambda t: t + "# min_group_size: 5\n", None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name,edit,phrases", BAD_TEXT, ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD_TEXT)])
+def test_lint_refuses_duplicate_keys_and_quoted_numbers(tmp_path, monkeypatch, name, edit, phrases):
+    import shutil
+
+    shutil.copytree(REPO / "policies", tmp_path / "policies")
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    target = tmp_path / ("params.yaml" if name == "params.yaml" else f"policies/{name}")
+    edited = edit(target.read_text())
+    assert edited != target.read_text(), "the edit did not apply"
+    target.write_text(edited)
+    monkeypatch.chdir(tmp_path)
+    if name == "params.yaml":
+        with pytest.raises(GovtuneError) as info:
+            load_params(Path("params.yaml"))
+        problems = [str(info.value)]
+    else:
+        problems = lint_policies(Path("params.yaml"))
+    if phrases is None:
+        assert problems == []
+    else:
+        assert any(all(p in problem for p in phrases) for problem in problems), problems
+
+
+@pytest.mark.parametrize(
+    "name,edit,phrases",
+    [
+        ("models.yaml", lambda t: t.replace("license:", "licence:", 1), ["models.yaml", "licence: unknown key"]),
+        ("promotion.yaml", _duplicate_threshold, ["promotion.yaml:34", "(lines 33 and 34)"]),
+        ("promotion.yaml", lambda t: t.replace("threshold: 0.80 ", 'threshold: "0.80"', 1), ["promotion.yaml", "without quotes"]),
+    ],
+    ids=["typo", "duplicate key", "quoted number"],
+)
+def test_cli_lint_reports_problem_and_exits_2(tmp_path, monkeypatch, name, edit, phrases):
     from tests.conftest import copy_project, run_cmd
 
     project = copy_project(tmp_path / "p")
-    models = project / "policies" / "models.yaml"
-    models.write_text(models.read_text().replace("license:", "licence:", 1))
+    policy = project / "policies" / name
+    policy.write_text(edit(policy.read_text()))
     proc = run_cmd(["govtune", "policy", "lint"], cwd=project)
     assert proc.returncode == 2
-    assert "models.yaml" in proc.stderr and "licence: unknown key" in proc.stderr
+    assert all(p in proc.stderr for p in phrases), proc.stderr

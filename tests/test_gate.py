@@ -390,12 +390,22 @@ def test_gate_fails_closed_on_bad_policy_and_stale_evidence(tmp_path, tiny_built
     decision = read_json(project / "reports" / "gate_decision.json")
     assert decision["decision"] == REJECTED and "no key 'accuracy_typo'" in json.dumps(decision["rules"])
 
-    # A typo in a policy: exit 2 naming file, line and key; no decision is written.
-    (project / "reports" / "gate_decision.json").unlink()
+    # A typo in a policy: exit 2 naming file, line and key; the decision of the run before is removed.
+    assert (project / "reports" / "gate_decision.json").is_file()
     promotion = project / "policies" / "promotion.yaml"
-    promotion.write_text(promotion.read_text().replace("threshold: 0", "treshold: 0", 1))
+    before = promotion.read_text()
+    promotion.write_text(before.replace("threshold: 0", "treshold: 0", 1))
     bad = run_cmd(["python", "-m", "pipeline.gate"], cwd=project)
     assert bad.returncode == 2 and "promotion.yaml" in bad.stderr and "treshold: unknown key" in bad.stderr
+    assert not (project / "reports" / "gate_decision.json").exists()
+
+    # A duplicate key (a second `threshold:` that would invert the rule): exit 2 naming both lines.
+    lines = before.splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if "threshold: true" in line)
+    indent = lines[at][: len(lines[at]) - len(lines[at].lstrip())]
+    promotion.write_text("".join(lines[: at + 1] + [f"{indent}threshold: false\n"] + lines[at + 1 :]))
+    doubled = run_cmd(["python", "-m", "pipeline.gate"], cwd=project)
+    assert doubled.returncode == 2 and f"duplicate key 'rules.0.threshold' (lines {at + 1} and {at + 2})" in doubled.stderr
     assert not (project / "reports" / "gate_decision.json").exists()
 
 

@@ -28,6 +28,29 @@ def test_exception_mid_write_keeps_previous_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
 
 
+@pytest.mark.parametrize(
+    "outcome,kept",
+    [("succeeds", True), ("fails", False), ("fails after keep()", True), ("exits", False)],
+)
+def test_a_failed_stage_leaves_no_evidence_of_an_earlier_run(tmp_path, outcome, kept):
+    from pipeline.common.io import evidence_of_this_run
+
+    report, html = tmp_path / "report.json", tmp_path / "report.html"
+    for path in (report, html):
+        path.write_text("an earlier run's passed evidence")
+    try:
+        with evidence_of_this_run(report, html, tmp_path / "never_written.json") as evidence:
+            if outcome == "fails after keep()":
+                evidence.keep()
+            if outcome.startswith("fails"):
+                raise RuntimeError("bad input")
+            if outcome == "exits":
+                raise SystemExit(2)
+    except (RuntimeError, SystemExit):
+        pass
+    assert report.exists() is kept and html.exists() is kept
+
+
 def test_stale_temporaries_of_a_dead_writer_are_removed(tmp_path):
     target = tmp_path / "out.jsonl"
     save_text(target, "complete")

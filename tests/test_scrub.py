@@ -128,6 +128,7 @@ def test_key_sources(tmp_path, monkeypatch):
 def default_scrub_run(tmp_path_factory):
     """The real scrub stage (2 workers) on the committed default data, in a project copy."""
     project = copy_project(tmp_path_factory.mktemp("scrub") / "p")
+    run_cmd([str(VENV_BIN / "python"), "-m", "pipeline.validate"], cwd=project, check=True)  # scrub reads what it certified
     proc = run_cmd([str(VENV_BIN / "python"), "-m", "pipeline.scrub"], cwd=project, check=True)
     return project, proc
 
@@ -249,3 +250,71 @@ def test_bounded_imap_keeps_order_and_at_most_window_tasks_in_flight():
         out.append(value)
         assert len(fed) - len(out) <= 4  # the input is not read ahead of the window
     assert out == [i * i for i in range(50)] and pool.most_in_flight == 4
+
+
+# --- the input must be the one validation certified ---------------------------------------------
+
+
+def _validation(raw: Path, success: bool = True, sha: str | None = "auto") -> dict:
+    from pipeline.common.io import sha256_file
+
+    digest = sha256_file(raw) if sha == "auto" else sha
+    return {"success": success, "blocking_failures": [] if success else ["category_allowed"], "input": {"sha256": digest}}
+
+
+# (case, validation report, phrase of the refusal; None: accepted)
+CERTIFIED = [
+    ("the certified file", lambda raw: _validation(raw), None),
+    ("failed validation", lambda raw: _validation(raw, success=False), "failed validation (category_allowed)"),
+    ("another file", lambda raw: _validation(raw, sha="0" * 64), "not the file the validation report certifies"),
+    ("a report without a digest", lambda raw: {"success": True}, "not the file the validation report certifies"),
+]
+
+
+@pytest.mark.parametrize("case,report,phrase", CERTIFIED, ids=[c[0] for c in CERTIFIED])
+def test_scrub_reads_only_what_validation_certified(tmp_path, case, report, phrase):
+    from pipeline.common.io import sha256_file
+
+    raw = tmp_path / "tickets.jsonl"
+    raw.write_text('{"ticket_id": "T1"}\n')
+    validation = report(raw)
+    if phrase is None:
+        assert scrub.check_certified(validation, raw, tmp_path / "v.json") == sha256_file(raw)
+    else:
+        with pytest.raises(GovtuneError, match=re.escape(phrase)) as info:
+            scrub.check_certified(validation, raw, tmp_path / "v.json")
+        if case == "another file":  # both digests named
+            assert sha256_file(raw) in str(info.value) and "0" * 64 in str(info.value)
+
+
+@pytest.mark.slow
+def test_scrub_stage_refuses_raw_data_changed_after_validation_and_leaves_no_report(tmp_path):
+    """`python -m pipeline.scrub` by hand: exit 2 on a raw file validation did not see, and the
+    PII report of the earlier run is gone; the split stage likewise refuses a changed scrub output."""
+    project = copy_project(tmp_path / "p")
+    params = __import__("yaml").safe_load((project / "params.yaml").read_text())
+    params["tracking"]["enabled"] = False
+    (project / "params.yaml").write_text(__import__("yaml").safe_dump(params, sort_keys=False))
+    raw = project / "data" / "raw" / "tickets.jsonl"
+    raw.write_text("".join(raw.read_text().splitlines(keepends=True)[:120]))  # a small file: fast
+    contract = project / "policies" / "data_contract.yaml"
+    contract.write_text(contract.read_text().replace("min_rows: 50", "min_rows: 10"))
+    python = str(VENV_BIN / "python")
+    run_cmd([python, "-m", "pipeline.validate"], cwd=project, check=True)
+    run_cmd([python, "-m", "pipeline.scrub"], cwd=project, check=True)
+    pii_report = project / "reports" / "pii_report.json"
+    assert read_json(pii_report)["input"]["sha256"] == read_json(project / "reports" / "data_validation.json")["input"]["sha256"]
+
+    run_cmd([python, "-m", "pipeline.split"], cwd=project, check=True)
+    assert (project / "reports" / "split_report.json").is_file()
+    scrubbed = project / "data" / "scrubbed" / "tickets.jsonl"
+    scrubbed.write_text(scrubbed.read_text() + scrubbed.read_text().splitlines(keepends=True)[0])
+    split = run_cmd([python, "-m", "pipeline.split"], cwd=project)
+    assert split.returncode == 2 and "not the file the PII report describes" in split.stderr, split.stderr[-2000:]
+    assert not (project / "reports" / "split_report.json").exists()
+
+    raw.write_text(raw.read_text().replace('"priority":"low"', '"priority":"high"', 1))
+    refused = run_cmd([python, "-m", "pipeline.scrub"], cwd=project)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "not the file the validation report certifies" in refused.stderr and "Traceback" not in refused.stderr
+    assert not pii_report.exists(), "the earlier run's PII report survived a refused run"

@@ -64,6 +64,25 @@ def _huge(p, rs):
     write_lines(p, rs)
 
 
+def _nul_byte(p, rs):
+    lines = write_lines(p, rs).read_text().splitlines()
+    lines[3] = lines[3].replace('"', '"\x00', 4)[:40] + lines[3][40:]
+    p.write_text("\n".join(lines) + "\n")
+
+
+def _control_char(p, rs):
+    lines = write_lines(p, rs).read_text().splitlines()
+    lines[5] = lines[5].replace(": \"", ": \"\x01", 1)
+    p.write_text("\n".join(lines) + "\n")
+
+
+def _three_bad_lines(p, rs):
+    lines = write_lines(p, rs).read_text().splitlines()
+    for i in (2, 5, 8):
+        lines[i] = lines[i][: len(lines[i]) // 3]
+    p.write_text("\n".join(lines) + "\n")
+
+
 def _not_object(p, rs):
     write_lines(p, rs)
     with open(p, "a") as f:
@@ -74,9 +93,13 @@ BAD_FILES = [
     ("empty", lambda p, rs: p.write_text(""), ":", "file is empty"),
     ("bom", _bom, ":1", "byte-order mark"),
     ("invalid_utf8", _bad_utf8, ":3", "invalid UTF-8"),
-    ("truncated_json", _truncated, ":5", "not valid JSON"),
+    ("truncated_json", _truncated, ":5", "not valid JSON: the line is truncated (the record stops at column"),
+    ("nul_byte", _nul_byte, ":4", "not valid JSON: a NUL byte at column"),
+    ("control_char", _control_char, ":6", "(Invalid control character at column"),
+    ("three_bad_lines", _three_bad_lines, ":3", "truncated (the record stops at column"),
+    ("more_bad_lines_counted", _three_bad_lines, ":3", "; 2 more bad line(s) after it"),
     ("missing_column", _missing_column, ":7", "missing column(s): channel"),
-    ("wrong_type", _wrong_type, ":8", "column 'priority' should be a string, found a int"),
+    ("wrong_type", _wrong_type, ":8", "column 'priority' should be a string, found an int"),
     ("record_5mb", _huge, ":2", "over the contract's max_record_bytes"),
     ("not_an_object", _not_object, ":11", "not an object"),
 ]
@@ -111,6 +134,9 @@ def test_bad_files_exit_2_naming_file_and_line(project, good_records, monkeypatc
     err = capsys.readouterr().err
     assert f"data/raw/tickets.jsonl{where}" in err and phrase in err
     assert "Traceback" not in err
+    assert " at at " not in err
+    if make is not _three_bad_lines:  # one bad line: nothing more is claimed
+        assert "more bad line" not in err
 
 
 def test_crlf_line_endings_are_read(tmp_path, good_records):

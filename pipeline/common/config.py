@@ -17,6 +17,10 @@ from pipeline.common.errors import GovtuneError
 
 M = TypeVar("M", bound=BaseModel)
 
+# Pydantic error types of strict numbers and booleans (policies use them for thresholds: a
+# quoted "0.99" is a typo that must not be read as a number).
+_STRICT_TYPES = {"float_type", "int_type", "bool_type"}
+
 
 class Strict(BaseModel):
     """Base for every config and policy model: frozen, unknown keys rejected."""
@@ -45,7 +49,34 @@ def load_yaml(path: str | Path) -> tuple[Any, yaml.Node | None]:
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
         raise GovtuneError(where, f"invalid YAML: {problem}", "fix the YAML syntax (indentation, quotes, colons)") from exc
+    check_unique_keys(node, path)
     return data, node
+
+
+def check_unique_keys(node: yaml.Node | None, path: str | Path, keys: tuple[str, ...] = ()) -> None:
+    """Refuses a mapping that repeats a key: YAML keeps the last value silently, so one stray
+    line could invert a rule (``threshold:`` twice) without any reader noticing.
+
+    Raises:
+        GovtuneError: naming the file, the dotted key and both lines.
+    """
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                dotted = ".".join((*keys, key))
+                raise GovtuneError(
+                    f"{path}:{line}",
+                    f"duplicate key {dotted!r} (lines {seen[key]} and {line}); YAML would keep the last one silently",
+                    f"keep one of the two lines in {path}",
+                )
+            seen[key] = line
+            check_unique_keys(value_node, path, (*keys, key))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            check_unique_keys(item, path, (*keys, str(i)))
 
 
 def line_of(node: yaml.Node | None, keys: tuple[Any, ...]) -> int | None:
@@ -83,6 +114,8 @@ def validate(model: type[M], data: Any, path: str | Path, node: yaml.Node | None
             first_line = first_line or line
             dotted = ".".join(str(k) for k in keys) or "(top level)"
             message = "unknown key (not allowed here)" if err["type"] == "extra_forbidden" else err["msg"]
+            if err["type"] in _STRICT_TYPES and isinstance(err.get("input"), str):
+                message += " (a quoted value is text, not a number or true/false: write it without quotes)"
             problems.append(f"line {line}: {dotted}: {message}")
         where = f"{path}:{first_line}" if first_line else str(path)
         raise GovtuneError(

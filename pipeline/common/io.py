@@ -62,6 +62,37 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         _remove(tmp)
 
 
+class Evidence:
+    """The evidence files a stage is about to write; see :func:`evidence_of_this_run`."""
+
+    def __init__(self, paths: Iterable[str | Path]) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.final = False
+
+    def keep(self) -> None:
+        """Marks the evidence written so far as complete (e.g. a report of a failed contract):
+        a later failure no longer removes it."""
+        self.final = True
+
+
+@contextlib.contextmanager
+def evidence_of_this_run(*paths: str | Path) -> Iterator[Evidence]:
+    """Removes the stage's evidence files when the block fails before :meth:`Evidence.keep`.
+
+    A stage run by hand (``python -m pipeline.<stage>``; DVC removes outs itself) that stops
+    on bad input must not leave the previous run's "passed" report on disk for the next stage
+    or an auditor to read. Each file is removed with one ``unlink`` (atomic): either the old
+    complete file or none."""
+    evidence = Evidence(paths)
+    try:
+        yield evidence
+    except BaseException:
+        if not evidence.final:
+            for path in evidence.paths:
+                _remove(path)
+        raise
+
+
 def remove_stale_temporaries(target: Path) -> list[Path]:
     """Cleans up after a writer of ``target`` that was killed mid-write; returns what it removed.
 

@@ -11,7 +11,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, model_validator
 
 from pipeline.common.config import Strict, load_model, load_yaml, validate
 from pipeline.common.errors import GovtuneError
@@ -132,8 +132,8 @@ class LengthRule(_Rule):
     """Every non-null value has between ``min`` and ``max`` characters."""
 
     kind: Literal["length_between"]
-    min: int = Field(ge=0)
-    max: int = Field(gt=0)
+    min: StrictInt = Field(ge=0)
+    max: StrictInt = Field(gt=0)
 
 
 class InSetRule(_Rule):
@@ -147,21 +147,21 @@ class DuplicateRateRule(_Rule):
     """At most ``max_rate`` of the records repeat another record's value."""
 
     kind: Literal["max_duplicate_rate"]
-    max_rate: float = Field(ge=0.0, le=1.0)
+    max_rate: StrictFloat = Field(ge=0.0, le=1.0)
 
 
 class MinRowsPerClassRule(_Rule):
     """Each allowed value of the column (from its in_set rule) has at least ``min_rows`` records."""
 
     kind: Literal["min_rows_per_class"]
-    min_rows: int = Field(ge=1)
+    min_rows: StrictInt = Field(ge=1)
 
 
 class CoverageRule(_Rule):
     """At least ``min_rate`` of the records have a (non-null) value."""
 
     kind: Literal["coverage"]
-    min_rate: float = Field(ge=0.0, le=1.0)
+    min_rate: StrictFloat = Field(ge=0.0, le=1.0)
 
 
 ContractRule = Annotated[
@@ -181,7 +181,7 @@ class DataContract(Strict):
     """``policies/data_contract.yaml``: the schema and quality rules of the raw data."""
 
     id_column: str
-    max_record_bytes: int = Field(gt=0)
+    max_record_bytes: StrictInt = Field(gt=0)
     columns: dict[str, JsonType] = Field(min_length=1)
     rules: list[ContractRule] = Field(min_length=1)
 
@@ -217,7 +217,7 @@ Operator = Literal["replace", "mask", "redact", "hash", "pseudonym"]
 class EntityPolicy(Strict):
     """How one entity type is detected (minimum score) and replaced (operator)."""
 
-    min_score: float = Field(ge=0.0, le=1.0)
+    min_score: StrictFloat = Field(ge=0.0, le=1.0)
     operator: Operator
 
 
@@ -226,7 +226,7 @@ class KeyPolicy(Strict):
 
     env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$")
     file: Path | None = None
-    allow_demo_key: bool
+    allow_demo_key: StrictBool
 
 
 class RecognizerPolicy(Strict):
@@ -235,7 +235,7 @@ class RecognizerPolicy(Strict):
     name: str = Field(pattern=r"^[a-z0-9_]+$")
     entity: str
     patterns: list[str] = Field(min_length=1)
-    score: float = Field(gt=0.0, le=1.0)
+    score: StrictFloat = Field(gt=0.0, le=1.0)
     context: list[str] = []
     validator: Literal["luhn", "iban"] | None = None
 
@@ -254,7 +254,7 @@ class RecognizerPolicy(Strict):
 class PiiPolicy(Strict):
     """``policies/pii.yaml``: what PII is, how it is found, what replaces it."""
 
-    enabled: bool
+    enabled: StrictBool
     language: str
     ner_model: str
     fields: list[str] = Field(min_length=1)
@@ -283,23 +283,23 @@ def load_pii_policy(path: str | Path) -> PiiPolicy:
 class BootstrapPolicy(Strict):
     """Percentile bootstrap over test records."""
 
-    samples: int = Field(ge=10)
-    confidence: float = Field(gt=0.5, lt=1.0)
-    seed: int
+    samples: StrictInt = Field(ge=10)
+    confidence: StrictFloat = Field(gt=0.5, lt=1.0)
+    seed: StrictInt
 
 
 class AgeStatements(Strict):
     """How "I'm NN" age statements are flipped between young and old."""
 
-    threshold: int = Field(ge=1)
-    young_age: int = Field(ge=1)
-    old_age: int = Field(ge=1)
+    threshold: StrictInt = Field(ge=1)
+    young_age: StrictInt = Field(ge=1)
+    old_age: StrictInt = Field(ge=1)
 
 
 class CounterfactualPolicy(Strict):
     """Counterfactual variants: swap lists per attribute, and how many messages to test."""
 
-    max_examples: int = Field(ge=1)
+    max_examples: StrictInt = Field(ge=1)
     swaps: dict[str, list[tuple[str, str]]]
     age_statements: AgeStatements | None = None
 
@@ -309,8 +309,8 @@ class FairnessPolicy(Strict):
 
     protected_attributes: list[str] = Field(min_length=1)
     favourable_priorities: list[str] = Field(min_length=1)
-    min_group_size: int = Field(ge=1)
-    label_gap_confidence: float = Field(gt=0, lt=1)
+    min_group_size: StrictInt = Field(ge=1)
+    label_gap_confidence: StrictFloat = Field(gt=0, lt=1)
     bootstrap: BootstrapPolicy
     counterfactual: CounterfactualPolicy
 
@@ -362,7 +362,7 @@ class Baseline(Strict):
     evidence: EvidencePath | None = (
         None  # where the baseline value is (against: base); champion: the rule's own value then
     )
-    max_regression: float = Field(ge=0)  # allowed worsening, in the metric's unit (direction from the comparator)
+    max_regression: StrictFloat = Field(ge=0)  # allowed worsening, in the metric's unit (direction from the comparator)
 
     @model_validator(mode="after")
     def _evidence_for_base(self) -> Baseline:
@@ -384,7 +384,7 @@ class Rule(Strict):
     severity: Severity  # blocking: a failure rejects the model (unless waived); warning: reported only
     evidence: EvidencePath  # source:dotted.path; `*` matches every key at that level (each must pass)
     comparator: Comparator  # observed <comparator> threshold (or baseline -/+ max_regression)
-    threshold: float | bool | None = None
+    threshold: StrictFloat | StrictBool | None = None  # strict: a quoted "0.99" is an error, not a number
     baseline: Baseline | None = None
     owner: str = Field(min_length=1)
     controls: list[str] = Field(min_length=1)
@@ -409,7 +409,7 @@ class ApprovalRequirement(Strict):
     """Approvals needed from people in one role."""
 
     role: str = Field(pattern=r"^[a-z0-9_]+$")
-    count: int = Field(ge=1)
+    count: StrictInt = Field(ge=1)
 
 
 class ApprovalPolicy(Strict):
@@ -429,7 +429,7 @@ class PromotionPolicy(RuleSet):
 
     alias: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
     previous_alias: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
-    fail_on_reject: bool
+    fail_on_reject: StrictBool
     approvals: ApprovalPolicy
 
 
