@@ -1,0 +1,165 @@
+"""PII recall on text the recognizers were not written for: the scrub's analyzer vs stock Presidio.
+
+Both run on the independent corpus of ``benchmarks/pii_corpus.py`` (built in memory with its
+default seed, or ``--corpus FILE``) and, side by side, on the synthetic tickets' own sidecar:
+
+- ``policy``: the scrub stage's engine as it runs (``pipeline.common.pii.build_analyzer`` and
+  ``detect_batch`` with ``policies/pii.yaml``: its recognizers, entity list and minimum scores);
+- ``stock``: Presidio's ``AnalyzerEngine`` with the same spaCy model, its predefined
+  recognizers and every entity it knows, no score floor.
+
+A labelled span counts as caught when at least 80 % of its non-space characters lie in any
+detection (whatever entity type: what matters is that the value is removed); ``strict`` also
+reports the scrub's own definition (every alphanumeric character). "Kept" is the share of
+non-space characters outside every labelled span that no detection touches (over-redaction
+destroys the data's value). "Verbatim" counts labelled values still found in the anonymized
+text (policy engine only).
+
+Run: ``python -m benchmarks.pii_generalisation [--corpus data/raw/eval/pii_benchmark.jsonl] [--tickets 300]``
+Writes ``reports/bench/pii_generalisation.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from benchmarks.pii_corpus import DIRECT, OUT, build
+from pipeline.common.io import save_json
+
+REPO = Path(__file__).resolve().parents[1]
+CAUGHT_SHARE = 0.8
+
+
+def coverage(text: str, detections: list[tuple[int, int]]) -> set[int]:
+    return {i for s, e in detections for i in range(s, e)}
+
+
+def judge(rows: list[dict[str, Any]], detections: list[list[tuple[int, int]]]) -> dict[str, Any]:
+    """Per-entity recall (80 % of non-space characters, and strict), direct-identifier recall, kept share."""
+    spans, caught, strict = Counter(), Counter(), Counter()
+    other_chars = other_kept = 0
+    for row, found in zip(rows, detections, strict=True):
+        text, covered = row["text"], coverage(row["text"], found)
+        labelled = set()
+        for span in row["spans"]:
+            chars = [i for i in range(span["start"], span["end"]) if not text[i].isspace()]
+            alnum = [i for i in chars if text[i].isalnum()]
+            labelled.update(range(span["start"], span["end"]))
+            entity = span["entity_type"]
+            spans[entity] += 1
+            caught[entity] += sum(i in covered for i in chars) >= CAUGHT_SHARE * len(chars)
+            strict[entity] += all(i in covered for i in alnum)
+        rest = [i for i in range(len(text)) if i not in labelled and not text[i].isspace()]
+        other_chars += len(rest)
+        other_kept += sum(i not in covered for i in rest)
+    direct_n = sum(spans[e] for e in DIRECT)
+    return {
+        "entities": {e: {"spans": n, "recall": round(caught[e] / n, 4), "strict_recall": round(strict[e] / n, 4)} for e, n in sorted(spans.items())},
+        "direct_identifier_recall": round(sum(caught[e] for e in DIRECT) / direct_n, 4) if direct_n else None,
+        "non_pii_chars_kept": round(other_kept / other_chars, 4) if other_chars else None,
+        "sentences": len(rows),
+        "spans": sum(spans.values()),
+    }  # fmt: skip
+
+
+def policy_engine(policy: Any) -> Any:
+    from pipeline.common.pii import build_analyzer, detect_batch
+
+    analyzer = build_analyzer(policy)
+
+    def detect(texts: list[str]) -> list[list[tuple[int, int]]]:
+        return [[(d.start, d.end) for d in found] for found in detect_batch(analyzer, policy, texts, batch_size=64)]
+
+    return detect
+
+
+def stock_engine(policy: Any) -> Any:
+    from presidio_analyzer import AnalyzerEngine, BatchAnalyzerEngine
+    from presidio_analyzer.nlp_engine import NlpEngineProvider
+
+    provider = NlpEngineProvider(nlp_configuration={"nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": policy.ner_model}]})
+    batch = BatchAnalyzerEngine(AnalyzerEngine(nlp_engine=provider.create_engine(), supported_languages=["en"]))
+
+    def detect(texts: list[str]) -> list[list[tuple[int, int]]]:
+        return [[(r.start, r.end) for r in found] for found in batch.analyze_iterator(texts, language="en", batch_size=64)]
+
+    return detect
+
+
+def verbatim_leaks(policy: Any, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Labelled values of the policy's entities still present, verbatim, after anonymization."""
+    from presidio_anonymizer import AnonymizerEngine
+
+    from pipeline.common.pii import DEMO_KEY, PseudonymKey, anonymize, build_analyzer, build_operators, detect_batch
+
+    analyzer, anonymizer = build_analyzer(policy), AnonymizerEngine()
+    operators = build_operators(policy, PseudonymKey(DEMO_KEY, "demo"))
+    found = detect_batch(analyzer, policy, [r["text"] for r in rows], batch_size=64)
+    leaks: Counter = Counter()
+    for row, detections in zip(rows, found, strict=True):
+        out = anonymize(anonymizer, row["text"], detections, operators)
+        for span in row["spans"]:
+            leaks[span["entity_type"]] += span["value"] in out
+    return dict(sorted(leaks.items()))
+
+
+def ticket_rows(count: int) -> list[dict[str, Any]]:
+    """The synthesizer's own tickets, in the same row shape (message field only)."""
+    from pipeline.common.params import load_params
+    from pipeline.synthesize import generate
+
+    tickets, spans = generate(load_params(REPO / "params.yaml").synthesize.model_copy(update={"rows": count}))
+    by_ticket: dict[str, list] = {}
+    for s in spans:
+        if s["field"] == "message":
+            by_ticket.setdefault(s["ticket_id"], []).append(s)
+    return [{"id": t["ticket_id"], "source": "synthesize", "text": t["message"], "spans": by_ticket.get(t["ticket_id"], [])} for t in tickets]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=None, help=f"a corpus file (default: built in memory, as {OUT} would be)")
+    parser.add_argument("--tickets", type=int, default=300, help="synthetic tickets measured alongside")
+    parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench" / "pii_generalisation.json")
+    args = parser.parse_args(argv)
+    from pipeline.common.offline import configure_offline
+    from pipeline.common.policy import load_pii_policy
+
+    configure_offline()
+    policy = load_pii_policy(REPO / "policies" / "pii.yaml")
+    if args.corpus is not None:
+        corpus = [json.loads(line) for line in args.corpus.read_text(encoding="utf-8").splitlines()]
+    else:
+        corpus = build(1000, 7)
+    corpora = {"independent": corpus, "synthesize": ticket_rows(args.tickets)}
+    results: dict[str, Any] = {"corpus": str(args.corpus or "benchmarks.pii_corpus.build(1000, seed=7)"), "caught_share": CAUGHT_SHARE, "direct_identifiers": list(DIRECT)}
+    for engine_name, make in (("policy", policy_engine), ("stock", stock_engine)):
+        detect = make(policy)
+        for corpus_name, rows in corpora.items():
+            start = time.perf_counter()
+            found = detect([r["text"] for r in rows])
+            results[f"{engine_name}/{corpus_name}"] = judge(rows, found) | {"seconds": round(time.perf_counter() - start, 2)}
+    results["policy/independent"]["verbatim_leaks"] = verbatim_leaks(policy, corpus)
+    save_json(args.out, results)
+    keys = [k for k in results if "/" in k]
+    print("| entity | " + " | ".join(keys) + " |")
+    print("| --- |" + " ---: |" * len(keys))
+    entities = sorted({e for k in keys for e in results[k]["entities"]})
+    for e in entities:
+        cells = [f"{results[k]['entities'][e]['recall']:.2f} ({results[k]['entities'][e]['spans']})" if e in results[k]["entities"] else "-" for k in keys]
+        print(f"| {e} | " + " | ".join(cells) + " |")
+    print("| **direct identifiers** | " + " | ".join(f"**{results[k]['direct_identifier_recall']}**" for k in keys) + " |")
+    print("| non-PII characters kept | " + " | ".join(str(results[k]["non_pii_chars_kept"]) for k in keys) + " |")
+    print(f"verbatim leaks (policy, independent): {results['policy/independent']['verbatim_leaks']}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
