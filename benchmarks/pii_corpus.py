@@ -52,7 +52,7 @@ TEMPLATES: tuple[str, ...] = (
     "my card {CARD} was declined at checkout three times today",
     "Refund to IBAN {IBAN} please, account holder {PERSON}.",
     "We saw logins from {IP} and from {IPV6} within a minute of each other.",
-    "For the record, I was born {DOB_WORDS} and the form keeps rejecting it.",
+    "For the record, I was born on {DOB_WORDS} and the form keeps rejecting it.",
     "SSN on file should be {SSN}, not the one in the letter.",
     "Ping {HANDLE} on the forum, they had the same problem with the firmware.",
     "The profile link {URL_NAME} shows someone else's orders.",
@@ -151,9 +151,15 @@ def _value_makers(fake: Any, us_fake: Any, locale: str, rng: random.Random) -> d
         return f"{fake.phone_number()} {rng.choice(['ext.', 'x', 'extension'])} {rng.randint(10, 9999)}"
 
     def phone_intl() -> str:
-        code = {"en_GB": "+44", "de_DE": "+49", "fr_FR": "+33", "it_IT": "+39", "es_ES": "+34", "nl_NL": "+31", "en_AU": "+61"}
-        prefix = code.get(locale, "+1")
-        return f"{prefix} {rng.randint(10, 99)} {rng.randint(1000, 9999)} {rng.randint(1000, 9999)}"
+        """The locale's own number written the international way (+CC ...), when it is a valid one."""
+        import phonenumbers
+
+        region = locale.split("_")[1]
+        for _ in range(20):
+            parsed = phonenumbers.parse(fake.phone_number().split("x")[0], region)
+            if phonenumbers.is_valid_number(parsed):
+                return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+        return fake.phone_number()
 
     def email_plus() -> str:
         user, domain = fake.email().split("@")
@@ -166,7 +172,7 @@ def _value_makers(fake: Any, us_fake: Any, locale: str, rng: random.Random) -> d
         d = fake.date_of_birth(minimum_age=18, maximum_age=90)
         day = d.day
         suffix = "th" if 10 <= day % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
-        return rng.choice([f"on {d:%B} {day}{suffix}, {d.year}", f"on the {day}{suffix} of {d:%B} {d.year}", f"{day} {d:%B} {d.year}"])
+        return rng.choice([f"{d:%B} {day}{suffix}, {d.year}", f"the {day}{suffix} of {d:%B} {d.year}", f"{day} {d:%B} {d.year}"])
 
     return {
         "PERSON": (PERSON, fake.name),
