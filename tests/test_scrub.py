@@ -318,3 +318,9 @@ def test_scrub_stage_refuses_raw_data_changed_after_validation_and_leaves_no_rep
     assert refused.returncode == 2, refused.stderr[-2000:]
     assert "not the file the validation report certifies" in refused.stderr and "Traceback" not in refused.stderr
     assert not pii_report.exists(), "the earlier run's PII report survived a refused run"
+
+    # Validated again, but the contract fails (a label outside the allowed set): scrub refuses too.
+    raw.write_text(raw.read_text().replace('"category":"billing"', '"category":"complaints"', 1))
+    assert run_cmd([python, "-m", "pipeline.validate"], cwd=project).returncode == 2
+    failed = run_cmd([python, "-m", "pipeline.scrub"], cwd=project)
+    assert failed.returncode == 2 and "the raw data failed validation (category_allowed)" in failed.stderr, failed.stderr[-2000:]
