@@ -40,7 +40,7 @@ PERSON, EMAIL, PHONE, ADDRESS = "PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "STRE
 CARD, IBAN, SSN, IP, DOB = "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS", "DATE_OF_BIRTH"
 LOCATION, USERNAME, URL = "LOCATION", "USERNAME", "URL"
 # Identify a person on their own (the issue's "direct identifiers"); the rest are quasi-identifiers.
-DIRECT = (PERSON, ADDRESS, PHONE, EMAIL, CARD, SSN, IBAN, IP)
+DIRECT = (PERSON, ADDRESS, PHONE, EMAIL, CARD, SSN, IBAN, IP, "US_DRIVER_LICENSE", "US_PASSPORT")
 
 # Sentence shapes, unlike the synthesizer's tickets: {SLOT} is filled with a value of that type.
 TEMPLATES: tuple[str, ...] = (
@@ -254,13 +254,49 @@ def build(sentences: int, seed: int) -> list[dict[str, Any]]:
     return rows
 
 
+def build_presidio_evaluator(sentences: int, seed: int) -> list[dict[str, Any]]:
+    """``sentences`` labelled sentences from Microsoft's presidio-evaluator (its 200-odd templates
+    and FakeNameGenerator.com records, 5 % of names in lower case, as its own README samples
+    them): written by neither this project nor its synthesizer. Installed hash-pinned by
+    ``make setup`` (requirements-models.txt)."""
+    import contextlib
+    import io
+    import logging
+    import os
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    logging.getLogger("presidio-evaluator").setLevel(logging.ERROR)
+    from presidio_evaluator.data_generator import PresidioSentenceFaker, presidio_additional_entity_providers
+    from presidio_evaluator.data_generator.faker_extensions import HospitalProvider
+
+    # its HospitalProvider queries Wikidata when built; no template uses hospitals, so leave it out
+    providers = [p for p in presidio_additional_entity_providers if p is not HospitalProvider]
+    random.seed(seed)  # it draws name layouts ("Leigha C. Mackay") before it seeds itself
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints its defaults
+        faker = PresidioSentenceFaker(locale="en_US", lower_case_ratio=0.05, random_seed=seed, entity_providers=providers)
+        faker._sentence_faker.seed_instance(seed)  # its own seed() reaches only Faker's shared generator
+        random.seed(seed)
+        samples = faker.generate_new_fake_sentences(sentences)
+    rows = []
+    for i, sample in enumerate(samples):
+        # the value as it stands in the text: its lower-cased sentences keep the labels' original case
+        text = sample.full_text
+        spans = [{"start": s.start_position, "end": s.end_position, "entity_type": s.entity_type, "value": text[s.start_position : s.end_position]} for s in sample.spans]
+        rows.append({"id": f"pe-{i:05d}", "source": "presidio-evaluator", "text": text, "spans": sorted(spans, key=lambda s: s["start"])})
+    return rows
+
+
+SOURCES = {"presidio-evaluator": build_presidio_evaluator, "faker-locales": build}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sentences", type=int, default=1000, help="Faker sentences (the hand-labelled ones come on top)")
+    parser.add_argument("--source", choices=sorted(SOURCES), default="faker-locales", help="which generator (default: ours, Faker locales + hand-labelled)")
+    parser.add_argument("--sentences", type=int, default=1000, help="generated sentences (faker-locales: the hand-labelled ones come on top)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
-    rows = build(args.sentences, args.seed)
+    rows = SOURCES[args.source](args.sentences, args.seed)
     save_jsonl(args.out, rows)
     print(f"wrote {len(rows)} sentences, {sum(len(r['spans']) for r in rows)} labelled spans to {args.out}")
     return 0

@@ -262,13 +262,22 @@ class PiiPolicy(Strict):
     key: KeyPolicy
     entities: dict[str, EntityPolicy] = Field(min_length=1)
     recognizers: list[RecognizerPolicy] = []
+    builtin_recognizers: list[str] = []  # names of pipeline/recognizers/ (BUILTIN)
+    propagate_names: StrictBool = False
     allow_list: list[str] = []
 
     @model_validator(mode="after")
     def _recognizers_feed_policy_entities(self) -> PiiPolicy:
+        from pipeline.recognizers import ENTITY
+
         for r in self.recognizers:
             if r.entity not in self.entities:
                 raise ValueError(f"recognizer {r.name!r} reports {r.entity!r}, which is not under entities")
+        for name in self.builtin_recognizers:
+            if name not in ENTITY:
+                raise ValueError(f"builtin_recognizers: unknown recognizer {name!r} (known: {', '.join(sorted(ENTITY))})")
+            if ENTITY[name] not in self.entities:
+                raise ValueError(f"builtin recognizer {name!r} reports {ENTITY[name]!r}, which is not under entities")
         return self
 
 

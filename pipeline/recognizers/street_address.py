@@ -1,0 +1,147 @@
+"""Street addresses in many national formats, and the postal block that follows them.
+
+Anchors (any one starts a match; a bare capitalised word never does):
+
+- a street-type word after the name: ``12 Meadow Drive``, ``254 Damvergi Street`` (English
+  suffixes, after USPS Publication 28, Appendix C1, and Royal Mail / Australia Post usage);
+- a street-type word before the name, with a house number on either side: ``Via Leopardi 83``,
+  ``87 Rue du Niger``, ``Avenida Almirante Reis 50``, ``ul. Polna 4``;
+- a street word that ends in a compound street suffix, with a house number:
+  ``Favoritenstrasse 36``, ``Lumbyholmvej 46``, ``Ilmalankuja 57``, ``Bécsi utca 53``;
+- a house number, a capitalised name and a second number (``637 Strojírenská 1006``), or a
+  capitalised name and a number after an address cue (weak: needs context to count);
+- a unit (``Apt. 559``, ``Suite 026``, ``Flat 3``) or a post box (``P.O. Box 63``,
+  ``PSC 2322, Box 6025``, ``Unit 4670 Box 6562``, ``APO AA 88307``, ``USNS Šimić``).
+
+From an anchor the match grows over what follows it on the same or the next lines (real or
+escaped ``\\n``) while that looks like the rest of a postal address: units, capitalised or
+upper-case place names, state codes, postcodes; it stops at a lower-case word, a label with a
+colon, an e-mail, a long digit run (a phone) or after six steps.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pipeline.recognizers._base import SpanRecognizer
+
+_B = r"(?:(?<=\\n)|\b)"  # a word boundary, also right after an escaped "\n" written out in the text
+_NUM = r"\d{1,6}[A-Za-z]?(?:[/-]\d{1,5}[A-Za-z]?)?"
+_NUMS = rf"{_NUM}(?: {_NUM})?"
+_WORD = r"[^\W\d_][\w'’.-]*"
+_CAP = r"(?-i:[A-ZÀ-ÖØ-ÞĀ-ŽΑ-ΩА-Я])[\w'’.-]*"
+
+SUFFIXES = (
+    "Street St Road Rd Avenue Ave Av Drive Dr Lane Ln Way Court Ct Place Pl Crescent Cres Terrace Tce Terr "
+    "Close Row Heights Hts Hill Grove Gardens Gdns Parade Pde Square Sq Boulevard Blvd Highway Hwy Parkway "
+    "Pkwy Circle Cir Trail Trl Walk Mews Green Greens Stream Mill Mills Meadows Ridge Valley Rise Vale Wharf "
+    "Quay Esplanade Loop Radial Track Crossing Bend Commons Estate Estates Springs Landing Alley Arcade Brae "
+    "Causeway Chase Concourse Cove Dale Glade Glen Promenade Strand Vista Wynd Viaduct Expressway Freeway "
+    "Turnpike Pike Junction Knoll Knolls Shoals Shores Summit Terr Throughway Trace Underpass Villages Ville "
+    "Wells Forge Fork Forks Fort Harbor Harbour Haven Isle Lakes Lock Locks Manor Mount Orchard Pass Path "
+    "Pines Plains Plaza Port Ports Prairie Ranch Rapids Run Spur Station Stravenue Tunnel Union Unions View "
+    "Views Village Ways Bypass Cape Burg Burgs Motorway Circuit Grange Gate Keys Hollow Lodge Ramp Ridges"
+).split()
+PREFIXES = (
+    "Via Viale Piazza Piazzale Corso Largo Vicolo Strada Contrada Rue Avenue Boulevard Bd Chemin Place Allée "
+    "Impasse Quai Route Cours Calle Avenida Avda Av Carrer Paseo Plaza Camino Carretera Travesía Ronda Rua R "
+    "Travessa Praça Estrada Alameda Ulica Ul Aleja Al Odos Leoforos Bulevardul Strada Calea Aleea Ulitsa "
+    "Prospekt Jalan Jl"
+).split()
+COMPOUND = (
+    "straße strasse str gasse weg platz allee ring damm chaussee ufer steig pfad markt graben hof park "
+    "straat laan plein gracht kade singel dijk dreef hof vej gade vænget vænge alle vei veien veg vegen "
+    "gata gatan vägen väg gränd stig katu tie kuja polku kaari tori raitti utca út tér körút sor ulice "
+    "ulica cesta náměstí trg braut stræti gata gasse"
+).split()
+UNITS = r"(?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|Fl|Room|Rm|Bldg|Building|Dept|Studio)"
+
+_SUFFIX = "|".join(sorted(set(SUFFIXES), key=len, reverse=True))
+_PREFIX = "|".join(sorted(set(PREFIXES), key=len, reverse=True))
+_COMPOUND = r"(?:[^\W\d_][\w'’-]*)?(?:" + "|".join(sorted(set(COMPOUND), key=len, reverse=True)) + r")\.?"
+_MONTH = r"(?!(?:January|February|March|April|May|June|July|August|September|October|November|December|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)\b)"
+# capitalised words that begin sentences or name things, never a street: "I'm 18", "Version 10"
+_NOT_STREET = r"(?!(?:I|I'm|I’m|It's|It’s|We|We're|You|He|She|They|My|Our|Your|Version|Chapter|Order|Ticket|Page|Step|Item|Level|Windows|Model|Section|Day|Week|Year|Case|Error|Firmware|Update|Number|No|Invoice|Account)\b)"
+_DIR = r"(?: (?:North|South|East|West|N|S|E|W|NE|NW|SE|SW)\b\.?)?"
+_UNIT = rf"(?-i:{UNITS})\.? ?#?{_NUM}"
+
+ANCHORS: tuple[tuple[re.Pattern[str], float], ...] = tuple((re.compile(p, re.IGNORECASE), s) for p, s in (
+    # number, name, English street type: 12 Meadow Drive, 083 254 Damvergi Street
+    (rf"{_B}{_NUMS} (?:{_WORD} ){{0,4}}(?-i:{_SUFFIX})\b\.?{_DIR}(?: {_NUM}\b)?", 0.6),
+    # capitalised name and English street type, no number: Pisano Row (weak: needs context)
+    (rf"{_B}(?:{_CAP} ){{1,3}}(?-i:{_SUFFIX})\b\.?{_DIR}", 0.3),
+    # street type first, house number after or before: Via Leopardi 83, 87 Rue du Niger
+    (rf"{_B}(?:{_NUMS},? )?(?-i:{_PREFIX})\.? (?:{_WORD} ){{0,4}}{_WORD},? {_NUM}\b", 0.6),
+    (rf"{_B}{_NUMS},? (?-i:{_PREFIX})\.? (?:{_WORD} ){{0,4}}{_WORD}", 0.6),
+    # compound street word and number: Favoritenstrasse 36, Bécsi utca 53., 0671 Langenhorner Chaussee 76
+    (rf"{_B}(?:{_NUMS} )?(?:{_CAP} ){{0,2}}{_COMPOUND}(?: {_NUM}\b)", 0.6),
+    # number, capitalised name, number: 637 Strojírenská 1006
+    (rf"{_B}{_NUMS} {_MONTH}{_NOT_STREET}(?:{_CAP} ){{0,2}}{_CAP} {_NUM}\b", 0.5),
+    # capitalised name and number (weak: needs an address word nearby): Helmstok 174
+    (rf"{_B}{_MONTH}{_NOT_STREET}(?:{_CAP} ){{0,2}}{_MONTH}{_NOT_STREET}{_CAP} {_NUM}\b", 0.2),
+    # units and post boxes
+    (rf"{_B}{_UNIT}\b", 0.5),
+    (rf"{_B}P\.? ?O\.? ?Box \d{{1,6}}\b", 0.6),
+    (rf"{_B}(?:PSC \d{{3,5}},? Box \d{{3,5}}|Unit \d{{3,5}},? Box \d{{3,5}})\b", 0.6),
+    (rf"{_B}[ADF]PO A[AEP] \d{{5}}\b", 0.6),
+    (rf"{_B}US(?:NS|NV|CGC|S) {_CAP}", 0.6),
+))  # fmt: skip
+
+# what may follow an anchor and still be part of the address
+_SEP = r"(?:,? ?(?:\\n|\n)[ \t>?}|]*(?:(?:\\n|\n)[ \t>?}|]*)?|, ?|(?<!\.) )"  # not across a full stop
+_PART = (
+    rf"(?:{_UNIT}|(?:the )?corner of|and (?=\d)|{_NUMS}|(?-i:[A-Z]{{2,3}})\b|(?-i:[A-Z]{{1,2}}\d[A-Z\d]? ?\d[A-Z]{{2}})\b"
+    rf"|{_CAP}(?: (?:(?-i:de|da|do|del|della|di|du|la|le|van|von|der|den|am|an|im|sur|upon|on)) {_CAP}| {_CAP}){{0,3}}(?: {_NUM}\b)?)"
+)
+EXTEND = re.compile(rf"{_SEP}(?:{_PART})(?![\w@])")
+LEAD = re.compile(r"(?:\b(?:the )?corner of |\b\d{1,6} )$", re.IGNORECASE)
+STOP = re.compile(r"^(?:Mobile|Desk|Fax|Phone|Tel|Email|E-mail|Website|Name|Address|Date|When|Where|Office|Cell)\b", re.IGNORECASE)
+MAX_STEPS = 6
+
+
+class StreetAddressRecognizer(SpanRecognizer):
+    """Street lines, units and post boxes, grown over the postal block that follows."""
+
+    ENTITY = "STREET_ADDRESS"
+    NAME = "street_address_block"
+    CONTEXT = ("address", "live", "lives", "located", "deliver", "delivery", "ship", "send", "sent", "street", "moved", "office", "meet", "return", "post", "mail")
+
+    def spans(self, text: str) -> list[tuple[int, int, float]]:
+        found: list[tuple[int, int, float]] = []
+        for pattern, score in ANCHORS:
+            for m in pattern.finditer(text):
+                start, end = m.start(), m.end()
+                lead = LEAD.search(text, max(0, start - 20), start)
+                if lead:
+                    start = lead.start()
+                end, _ = self._grow(text, end)
+                found.append((start, end, score))
+        return _merge(found)
+
+    @staticmethod
+    def _grow(text: str, end: int) -> tuple[int, int]:
+        steps = 0
+        while steps < MAX_STEPS:
+            m = EXTEND.match(text, end)
+            if not m or STOP.match(text[m.end() - len(m.group(0).lstrip(" ,\\n>?\t\n")):]) or _lower_start(m.group(0)):
+                break
+            end, steps = m.end(), steps + 1
+        return end, steps
+
+
+def _lower_start(piece: str) -> bool:
+    """A continuation that starts with a lower-case word (other than ``and``/``corner``) ends the address."""
+    word = piece.lstrip(" ,\\n>?\t\n")
+    return bool(word) and word[0].islower() and not word.startswith(("and ", "corner", "the corner"))
+
+
+def _merge(spans: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
+    """Overlapping matches become one span with the highest score."""
+    out: list[list] = []
+    for start, end, score in sorted(spans):
+        if out and start <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], end)
+            out[-1][2] = max(out[-1][2], score)
+        else:
+            out.append([start, end, score])
+    return [(s, e, sc) for s, e, sc in out]

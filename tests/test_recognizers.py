@@ -1,0 +1,138 @@
+"""Table tests of our recognizers (pipeline/recognizers/): what each must find, and what it must
+leave alone. Pure regex work: no spaCy model is loaded, except in the last two tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.recognizers.card_number import CardNumberRecognizer
+from pipeline.recognizers.person_name import PersonCueRecognizer
+from pipeline.recognizers.phone_number import PhoneDigitsRecognizer
+from pipeline.recognizers.street_address import StreetAddressRecognizer
+
+STRONG = 0.4  # the policy's minimum score: at or above it a match counts without context
+
+
+def found(recognizer, text: str) -> list[tuple[str, bool]]:
+    """(matched text, counts on its own) per match."""
+    return [(text[s:e], score >= STRONG) for s, e, score in recognizer.spans(text)]
+
+
+ADDRESS_ROWS = [
+    # text, the address that must be found whole (or None: nothing strong may be found)
+    ("Ship it to 3240 Meadow Drive, Springfield, IL 62704 and send tracking.", "3240 Meadow Drive, Springfield, IL 62704"),
+    ("Richard had given Julieta his address: 60733 Paul-Nevermann-Platz 47", "60733 Paul-Nevermann-Platz 47"),
+    ("The bus station is on Via Pasquale Scura 127", "Via Pasquale Scura 127"),
+    ("990 87 Rue du Niger, Spodnja Idrija, Slovenia", "990 87 Rue du Niger, Spodnja Idrija, Slovenia"),
+    ("Eustaquia Acevedo\n\n4317 Invalidenstrasse 19\n Apt. 390\n Walshausen\n\n Germany 07130", "4317 Invalidenstrasse 19\n Apt. 390\n Walshausen\n\n Germany 07130"),
+    ("Name:    Helena\\n\\n637 Strojírenská 1006\\n Suite 026\\n Svratka\\n Czech Republic 45098", "637 Strojírenská 1006\\n Suite 026\\n Svratka\\n Czech Republic 45098"),
+    ("What is your address? it is PSC 2322, Box 6025\nAPO AA 88307", "PSC 2322, Box 6025\nAPO AA 88307"),
+    ("Send it to P.O. Box 63 please", "P.O. Box 63"),
+    ("Royale Moïse\nWarrane and Bécsi utca 53.\nMobile: 20-33-70-48", "Bécsi utca 53"),
+    # negatives: numbers and capitalised words that are no address
+    ("I have 2 cards since 2019 and 3 Orbit Earbuds.", None),
+    ("Version 10 of the Vega Tablet 10 crashes on Windows 11.", None),
+    ("Ticket 4821 was closed on 3 March 2025 after 2 replies.", None),
+    ("We are on our way, the road is closed.", None),
+    ("I'm 18 and I live here; Version 10 ships soon.", None),
+    ("Backup fails on the Atlas Backup Drive. Logs attached.", None),
+]
+
+
+@pytest.mark.parametrize("text,address", ADDRESS_ROWS)
+def test_street_addresses(text, address):
+    strong = [m for m, counts in found(StreetAddressRecognizer(), text) if counts]
+    if address is None:
+        assert strong == [], strong
+    else:
+        assert any(address in m for m in strong), strong
+        assert not any("Mobile" in m or "Name:" in m for m in strong), strong  # labels end the block
+
+
+PHONE_ROWS = [
+    ("Can someone call me on 76 177 296? I have questions.", "76 177 296", True),
+    ("They're not answering at 96 466712", "96 466712", True),
+    ("0380 7558505 office", "0380 7558505", True),
+    ("Fax: +41 (0)27 240 04 99", "+41 (0)27 240 04 99", True),
+    ("Switchboard is 650-752-7354x549, ask for accounts.", "650-752-7354x549", True),
+    # negatives, or too weak to count without a phone word
+    ("Order 123 456 shipped.", "123 456", False),
+    ("Logged at 2018-05-06 13:45 from 10.0.0.12", None, False),
+    ("It costs 1,299.00 in total", None, False),
+    ("Invoice 20240105", None, False),
+]
+
+
+@pytest.mark.parametrize("text,number,counts", PHONE_ROWS)
+def test_phone_digits(text, number, counts):
+    matches = dict(found(PhoneDigitsRecognizer(), text))
+    if number is None:
+        assert not any(matches.values()), matches
+    else:
+        assert matches.get(number) is counts, matches
+
+
+CARD_ROWS = [
+    ("my card 4841241182449353489 was lost", "4841241182449353489"),  # 19-digit Visa
+    ("block card no 501803075628", "501803075628"),  # 12-digit Maestro
+    ("Maestro 6759 6498 2643 8453", "6759 6498 2643 8453"),
+    ("order 4111111111111112 is late", None),  # Luhn fails
+    ("call 0170 1234567", None),  # too short
+]
+
+
+@pytest.mark.parametrize("text,card", CARD_ROWS)
+def test_card_numbers_need_luhn_and_are_weak_alone(text, card):
+    matches = found(CardNumberRecognizer(), text)
+    if card is None:
+        assert matches == [], matches
+    else:
+        assert matches == [(card, False)]  # counts only once Presidio's context enhancer sees "card"
+
+
+PERSON_ROWS = [
+    ("Please have the manager call me, I'd like to join accounts with ms. Patricia", ["Patricia"]),
+    ("Name:    Sigtryggur Bernharðsson\\nAddress:     7015 Arnott Heights", ["Sigtryggur Bernharðsson"]),
+    ("Arya: What a wife.\\nShawn: Remember me, Matthew?", ["Arya", "Shawn"]),
+    ("Leigha Mackay\n\nLa Sagne\nSwitzerland", ["Leigha Mackay"]),
+    ("I'm so jealous! said Naile to Caitlin", ["Naile"]),
+    # negatives: labels, roles, lower-case text, capitalised words without a cue
+    ("Phone: 439 4166\nAddress: somewhere", []),
+    ("Bot: Where would you like this sent? User: home", []),
+    ("The Nimbus Router X2 keeps rebooting since Tuesday.", []),
+    ("said the agent to nobody in particular", []),
+]
+
+
+@pytest.mark.parametrize("text,names", PERSON_ROWS)
+def test_person_cues(text, names):
+    matches = [m for m, counts in found(PersonCueRecognizer(), text) if counts]
+    for name in names:
+        assert name in matches, matches
+    if not names:
+        assert matches == [], matches
+
+
+def test_propagation_removes_every_occurrence_of_a_detected_name():
+    from pipeline.common.pii import Detection, propagate_names
+
+    text = "Csanád had given csanád his address; everyone calls me Calan. Suite is fine."
+    out = propagate_names(text, [Detection(0, 6, "PERSON", 0.9)])
+    assert [(text[d.start : d.end], d.entity) for d in out] == [("Csanád", "PERSON"), ("csanád", "PERSON")]
+    assert propagate_names(text, [Detection(58, 63, "PHONE_NUMBER", 0.9)]) == [Detection(58, 63, "PHONE_NUMBER", 0.9)]
+
+
+def test_a_policy_naming_an_unknown_recognizer_is_refused(tmp_path):
+    from pathlib import Path
+
+    from pipeline.common.errors import GovtuneError
+    from pipeline.common.policy import load_pii_policy
+
+    text = (Path(__file__).resolve().parents[1] / "policies" / "pii.yaml").read_text(encoding="utf-8")
+    bad = tmp_path / "pii.yaml"
+    bad.write_text(text.replace("  - phone_digits ", "  - phone_digitz "), encoding="utf-8")
+    with pytest.raises(GovtuneError, match="phone_digitz"):
+        load_pii_policy(bad)
+    bad.write_text(text.replace("  LOCATION: {min_score: 0.4, operator: replace}", "").replace("STREET_ADDRESS: {min_score: 0.4, operator: replace}", ""), encoding="utf-8")
+    with pytest.raises(GovtuneError, match="STREET_ADDRESS"):
+        load_pii_policy(bad)
