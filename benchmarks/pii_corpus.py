@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.common.io import save_jsonl
+from pipeline.common.pii_eval import DIRECT  # noqa: F401  (re-exported: the identifiers recall is judged on)
 
 OUT = Path("data/raw/eval/pii_benchmark.jsonl")
 LOCALES = ("en_US", "en_GB", "en_CA", "en_AU", "de_DE", "fr_FR", "it_IT", "es_ES", "nl_NL")
@@ -39,8 +40,6 @@ LOCALES = ("en_US", "en_GB", "en_CA", "en_AU", "de_DE", "fr_FR", "it_IT", "es_ES
 PERSON, EMAIL, PHONE, ADDRESS = "PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "STREET_ADDRESS"
 CARD, IBAN, SSN, IP, DOB = "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS", "DATE_OF_BIRTH"
 LOCATION, USERNAME, URL = "LOCATION", "USERNAME", "URL"
-# Identify a person on their own (the issue's "direct identifiers"); the rest are quasi-identifiers.
-DIRECT = (PERSON, ADDRESS, PHONE, EMAIL, CARD, SSN, IBAN, IP, "US_DRIVER_LICENSE", "US_PASSPORT")
 
 # Sentence shapes, unlike the synthesizer's tickets: {SLOT} is filled with a value of that type.
 TEMPLATES: tuple[str, ...] = (

@@ -32,50 +32,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from benchmarks.pii_corpus import DIRECT, build
+from benchmarks.pii_corpus import build
 from pipeline.common.io import save_json
+from pipeline.common.pii_eval import CAUGHT_SHARE, DIRECT, judge, verbatim_leaks
 
 REPO = Path(__file__).resolve().parents[1]
-CAUGHT_SHARE = 0.8
-
-
-def coverage(text: str, detections: list[tuple[int, int]]) -> set[int]:
-    return {i for s, e in detections for i in range(s, e)}
-
-
-def judge(rows: list[dict[str, Any]], detections: list[list[tuple[int, int]]]) -> dict[str, Any]:
-    """Per-entity recall (80 % of non-space characters, and strict), direct-identifier recall, kept share."""
-    spans, caught, strict = Counter(), Counter(), Counter()
-    other_chars = other_kept = 0
-    for row, found in zip(rows, detections, strict=True):
-        text, covered = row["text"], coverage(row["text"], found)
-        labelled = set()
-        for span in row["spans"]:
-            chars = [i for i in range(span["start"], span["end"]) if not text[i].isspace()]
-            alnum = [i for i in chars if text[i].isalnum()]
-            labelled.update(range(span["start"], span["end"]))
-            entity = span["entity_type"]
-            spans[entity] += 1
-            caught[entity] += sum(i in covered for i in chars) >= CAUGHT_SHARE * len(chars)
-            strict[entity] += all(i in covered for i in alnum)
-        rest = [i for i in range(len(text)) if i not in labelled and not text[i].isspace()]
-        other_chars += len(rest)
-        other_kept += sum(i not in covered for i in rest)
-    direct_n = sum(spans[e] for e in DIRECT)
-    return {
-        "entities": {e: {"spans": n, "recall": round(caught[e] / n, 4), "strict_recall": round(strict[e] / n, 4)} for e, n in sorted(spans.items())},
-        "direct_identifier_recall": round(sum(caught[e] for e in DIRECT) / direct_n, 4) if direct_n else None,
-        "non_pii_chars_kept": round(other_kept / other_chars, 4) if other_chars else None,
-        "sentences": len(rows),
-        "spans": sum(spans.values()),
-    }  # fmt: skip
 
 
 def policy_engine(policy: Any) -> Any:
@@ -102,27 +68,6 @@ def stock_engine(policy: Any) -> Any:
         return [[(r.start, r.end) for r in found] for found in batch.analyze_iterator(texts, language="en", batch_size=64)]
 
     return detect
-
-
-def _verbatim(value: str, text: str) -> bool:
-    return re.search(rf"(?<!\w){re.escape(value)}(?!\w)", text) is not None
-
-
-def verbatim_leaks(policy: Any, rows: list[dict[str, Any]], found: list[list[Any]]) -> dict[str, int]:
-    """Labelled values still present, verbatim, once the policy's operators replaced ``found``
-    (the policy engine's detections on ``rows``)."""
-    from presidio_anonymizer import AnonymizerEngine
-
-    from pipeline.common.pii import DEMO_KEY, PseudonymKey, anonymize, build_operators
-
-    anonymizer = AnonymizerEngine()
-    operators = build_operators(policy, PseudonymKey(DEMO_KEY, "demo"))
-    leaks: Counter = Counter()
-    for row, detections in zip(rows, found, strict=True):
-        out = anonymize(anonymizer, row["text"], detections, operators)
-        for span in row["spans"]:
-            leaks[span["entity_type"]] += _verbatim(span["value"], out)
-    return dict(sorted(leaks.items()))
 
 
 def ticket_rows(count: int) -> list[dict[str, Any]]:

@@ -63,6 +63,7 @@ def evidence_paths(params: Params) -> dict[str, Path]:
     return {
         "data_validation": params.validate_.report,
         "pii_report": params.scrub.report,
+        "pii_benchmark": params.pii_benchmark.report,
         "split_report": params.split.report,
         "train_metrics": params.finetune.metrics,
         "evaluation": params.evaluate.report,

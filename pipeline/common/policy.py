@@ -336,6 +336,7 @@ def load_fairness_policy(path: str | Path) -> FairnessPolicy:
 EVIDENCE_SOURCES = (
     "data_validation",
     "pii_report",
+    "pii_benchmark",  # the scrub's analyzer on an independent labelled corpus (stage pii_benchmark)
     "split_report",
     "train_metrics",
     "evaluation",

@@ -10,20 +10,17 @@ minimum (a context word such as "address" or "call" nearby).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 from typing import Any
 
-from pipeline.recognizers.card_number import CardNumberRecognizer
-from pipeline.recognizers.person_name import PersonCueRecognizer
-from pipeline.recognizers.phone_number import PhoneDigitsRecognizer
-from pipeline.recognizers.street_address import StreetAddressRecognizer
-
-# policy name -> factory (no arguments: each carries its own patterns and context words)
-BUILTIN: dict[str, Callable[[], Any]] = {
-    "street_address_block": StreetAddressRecognizer,
-    "phone_digits": PhoneDigitsRecognizer,
-    "card_number_luhn": CardNumberRecognizer,
-    "person_cues": PersonCueRecognizer,
+# policy name -> (module, class); imported only when an analyzer is built, so that validating a
+# policy (``govtune policy lint``) does not load Presidio
+BUILTIN: dict[str, tuple[str, str]] = {
+    "street_address_block": ("street_address", "StreetAddressRecognizer"),
+    "phone_digits": ("phone_number", "PhoneDigitsRecognizer"),
+    "card_number_luhn": ("card_number", "CardNumberRecognizer"),
+    "person_cues": ("person_name", "PersonCueRecognizer"),
+    "person_lexicon": ("person_lexicon", "PersonLexiconRecognizer"),
 }
 
 # the entity each one reports (the policy must list it under entities)
@@ -32,4 +29,13 @@ ENTITY: dict[str, str] = {
     "phone_digits": "PHONE_NUMBER",
     "card_number_luhn": "CREDIT_CARD",
     "person_cues": "PERSON",
+    "person_lexicon": "PERSON",
 }
+
+
+def build(name: str, ner_model: str) -> Any:
+    """A new instance of the recognizer the policy calls ``name`` (``person_lexicon`` reads the
+    spaCy package ``ner_model``'s English word list)."""
+    module, cls = BUILTIN[name]
+    recognizer = getattr(importlib.import_module(f"pipeline.recognizers.{module}"), cls)
+    return recognizer(ner_model) if name == "person_lexicon" else recognizer()

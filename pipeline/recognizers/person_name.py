@@ -33,7 +33,7 @@ CUES: tuple[tuple[re.Pattern[str], float], ...] = tuple((re.compile(p, re.IGNORE
     (rf"\b{_TITLES}\. {_N}", 0.6),
     (rf"\b{_TITLES} {_N}", 0.5),
     (rf"\b{_LABELS}:?[ \t]+{_N}", 0.6),
-    (rf"{_LINE}(?P<n>{_CAP})(?=: )", 0.5),
+    (rf"{_LINE}(?P<n>{_CAP})(?=:[ \"“])", 0.5),
     (rf"(?:\A|\\n\\n|\n\n|[>?] )[ \t>?]*(?P<n>{_CAP} (?:{_INITIAL} )?{_CAP}(?: {_CAP})?)[ \t]*(?={_BREAK})", 0.45),
     (rf"\b{_SPEECH} {_N}", 0.45),
     (rf"{_N}(?= (?:said|says|wrote|asked|replied)\b)", 0.45),

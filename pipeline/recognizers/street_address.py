@@ -46,7 +46,7 @@ PREFIXES = (
     "Via Viale Piazza Piazzale Corso Largo Vicolo Strada Contrada Rue Avenue Boulevard Bd Chemin Place Allée "
     "Impasse Quai Route Cours Calle Avenida Avda Av Carrer Paseo Plaza Camino Carretera Travesía Ronda Rua R "
     "Travessa Praça Estrada Alameda Ulica Ul Aleja Al Odos Leoforos Bulevardul Strada Calea Aleea Ulitsa "
-    "Prospekt Jalan Jl"
+    "Prospekt Jalan Jl ul al"
 ).split()
 COMPOUND = (
     "straße strasse str gasse weg platz allee ring damm chaussee ufer steig pfad markt graben hof park "
@@ -88,10 +88,10 @@ ANCHORS: tuple[tuple[re.Pattern[str], float], ...] = tuple((re.compile(p, re.IGN
 ))  # fmt: skip
 
 # what may follow an anchor and still be part of the address
-_SEP = r"(?:,? ?(?:\\n|\n)[ \t>?}|]*(?:(?:\\n|\n)[ \t>?}|]*)?|, ?|(?<!\.) )"  # not across a full stop
+_SEP = r"(?:(?:[ ,]*(?:\\n|\n)[ \t>?}|,]*){1,2}|, ?|(?<!\.) )"  # line breaks and commas in any order; not across a full stop
 _PART = (
     rf"(?:{_UNIT}|(?:the )?corner of|and (?=\d)|{_NUMS}|(?-i:[A-Z]{{2,3}})\b|(?-i:[A-Z]{{1,2}}\d[A-Z\d]? ?\d[A-Z]{{2}})\b"
-    rf"|{_CAP}(?: (?:(?-i:de|da|do|del|della|di|du|la|le|van|von|der|den|am|an|im|sur|upon|on)) {_CAP}| {_CAP}){{0,3}}(?: {_NUM}\b)?)"
+    rf"|{_CAP}(?: (?:(?-i:de|da|do|del|della|di|du|la|le|van|von|der|den|am|an|im|bei|sur|upon|on|u|en|y|e)) {_CAP}| {_CAP}){{0,3}}(?: {_NUM}\b)?)"
 )
 EXTEND = re.compile(rf"{_SEP}(?:{_PART})(?![\w@])")
 LEAD = re.compile(r"(?:\b(?:the )?corner of |\b\d{1,6} )$", re.IGNORECASE)

@@ -1,0 +1,139 @@
+"""Person names by lexicon: a known first name that spaCy tags as a proper noun, plus the
+surname or initials after it.
+
+The small spaCy NER misses many names it has not seen (``Leigha``, ``Csanád``) or files them
+under ORG/GPE. The lexicon is the union of the first names of every locale Faker ships (about
+26,000 in Latin, Cyrillic, Greek, Arabic and other scripts; Faker is already a dependency and
+MIT-licensed). A lexicon word alone never counts: spaCy's tagger must read the token as a
+proper noun (``PROPN``), so "Will you call" or "Mark it done" stay, while "ask Will about it"
+goes; or, in lower case, the word must be no English word (the spaCy package's own lemmatizer
+word list), so "stefania" goes and "grace" stays. Month and weekday names are never names here. Capitalised words and initials that follow
+are taken into the name (``Brodie H Walker``, ``Helena Gregorová``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import pkgutil
+import re
+from pathlib import Path
+from typing import Any
+
+from presidio_analyzer import AnalysisExplanation, EntityRecognizer, RecognizerResult
+
+_NAME = re.compile(r"[^\W\d_][\w'’-]{2,}")
+NEVER = frozenset(
+    "january february march april may june july august september october november december "
+    "monday tuesday wednesday thursday friday saturday sunday".split()
+)
+SCORE = 0.5
+MAX_FOLLOWING = 2  # surname words or initials taken after the first name
+
+
+@functools.cache
+def first_names() -> frozenset[str]:
+    """Case-folded first names of every Faker locale (computed once per process, ~0.2 s)."""
+    from faker.providers import person
+
+    names: set[str] = set()
+    for module in pkgutil.iter_modules(person.__path__):
+        try:
+            provider = importlib.import_module(f"faker.providers.person.{module.name}").Provider
+        except (ImportError, AttributeError):
+            continue
+        for attr in ("first_names", "first_names_male", "first_names_female", "first_names_nonbinary", "last_names"):
+            value = next((base.__dict__[attr] for base in provider.__mro__ if attr in base.__dict__), None)
+            if isinstance(value, dict):
+                value = value.keys()
+            if isinstance(value, (list, tuple, set, frozenset, type({}.keys()))):
+                names.update(n.casefold() for n in value if isinstance(n, str) and _NAME.fullmatch(n))
+    return frozenset(names - NEVER)
+
+
+@functools.cache
+def english_words(ner_model: str) -> frozenset[str]:
+    """The English word list of the spaCy package's lemmatizer tables (about 83,000 nouns, verbs,
+    adjectives, adverbs), read from its files: a lower-case lexicon name that is also an English
+    word ("john", "grace", "will") is not taken for a name."""
+    import importlib.util
+
+    from spacy.lookups import Lookups
+
+    spec = importlib.util.find_spec(ner_model)
+    if spec is None or not spec.submodule_search_locations:
+        return frozenset()
+    folders = sorted(Path(spec.submodule_search_locations[0]).glob("*/lemmatizer/lookups"))
+    if not folders:
+        return frozenset()
+    index = Lookups().from_disk(folders[0]).get_table("lemma_index")
+    return frozenset(w for pos in index.keys() for w in index[pos])
+
+
+def _initial(token: Any) -> bool:
+    return bool(re.fullmatch(r"[A-Z]\.?", token.text))
+
+
+def _surname(token: Any, lower: bool = False) -> bool:
+    """A word after a first name (spaCy often tags unseen surnames NOUN or ADJ); capitalised,
+    or in lower case after a lower-case first name."""
+    cased = token.text[:1].isupper() or (lower and token.text.islower())
+    return cased and token.is_alpha and not token.is_stop and (token.pos_ in ("PROPN", "NOUN", "ADJ", "X"))
+
+
+def _name_start(token: Any, lexicon: frozenset[str], english: frozenset[str]) -> bool:
+    """A capitalised lexicon name read as a proper noun, or one in lower case that is no English word."""
+    word = token.text.casefold()
+    if word not in lexicon:
+        return False
+    if token.pos_ == "PROPN" and token.text[:1].isupper():
+        return True
+    return token.text.islower() and token.is_alpha and word not in english and not token.is_stop
+
+
+def name_spans(doc: Any, lexicon: frozenset[str], english: frozenset[str] = frozenset()) -> list[tuple[int, int]]:
+    """Character spans of lexicon names (see ``_name_start``), with the surname words after them."""
+    out = []
+    i = 0
+    while i < len(doc):
+        token = doc[i]
+        if _name_start(token, lexicon, english):
+            end = i
+            while end + 1 < len(doc) and end - i < MAX_FOLLOWING + 2:
+                if _surname(doc[end + 1], token.text.islower()) or _initial(doc[end + 1]):
+                    end += 1
+                elif end + 2 < len(doc) and doc[end + 1].text == "-" and not doc[end].whitespace_ and not doc[end + 1].whitespace_ and _surname(doc[end + 2]):
+                    end += 2  # a double-barrelled surname: Morley-Griffiths
+                else:
+                    break
+            out.append((token.idx, doc[end].idx + len(doc[end].text)))
+            i = end + 1
+        else:
+            i += 1
+    return out
+
+
+class PersonLexiconRecognizer(EntityRecognizer):
+    """Known first names read as proper nouns by spaCy's tagger, with their surnames."""
+
+    NAME = "person_lexicon"
+
+    def __init__(self, ner_model: str = "") -> None:
+        self.ner_model = ner_model
+        super().__init__(supported_entities=["PERSON"], name=self.NAME, supported_language="en")
+
+    def load(self) -> None:
+        first_names()
+        english_words(self.ner_model)
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[RecognizerResult]:
+        if "PERSON" not in entities or nlp_artifacts is None or nlp_artifacts.tokens is None:
+            return []
+        results = []
+        for start, end in name_spans(nlp_artifacts.tokens, first_names(), english_words(self.ner_model)):
+            explanation = AnalysisExplanation(recognizer=self.name, original_score=SCORE, textual_explanation="first-name lexicon, PROPN")
+            results.append(RecognizerResult(
+                "PERSON", start, end, SCORE, analysis_explanation=explanation,
+                recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: self.name, RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id},
+            ))  # fmt: skip
+        return results
