@@ -148,6 +148,8 @@ LEXICON_ROWS = [
     ("In May we moved; the grace period ends in June.", []),
     ("please ask john in accounts", []),  # also an English word: in lower case it stays
     ("the rose bush by the door is dead", []),
+    ("Thanks for waiting. Kind regards, the team", []),  # "Kind" is a surname, and an English word opening a phrase
+    ("We spoke to Kind yesterday about the refund.", ["Kind"]),
 ]
 
 

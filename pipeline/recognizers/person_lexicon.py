@@ -81,13 +81,19 @@ def _surname(token: Any, lower: bool = False) -> bool:
     return cased and token.is_alpha and not token.is_stop and (token.pos_ in ("PROPN", "NOUN", "ADJ", "X"))
 
 
+def _opens_sentence(token: Any) -> bool:
+    doc = token.doc
+    return token.i == 0 or token.is_sent_start or doc[token.i - 1].is_punct or doc[token.i - 1].is_space or "\n" in doc[token.i - 1].text
+
+
 def _name_start(token: Any, lexicon: frozenset[str], english: frozenset[str]) -> bool:
     """A capitalised lexicon name read as a proper noun, or one in lower case that is no English word."""
     word = token.text.casefold()
     if word not in lexicon:
         return False
     if token.pos_ == "PROPN" and token.text[:1].isupper():
-        return True
+        # an English word that opens a sentence or a line ("Kind regards", "Grace period") is read as the word
+        return word not in english or not _opens_sentence(token)
     return token.text.islower() and token.is_alpha and word not in english and not token.is_stop
 
 
