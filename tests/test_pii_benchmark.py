@@ -24,6 +24,16 @@ def test_judge_counts_a_span_caught_at_80_percent_of_its_characters_and_the_rest
     assert over["direct_identifier_recall"] == 1.0 and over["non_pii_chars_kept"] == 0.0  # a detector that matches everything
 
 
+def test_scrubbing_switched_off_measures_nothing_found(tmp_path):
+    from pipeline.common.policy import load_pii_policy
+    from pipeline.pii_benchmark import measure
+
+    policy = load_pii_policy(REPO / "policies" / "pii.yaml").model_copy(update={"enabled": False})
+    rows = [{"text": "call Anna Berg now", "spans": [{"start": 5, "end": 14, "entity_type": "PERSON", "value": "Anna Berg"}]}]
+    result = measure(policy, rows, 8)
+    assert result["direct_identifier_recall"] == 0.0 and result["verbatim_leaks_direct"] == 1 and result["non_pii_chars_kept"] == 1.0
+
+
 def test_a_missing_or_mislabelled_corpus_is_refused_with_file_and_line(tmp_path):
     with pytest.raises(GovtuneError, match="no PII benchmark corpus"):
         load_corpus(tmp_path / "absent.jsonl", 10_000)
