@@ -61,12 +61,13 @@ def test_dvc_repro_tiny_profile(tiny_built, tiny_project):
     assert "Running stage" not in again.stdout
     assert "up to date" in again.stdout
 
-    # A PII policy edit re-runs scrub (and what follows only if its output changed), never upstream.
+    # A PII policy edit re-runs scrub and the PII benchmark (and what follows only if an output
+    # changed), never upstream.
     pii_policy = tiny_project / "policies" / "pii.yaml"
     pii_policy.write_text(pii_policy.read_text().replace("US_SSN: {min_score: 0.3", "US_SSN: {min_score: 0.35"))
     edited = run_cmd(["dvc", "repro"], cwd=tiny_project, check=True)
     ran = set(re.findall(r"Running stage '(\w+)'", edited.stdout))
-    assert "scrub" in ran and ran <= {"scrub", "split", "finetune", "evaluate", "gate", "report", "monitor"}, ran
+    assert {"scrub", "pii_benchmark"} <= ran <= {"scrub", "pii_benchmark", "split", "finetune", "evaluate", "gate", "report", "monitor"}, ran
 
     # Bad data stops the pipeline at validate: nothing downstream runs.
     raw = tiny_project / "data" / "raw" / "tickets.jsonl"
