@@ -120,6 +120,8 @@ def test_propagation_removes_every_occurrence_of_a_detected_name():
     out = propagate_names(text, [Detection(0, 6, "PERSON", 0.9)])
     assert [(text[d.start : d.end], d.entity) for d in out] == [("Csanád", "PERSON"), ("csanád", "PERSON")]
     assert propagate_names(text, [Detection(58, 63, "PHONE_NUMBER", 0.9)]) == [Detection(58, 63, "PHONE_NUMBER", 0.9)]
+    product = "Nova said the Nova Coffee Maker leaks"  # NER took "Nova" for a name; the product stays
+    assert propagate_names(product, [Detection(0, 4, "PERSON", 0.85)], ["Nova Coffee Maker"]) == [Detection(0, 4, "PERSON", 0.85)]
 
 
 def test_a_policy_naming_an_unknown_recognizer_is_refused(tmp_path):

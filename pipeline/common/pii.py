@@ -174,10 +174,12 @@ CONTEXT_SUFFIX_WORDS = 2
 _WORDS = re.compile(r"[^\W\d_][\w'’-]+")
 
 
-def propagate_names(text: str, detections: list[Detection]) -> list[Detection]:
+def propagate_names(text: str, detections: list[Detection], allow_list: Sequence[str] = ()) -> list[Detection]:
     """Adds every other whole-word occurrence (any case) of a word of a detected name, so a
-    name found once ("Csanád had given Csanád ...", "calls me Calan") is removed everywhere."""
-    names = {w.casefold() for d in detections if d.entity == "PERSON" for w in _WORDS.findall(text[d.start : d.end]) if len(w) >= 3}
+    name found once ("Csanád had given Csanád ...", "calls me Calan") is removed everywhere;
+    never a word of an allow-listed phrase (a product name the NER took for a person)."""
+    allowed = {w.casefold() for phrase in allow_list for w in _WORDS.findall(phrase)}
+    names = {w.casefold() for d in detections if d.entity == "PERSON" for w in _WORDS.findall(text[d.start : d.end]) if len(w) >= 3} - allowed
     if not names:
         return detections
     covered = [(d.start, d.end) for d in detections]
@@ -207,7 +209,7 @@ def detect_batch(analyzer: Any, policy: PiiPolicy, texts: Sequence[str | None], 
             if r.score >= policy.entities[r.entity_type].min_score
         ]
         if policy.propagate_names and text:
-            kept = propagate_names(text, kept)
+            kept = propagate_names(text, kept, policy.allow_list)
         out.append(sorted(kept, key=lambda d: (d.start, d.end, d.entity)))
     return out
 

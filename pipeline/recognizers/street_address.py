@@ -114,19 +114,19 @@ class StreetAddressRecognizer(SpanRecognizer):
                 lead = LEAD.search(text, max(0, start - 20), start)
                 if lead:
                     start = lead.start()
-                end, _ = self._grow(text, end)
+                end = self._grow(text, end)
                 found.append((start, end, score))
         return _merge(found)
 
     @staticmethod
-    def _grow(text: str, end: int) -> tuple[int, int]:
-        steps = 0
-        while steps < MAX_STEPS:
+    def _grow(text: str, end: int) -> int:
+        """The end of the address: ``end`` moved over at most MAX_STEPS continuation parts."""
+        for _ in range(MAX_STEPS):
             m = EXTEND.match(text, end)
             if not m or STOP.match(text[m.end() - len(m.group(0).lstrip(" ,\\n>?\t\n")):]) or _lower_start(m.group(0)):
                 break
-            end, steps = m.end(), steps + 1
-        return end, steps
+            end = m.end()
+        return end
 
 
 def _lower_start(piece: str) -> bool:
