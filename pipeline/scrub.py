@@ -8,12 +8,15 @@ the AnonymizerEngine, and pseudonymises or drops direct identifier columns.
 Then it checks its own work: the analyzer re-scans the scrubbed text (residual detections
 per entity), and where the ground-truth sidecar exists, per-entity recall and precision of
 the detection and the number of true PII values still present in the output are measured.
-The report holds counts, rates and score histograms only: never a value.
+The report holds counts, rates and score histograms only: never a value. Beside the figures on
+our own data it copies the same policy's figures on the independent corpus (stage
+``pii_benchmark``), so one report shows both.
 
 Fast and streaming: records flow in chunks through worker processes (one per core) that batch
 the NLP with ``nlp.pipe``; memory does not grow with the input.
 
 Inputs:  params ``data.*``, ``scrub.*``; ``policies/pii.yaml``; raw tickets and PII sidecar;
+         ``reports/pii_benchmark.json`` (optional: "not measured" without it);
          the key in ``$GOVTUNE_PSEUDONYM_KEY`` (or the policy's key file / demo key).
 Outputs: ``data/scrubbed/tickets.jsonl``, ``reports/pii_report.json``.
 Run:     ``python -m pipeline.scrub`` or ``dvc repro scrub``.
@@ -407,6 +410,16 @@ def check_certified(validation: dict[str, Any], raw: Path, report_path: Path) ->
     return actual
 
 
+def independent_corpus(path: Path) -> dict[str, Any]:
+    """The same policy's figures on the independent corpus (stage ``pii_benchmark``), shown beside
+    this report's own-data figures; the gate reads them from the benchmark report itself."""
+    if not path.is_file():
+        return {"measured": False, "reason": f"no {path}: run `dvc repro pii_benchmark`"}
+    bench = json.loads(path.read_text(encoding="utf-8"))
+    keys = ("direct_identifier_recall", "non_pii_chars_kept", "verbatim_leaks_direct", "direct_identifiers", "entities")
+    return {"measured": True, "report": str(path), "corpus": bench.get("corpus"), "caught_share": bench.get("caught_share")} | {k: bench.get(k) for k in keys}
+
+
 def log_scrub(tracked: NullRun, cfg: ScrubParams, report: dict[str, Any]) -> None:
     """Logs the scrubbed dataset, per-entity recall/residual metrics and the report (no values)."""
     import pandas as pd
@@ -437,12 +450,13 @@ def main() -> None:
         if key.source == "demo":
             log.warning("using the public demo pseudonymisation key (policy allows it); set %s for real data", policy.key.env)
         contract = load_data_contract(params.validate_.contract)
-        deps = [params.data.raw, params.data.raw_pii_spans, cfg.policy]
+        deps = [params.data.raw, params.data.raw_pii_spans, cfg.policy, params.pii_benchmark.report]
         with stage_run(params.tracking, "scrub", deps, [cfg.out, cfg.report]) as tracked:
             report = run(cfg, policy, key, params.data.raw, params.data.raw_pii_spans, contract.max_record_bytes)
             # What the split stage checks it reads: this run's input and output.
             report["input"] = {"path": str(params.data.raw), "sha256": raw_sha256}
             report["output"] = {"path": str(cfg.out), "sha256": sha256_file(cfg.out)}
+            report["independent_corpus"] = independent_corpus(params.pii_benchmark.report)
             save_json(cfg.report, report)
             log_scrub(tracked, cfg, report)
     t = report["totals"]

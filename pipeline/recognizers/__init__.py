@@ -21,6 +21,8 @@ BUILTIN: dict[str, tuple[str, str]] = {
     "card_number_luhn": ("card_number", "CardNumberRecognizer"),
     "person_cues": ("person_name", "PersonCueRecognizer"),
     "person_lexicon": ("person_lexicon", "PersonLexiconRecognizer"),
+    "person_neighbours": ("person_neighbours", "PersonNeighboursRecognizer"),
+    "person_role": ("person_role", "PersonRoleRecognizer"),
 }
 
 # the entity each one reports (the policy must list it under entities)
@@ -30,12 +32,17 @@ ENTITY: dict[str, str] = {
     "card_number_luhn": "CREDIT_CARD",
     "person_cues": "PERSON",
     "person_lexicon": "PERSON",
+    "person_neighbours": "PERSON",
+    "person_role": "PERSON",
 }
 
 
+WORD_LIST_USERS = frozenset({"person_lexicon", "person_neighbours", "person_role"})
+
+
 def build(name: str, ner_model: str) -> Any:
-    """A new instance of the recognizer the policy calls ``name`` (``person_lexicon`` reads the
-    spaCy package ``ner_model``'s English word list)."""
+    """A new instance of the recognizer the policy calls ``name`` (the person recognizers read
+    the spaCy package ``ner_model``'s English word list)."""
     module, cls = BUILTIN[name]
     recognizer = getattr(importlib.import_module(f"pipeline.recognizers.{module}"), cls)
-    return recognizer(ner_model) if name == "person_lexicon" else recognizer()
+    return recognizer(ner_model) if name in WORD_LIST_USERS else recognizer()

@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from presidio_analyzer import AnalysisExplanation, EntityRecognizer, RecognizerResult
+from pipeline.recognizers._base import TokenRecognizer
 
 _NAME = re.compile(r"[^\W\d_][\w'’-]{2,}")
 NEVER = frozenset(
@@ -81,9 +81,16 @@ def _surname(token: Any, lower: bool = False) -> bool:
     return cased and token.is_alpha and not token.is_stop and (token.pos_ in ("PROPN", "NOUN", "ADJ", "X"))
 
 
+OPENERS = frozenset('.!?:;"“(')
+
+
 def _opens_sentence(token: Any) -> bool:
+    """First word of the text, a sentence or a line (a comma does not open one: "Platt, David")."""
     doc = token.doc
-    return token.i == 0 or token.is_sent_start or doc[token.i - 1].is_punct or doc[token.i - 1].is_space or "\n" in doc[token.i - 1].text
+    if token.i == 0:
+        return True
+    before = doc[token.i - 1]
+    return before.text in OPENERS or before.is_space or "\n" in before.text or (token.is_sent_start and before.text != ",")
 
 
 def _name_start(token: Any, lexicon: frozenset[str], english: frozenset[str]) -> bool:
@@ -119,27 +126,12 @@ def name_spans(doc: Any, lexicon: frozenset[str], english: frozenset[str] = froz
     return out
 
 
-class PersonLexiconRecognizer(EntityRecognizer):
+class PersonLexiconRecognizer(TokenRecognizer):
     """Known first names read as proper nouns by spaCy's tagger, with their surnames."""
 
     NAME = "person_lexicon"
+    SCORE = SCORE
+    EXPLANATION = "first-name lexicon, PROPN"
 
-    def __init__(self, ner_model: str = "") -> None:
-        self.ner_model = ner_model
-        super().__init__(supported_entities=["PERSON"], name=self.NAME, supported_language="en")
-
-    def load(self) -> None:
-        first_names()
-        english_words(self.ner_model)
-
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[RecognizerResult]:
-        if "PERSON" not in entities or nlp_artifacts is None or nlp_artifacts.tokens is None:
-            return []
-        results = []
-        for start, end in name_spans(nlp_artifacts.tokens, first_names(), english_words(self.ner_model)):
-            explanation = AnalysisExplanation(recognizer=self.name, original_score=SCORE, textual_explanation="first-name lexicon, PROPN")
-            results.append(RecognizerResult(
-                "PERSON", start, end, SCORE, analysis_explanation=explanation,
-                recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: self.name, RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id},
-            ))  # fmt: skip
-        return results
+    def token_spans(self, doc: Any) -> list[tuple[int, int]]:
+        return name_spans(doc, first_names(), english_words(self.ner_model))

@@ -25,8 +25,10 @@ _BREAK = r"(?:\n|\\n|$)"
 _N = rf"(?P<n>{NAME})"
 _TITLES = r"(?:mr|mrs|ms|miss|mx|dr|prof|sir|madam|mme|herr|frau|sr|sra)"
 _LABELS = r"(?:name|full name|account holder|cardholder|directed by|written by|attn|c/o)"
-_SPEECH = r"(?:said|told|asked|shouted at|calls me|called me|call me|tell|by|partner's name|name is)"
+_SPEECH = r"(?:said|told|asked|shouted at|calls me|called me|call me|tell|by|partner's name|name is|named (?:him|her|them|it))"
 _LINE = r"(?:^|\\n|\n)[ \t>?]*"
+_KIN = (r"(?:kid|son|daughter|child|wife|husband|partner|spouse|mother|mom|mum|father|dad|brother|sister|grandson|"
+        r"granddaughter|grandmother|grandfather|nephew|niece|cousin|uncle|aunt|friend|colleague|coworker|boss|manager|neighbou?r)")
 
 # (pattern with the name as group ``n``, score)
 CUES: tuple[tuple[re.Pattern[str], float], ...] = tuple((re.compile(p, re.IGNORECASE | re.MULTILINE), s) for p, s in (
@@ -36,7 +38,10 @@ CUES: tuple[tuple[re.Pattern[str], float], ...] = tuple((re.compile(p, re.IGNORE
     (rf"{_LINE}(?P<n>{_CAP})(?=:[ \"“])", 0.5),
     (rf"(?:\A|\\n\\n|\n\n|[>?] )[ \t>?]*(?P<n>{_CAP} (?:{_INITIAL} )?{_CAP}(?: {_CAP})?)[ \t]*(?={_BREAK})", 0.45),
     (rf"\b{_SPEECH} {_N}", 0.45),
-    (rf"{_N}(?= (?:said|says|wrote|asked|replied)\b)", 0.45),
+    (rf"{_N}(?= (?:said|says|wrote|asked|replied|shouted)\b)", 0.45),
+    (rf"\bname\b[^?\n]{{0,30}}\? *(?:user: *)?{_N}", 0.45),
+    (rf"{_N}(?='s (?:address|phone|number|email|account|kid|son|daughter|wife|husband)\b)", 0.45),
+    (rf"\b(?:my|our|his|her|their) {_KIN} {_N}", 0.5),
 ))  # fmt: skip
 
 # line-initial words followed by a colon that are field labels or chat roles, not speakers

@@ -26,7 +26,8 @@ MIN_DIGITS, MAX_DIGITS = 6, 15
 # context enhancer skips, so the cues are checked here as well
 CUE_BEFORE = re.compile(
     r"\b(?:call(?:ed|ing)?(?: me| us| them| him| her)?(?: back)?(?: on| at)?|phone|mobile|cell|tel|telephone|fax|desk|office|"
-    r"reach(?: me| us)?(?: on| at)?|ring|dial|whatsapp|sms|text(?: me)?|messages? to|answering at|registered|contact|switchboard|number)\b[^\w\n]{0,6}(?:(?:is|on|at|:)[^\w\n]{0,3})?(?:\\n)?$",
+    r"reach(?: me| us)?(?: on| at)?|ring|dial|whatsapp|sms|text(?: me)?|messages? to|answering at|registered|contact|switchboard|number|"
+    r"number (?:changed|is now|has changed)(?: to)?|call(?: [^\W\d_][\w'-]*){1,3} (?:on|at))\b[^\w\n]{0,6}(?:(?:is|on|at|:)[^\w\n]{0,3})?(?:\\n)?$",
     re.IGNORECASE,
 )
 CUE_AFTER = re.compile(r"[ -]{0,3}\(?(?:office|fax|mobile|cell|home|work|desk|phone|tel)\b", re.IGNORECASE)

@@ -29,7 +29,10 @@ _B = r"(?:(?<=\\n)|\b)"  # a word boundary, also right after an escaped "\n" wri
 _NUM = r"\d{1,6}[A-Za-z]?(?:[/-]\d{1,5}[A-Za-z]?)?"
 _NUMS = rf"{_NUM}(?: {_NUM})?"
 _WORD = r"[^\W\d_][\w'’.-]*"
-_CAP = r"(?-i:[A-ZÀ-ÖØ-ÞĀ-ŽΑ-ΩА-Я])[\w'’.-]*"
+_CAP = r"(?-i:[A-ZÀ-ÖØ-ÞĀ-ŽΆΈ-ΏΑ-ΩА-Я])[\w'’.-]*"
+# a particle or an abbreviation inside a street name (de, do, tee, u. 55), never an English function word
+_FUNCTION = r"(?:it|to|me|us|at|on|in|of|for|and|or|the|is|my|his|her|our|you|we|by|as|a|an|be|am|are|was|i|so|if|no|not|all|any|can|get|got|has|had|now|out|up|per|via|was|off)"
+_SHORT = rf"(?!{_FUNCTION}\b)(?-i:[a-zß-öø-ÿ]{{1,4}})(?:\.(?= \d))?"
 
 SUFFIXES = (
     "Street St Road Rd Avenue Ave Av Drive Dr Lane Ln Way Court Ct Place Pl Crescent Cres Terrace Tce Terr "
@@ -40,13 +43,24 @@ SUFFIXES = (
     "Turnpike Pike Junction Knoll Knolls Shoals Shores Summit Terr Throughway Trace Underpass Villages Ville "
     "Wells Forge Fork Forks Fort Harbor Harbour Haven Isle Lakes Lock Locks Manor Mount Orchard Pass Path "
     "Pines Plains Plaza Port Ports Prairie Ranch Rapids Run Spur Station Stravenue Tunnel Union Unions View "
-    "Views Village Ways Bypass Cape Burg Burgs Motorway Circuit Grange Gate Keys Hollow Lodge Ramp Ridges"
+    "Views Village Ways Bypass Cape Burg Burgs Motorway Circuit Grange Gate Keys Hollow Lodge Ramp Ridges "
+    # the rest of USPS Publication 28's C1 list, and Australia Post's types
+    "Annex Bayou Beach Bluff Bluffs Bottom Branch Bridge Brook Brooks Camp Canyon Center Centers Circles Cliff "
+    "Cliffs Club Common Corner Corners Course Courts Coves Creek Crest Crossroad Curve Dam Divide Drives "
+    "Extension Extensions Falls Ferry Field Fields Flat Flats Ford Fords Forest Forges Gardens Gateway Glens "
+    "Groves Harbors Hills Inlet Island Islands Junctions Key Knolls Lake Lakes Lights Loaf Manors Meadow "
+    "Mission Mountain Mountains Neck Oval Overpass Park Parks Parkways Passage Pine Plain Point Points Rapid "
+    "Rest Rest River Roads Route Shoal Shore Skyway Spring Spurs Squares Streets Trafficway Trailer Walks "
+    "Wall Well Colonnade Footway Plateau Courtyard Ground"
 ).split()
 PREFIXES = (
     "Via Viale Piazza Piazzale Corso Largo Vicolo Strada Contrada Rue Avenue Boulevard Bd Chemin Place Allée "
     "Impasse Quai Route Cours Calle Avenida Avda Av Carrer Paseo Plaza Camino Carretera Travesía Ronda Rua R "
-    "Travessa Praça Estrada Alameda Ulica Ul Aleja Al Odos Leoforos Bulevardul Strada Calea Aleea Ulitsa "
-    "Prospekt Jalan Jl ul al"
+    "Rúa Travessa Praça Estrada Alameda Ulica Ul Aleja Al Odos Leoforos Bulevardul Strada Calea Aleea Ulitsa "
+    "Prospekt Jalan Jl ul al "
+    # Spanish and Italian street types (as listed by the Spanish and Italian postal formats)
+    "Acceso Bajada Callejón Cañada Cuesta Glorieta Pasadizo Pasaje Rambla Urbanización Vial Borgo Canale "
+    "Incrocio Rotonda Stretto"
 ).split()
 COMPOUND = (
     "straße strasse str gasse weg platz allee ring damm chaussee ufer steig pfad markt graben hof park "
@@ -54,10 +68,12 @@ COMPOUND = (
     "gata gatan vägen väg gränd stig katu tie kuja polku kaari tori raitti utca út tér körút sor ulice "
     "ulica cesta náměstí trg braut stræti gata gasse"
 ).split()
-UNITS = r"(?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|Fl|Room|Rm|Bldg|Building|Dept|Studio)"
+UNITS = r"(?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|Fl|Room|Rm|Bldg|Building|Dept|Studio|Piso|Puerta|Interno|Scala)"
 
 _SUFFIX = "|".join(sorted(set(SUFFIXES), key=len, reverse=True))
-_PREFIX = "|".join(sorted(set(PREFIXES), key=len, reverse=True))
+# street types written in lower case too ("48 rue des Dunes"), none of them an English word
+LOWER_PREFIXES = "rue calle rua rúa avenida strada ulica chemin allée impasse quai boulevard viale piazza".split()
+_PREFIX = "|".join(sorted(set(PREFIXES) | set(LOWER_PREFIXES), key=len, reverse=True))
 _COMPOUND = r"(?:[^\W\d_][\w'’-]*)?(?:" + "|".join(sorted(set(COMPOUND), key=len, reverse=True)) + r")\.?"
 _MONTH = r"(?!(?:January|February|March|April|May|June|July|August|September|October|November|December|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)\b)"
 # capitalised words that begin sentences or name things, never a street: "I'm 18", "Version 10"
@@ -75,10 +91,12 @@ ANCHORS: tuple[tuple[re.Pattern[str], float], ...] = tuple((re.compile(p, re.IGN
     (rf"{_B}{_NUMS},? (?-i:{_PREFIX})\.? (?:{_WORD} ){{0,4}}{_WORD}", 0.6),
     # compound street word and number: Favoritenstrasse 36, Bécsi utca 53., 0671 Langenhorner Chaussee 76
     (rf"{_B}(?:{_NUMS} )?(?:{_CAP} ){{0,2}}{_COMPOUND}(?: {_NUM}\b)", 0.6),
-    # number, capitalised name, number: 637 Strojírenská 1006
+    # number, capitalised name, number: 637 Strojírenská 1006, 445 Cruce Casa de Postas 34, 03391 Bem rkp. 93
     (rf"{_B}{_NUMS} {_MONTH}{_NOT_STREET}(?:{_CAP} ){{0,2}}{_CAP} {_NUM}\b", 0.5),
-    # capitalised name and number (weak: needs an address word nearby): Helmstok 174
+    (rf"{_B}{_NUMS} {_MONTH}{_NOT_STREET}{_CAP}(?: {_NOT_STREET}{_CAP}| {_SHORT}){{1,4}} {_NUM}\b", 0.5),
+    # capitalised name and number (weak: needs an address word nearby): Helmstok 174, Kárpát u. 6
     (rf"{_B}{_MONTH}{_NOT_STREET}(?:{_CAP} ){{0,2}}{_MONTH}{_NOT_STREET}{_CAP} {_NUM}\b", 0.2),
+    (rf"{_B}{_MONTH}{_NOT_STREET}{_CAP}(?: {_NOT_STREET}{_CAP}| {_SHORT}){{1,3}} {_NUM}\b", 0.2),
     # units and post boxes
     (rf"{_B}{_UNIT}\b", 0.5),
     (rf"{_B}P\.? ?O\.? ?Box \d{{1,6}}\b", 0.6),
@@ -88,9 +106,12 @@ ANCHORS: tuple[tuple[re.Pattern[str], float], ...] = tuple((re.compile(p, re.IGN
 ))  # fmt: skip
 
 # what may follow an anchor and still be part of the address
-_SEP = r"(?:(?:[ ,]*(?:\\n|\n)[ \t>?}|,]*){1,2}|, ?|(?<!\.) )"  # line breaks and commas in any order; not across a full stop
+_SEP = r"(?:(?:[ ,]*(?:\\n|\n)[ \t>?}|,]*){1,2}| ?, ?|(?<!\.) )"  # line breaks and commas in any order; not across a full stop
+_EMPTY = r"(?-i:nan|NaN|None|null|N/A)"  # an empty field written out by an export ("Saint Clair, nan, New Zealand")
+# postcodes beyond the bare digits and the UK form: Canada (K1A 0B1), the Netherlands (4545HH), a province in brackets (FM)
+_POSTCODE = r"(?-i:[A-Z]\d[A-Z] ?\d[A-Z]\d|\d{4} ?[A-Z]{2}|\([A-Z]{2}\))"
 _PART = (
-    rf"(?:{_UNIT}|(?:the )?corner of|and (?=\d)|{_NUMS}|(?-i:[A-Z]{{2,3}})\b|(?-i:[A-Z]{{1,2}}\d[A-Z\d]? ?\d[A-Z]{{2}})\b"
+    rf"(?:{_UNIT}|{_EMPTY}\b|{_POSTCODE}(?!\w)|(?:the )?corner of|and (?=\d)|{_NUMS}|(?-i:[A-Z]{{2,3}})\b|(?-i:[A-Z]{{1,2}}\d[A-Z\d]? ?\d[A-Z]{{2}})\b"
     rf"|{_CAP}(?: (?:(?-i:de|da|do|del|della|di|du|la|le|van|von|der|den|am|an|im|bei|sur|upon|on|u|en|y|e)) {_CAP}| {_CAP}){{0,3}}(?: {_NUM}\b)?)"
 )
 EXTEND = re.compile(rf"{_SEP}(?:{_PART})(?![\w@])")
@@ -123,16 +144,25 @@ class StreetAddressRecognizer(SpanRecognizer):
         """The end of the address: ``end`` moved over at most MAX_STEPS continuation parts."""
         for _ in range(MAX_STEPS):
             m = EXTEND.match(text, end)
-            if not m or STOP.match(text[m.end() - len(m.group(0).lstrip(" ,\\n>?\t\n")):]) or _lower_start(m.group(0)):
+            if not m or STOP.match(text[m.end() - len(_part_of(m.group(0))):]) or _lower_start(m.group(0)):
                 break
             end = m.end()
         return end
 
 
+_LEADING_SEP = re.compile(r"^(?:[ ,>?}|\t\n]|\\n)+")
+
+
+def _part_of(piece: str) -> str:
+    """A continuation without the separators before it (an escaped ``\\n`` is one, the letter n alone is not)."""
+    return _LEADING_SEP.sub("", piece)
+
+
 def _lower_start(piece: str) -> bool:
-    """A continuation that starts with a lower-case word (other than ``and``/``corner``) ends the address."""
-    word = piece.lstrip(" ,\\n>?\t\n")
-    return bool(word) and word[0].islower() and not word.startswith(("and ", "corner", "the corner"))
+    """A continuation that starts with a lower-case word (other than ``and``/``corner`` or an empty
+    field) ends the address."""
+    word = _part_of(piece)
+    return bool(word) and word[0].islower() and not word.startswith(("and ", "corner", "the corner", "nan", "null", "n/a"))
 
 
 def _merge(spans: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:

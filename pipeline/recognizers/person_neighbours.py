@@ -1,0 +1,102 @@
+"""Person names next to a name that is already found: the rest of it, and the names listed with it.
+
+The small spaCy NER often finds one word of a name it has not seen ("Maile **Jaimes**",
+"Follow up with Kaua **Lima**") or one name of a list ("They had 6: Platt, David, Claudia,
+**Brenda**, **Jennifer** and **Oscar**"). A seed is a span the NER tags PERSON or a
+``person_lexicon`` name. From each seed:
+
+- the name is widened over the words touching it that are part of a name: a capitalised proper
+  noun that is no English word (``Maile``, ``Quarantino``), an initial (``Đurđa J Jovanović``),
+  a hyphenated part (``Amy-leigh``), and a title before it (``Mrs. Gracie Marsh``);
+- a proper noun that spaCy's parser coordinates with a seed word is a name too ("Caird and
+  Jones", "Lapresse, Morris and Wright"), widened the same way.
+
+A line break always ends a name. Nothing is found in a text with no seed, so this recognizer
+never matches on its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.recognizers._base import TokenRecognizer
+from pipeline.recognizers.person_lexicon import english_words, first_names, name_spans
+
+SCORE = 0.5
+TITLES = frozenset("mr mrs ms miss mx dr prof sir madam mme herr frau sr sra".split())
+
+
+def _initial(token: Any) -> bool:
+    return len(token.text.rstrip(".")) == 1 and token.text[:1].isupper() and token.text[:1].isalpha()
+
+
+def _name_part(token: Any, english: frozenset[str]) -> bool:
+    """A capitalised proper noun that is no English word, or an initial."""
+    if _initial(token):
+        return True
+    return token.is_alpha and token.text[:1].isupper() and token.pos_ == "PROPN" and not token.is_stop and token.text.casefold() not in english
+
+
+def _title(token: Any) -> bool:
+    return token.text.rstrip(".").casefold() in TITLES and token.text[:1].isupper()
+
+
+def widen(doc: Any, first: int, last: int, english: frozenset[str]) -> tuple[int, int]:
+    """Token range [first, last] grown over the name parts, hyphenated parts and title around it."""
+    while first > 0:
+        before = doc[first - 1]
+        if before.text in "-." and not before.whitespace_ and first > 1 and not doc[first - 2].whitespace_:
+            if before.text == "-" and doc[first - 2].is_alpha:
+                first -= 2  # Jean-Luc, Amy-leigh
+                continue
+            if before.text == "." and _title(doc[first - 2]):
+                first -= 2  # Mrs . Gracie, when the tokenizer splits the dot
+            break
+        if before.whitespace_ != " ":
+            break
+        if _title(before):
+            first -= 1
+            break
+        if not _name_part(before, english):
+            break
+        first -= 1
+    while last + 1 < len(doc):
+        after = doc[last + 1]
+        if after.text == "-" and not doc[last].whitespace_ and not after.whitespace_ and last + 2 < len(doc) and doc[last + 2].is_alpha:
+            last += 2
+        elif doc[last].whitespace_ == " " and _name_part(after, english):
+            last += 1
+        else:
+            break
+    return first, last
+
+
+def neighbour_spans(doc: Any, english: frozenset[str], lexicon: frozenset[str]) -> list[tuple[int, int]]:
+    """Character spans of the seeds (NER PERSON, lexicon names), widened, and of their conjuncts."""
+    seeds: list[tuple[int, int]] = [(e.start, e.end - 1) for e in doc.ents if e.label_ == "PERSON"]
+    for start, end in name_spans(doc, lexicon, english):
+        span = doc.char_span(start, end, alignment_mode="expand")
+        if span is not None:
+            seeds.append((span.start, span.end - 1))
+    seed_tokens = {i for first, last in seeds for i in range(first, last + 1)}
+    conjuncts = {c.i for i in seed_tokens for c in doc[i].conjuncts}
+    for i in sorted(conjuncts - seed_tokens):
+        token = doc[i]
+        if token.pos_ == "PROPN" and token.is_alpha and token.text[:1].isupper():
+            seeds.append((i, i))
+    out = set()
+    for first, last in seeds:
+        first, last = widen(doc, first, last, english)
+        out.add((doc[first].idx, doc[last].idx + len(doc[last].text)))
+    return sorted(out)
+
+
+class PersonNeighboursRecognizer(TokenRecognizer):
+    """The rest of a name the NER or the lexicon found, and the proper nouns coordinated with it."""
+
+    NAME = "person_neighbours"
+    SCORE = SCORE
+    EXPLANATION = "next to a found name"
+
+    def token_spans(self, doc: Any) -> list[tuple[int, int]]:
+        return neighbour_spans(doc, english_words(self.ner_model), first_names())

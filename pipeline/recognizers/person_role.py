@@ -1,0 +1,97 @@
+"""Person names that no lexicon knows, found by the part they play in the sentence.
+
+The small spaCy NER misses many names it has never seen, and the first-name lexicon cannot list
+them all ("**Nurishat** had given ...", "**Thorkildsen** began writing", "**Ezechiele** is from
+..."). spaCy's parser still reads such a word as the subject or object of a verb. A name here is
+a capitalised word that
+
+- is no English word (the spaCy package's lemmatizer list), no stop word, not in upper case, not
+  a month or a weekday, and has at least three letters;
+- is the subject (``nsubj``, ``nsubjpass``), indirect object (``dative``) or direct object
+  (``dobj``) of a verb, or the addressee that opens a sentence ("**Renátó**, can I ..."), with
+  the capitalised non-English words compounded before it ("**Mitchell Nielsen** listed ...");
+- is not part of a facility, product, law or language entity of the NER, nor of a place entity
+  unless something marks a person (spaCy's small model types most unseen names as places:
+  "**Shamhan** lives on ...", "**Selam** is very reliable. You can always depend on him."), and not
+  a compound inside a longer proper-noun phrase (a company: "Potlatch **Corp**").
+
+An English word in that role ("Orders are late", "Sue, can I") is never taken, so the products
+and phrases of ordinary text stay; a brand that is no English word and acts as a subject
+("Spotify crashed") is taken, which costs a word of text and never a name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.recognizers._base import TokenRecognizer
+from pipeline.recognizers.person_lexicon import NEVER, english_words
+
+ROLES = frozenset({"nsubj", "nsubjpass", "dative", "dobj"})
+NOT_PEOPLE = frozenset({"FAC", "PRODUCT", "LAW", "LANGUAGE", "MONEY", "QUANTITY", "PERCENT", "DATE", "TIME", "CARDINAL", "ORDINAL"})
+# spaCy's small model types most unseen names as places: such a word counts only with a sign of a
+# person (a verb only people do, a pronoun "he"/"she" after it, being given something)
+PLACE_TYPES = frozenset({"GPE", "LOC", "NORP"})
+PERSON_VERBS = frozenset("live say tell write call give ask reply answer want need work begin spend list send speak sing marry die born".split())
+PRONOUNS = frozenset("he she him her his hers himself herself".split())
+
+
+def unknown_name(token: Any, english: frozenset[str]) -> bool:
+    """A capitalised word of three or more letters that is no English word (nor the inflection of one:
+    "Logs", "Regards") and not upper case."""
+    text = token.text
+    word = text.casefold()
+    return (
+        token.is_alpha and len(text) >= 3 and text[:1].isupper() and not text.isupper() and not token.is_stop
+        and not {word, token.lemma_.casefold(), word.removesuffix("s")} & english and word not in NEVER
+        and token.ent_type_ not in NOT_PEOPLE
+    )  # fmt: skip
+
+
+def _addressee(token: Any) -> bool:
+    """A word that opens a sentence and is followed by a comma: "Renátó, can I speak ...?"."""
+    doc = token.doc
+    opens = token.i == 0 or doc[token.i - 1].text in '.!?"“\n' or doc[token.i - 1].is_space
+    return opens and token.i + 1 < len(doc) and doc[token.i + 1].text == "," and token.pos_ in ("PROPN", "NOUN")
+
+
+def _person_sign(token: Any) -> bool:
+    """The word is given something, its verb is one only people do, or "he"/"she" follows it within
+    its sentence and the next."""
+    if token.dep_ == "dative" or token.head.lemma_ in PERSON_VERBS:
+        return True
+    sents = list(token.doc.sents)
+    here = next(i for i, sent in enumerate(sents) if sent.start <= token.i < sent.end)
+    after = [t for sent in sents[here : here + 2] for t in sent if t.i > token.i]
+    return any(t.lower_ in PRONOUNS for t in after)
+
+
+def role_spans(doc: Any, english: frozenset[str]) -> list[tuple[int, int]]:
+    """Character spans of unknown names acting as a verb's subject or object, or as an addressee."""
+    out = []
+    for token in doc:
+        if not unknown_name(token, english) or token.dep_ == "compound":
+            continue
+        in_role = token.dep_ in ROLES and token.head.pos_ in ("VERB", "AUX")
+        if not (in_role or _addressee(token)):
+            continue
+        if token.ent_type_ in PLACE_TYPES and not _person_sign(token):
+            continue
+        first = token.i
+        while first > 0 and doc[first - 1].dep_ == "compound" and doc[first - 1].head.i == token.i and unknown_name(doc[first - 1], english):
+            first -= 1
+        if any(child.dep_ == "compound" and child.i < first for child in token.children):
+            continue  # a longer proper-noun phrase with an English word in it: a company or a product
+        out.append((doc[first].idx, token.idx + len(token.text)))
+    return out
+
+
+class PersonRoleRecognizer(TokenRecognizer):
+    """Unknown capitalised words that act as a person: a verb's subject or object, an addressee."""
+
+    NAME = "person_role"
+    SCORE = 0.45
+    EXPLANATION = "unknown capitalised word as subject, object or addressee"
+
+    def token_spans(self, doc: Any) -> list[tuple[int, int]]:
+        return role_spans(doc, english_words(self.ner_model))
