@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from pipeline.common.errors import EXIT_USER_ERROR, GovtuneError
 
@@ -154,13 +155,48 @@ def verify(params_path: Path, manifest_path: Path | None = None) -> list[str]:
     chain = verify_chain(params.gate.audit_log)
     problems += chain
     if not chain:
-        recorded = {
-            e.get("manifest_hash") for e in read_log(params.gate.audit_log) if e.get("event") == "evidence_manifest"
-        }
-        if manifest.get("manifest_hash") not in recorded:
-            problems.append(
-                f"{params.gate.audit_log}: this manifest ({str(manifest.get('manifest_hash'))[:12]}...) is not recorded in the audit log"
-            )
+        problems += disagreements(params, manifest, read_log(params.gate.audit_log))
+    return problems
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text[:12] + "..." if len(text) > 16 else text
+
+
+def disagreements(params: Any, manifest: dict[str, Any], log: list[dict[str, Any]]) -> list[str]:
+    """Where the files, the audit log and the registry tell different stories about the last
+    decision: one line per disagreement, naming both values."""
+    from pipeline.common.registry import open_registry
+    from pipeline.common.tracking import TAG
+    from pipeline.report import load_json
+
+    problems = []
+    audit, decision_path = params.gate.audit_log, params.gate.decision
+    manifests = [e for e in log if e.get("event") == "evidence_manifest"]
+    if not manifests or manifests[-1].get("manifest_hash") != manifest.get("manifest_hash"):
+        last = manifests[-1].get("manifest_hash") if manifests else None
+        problems.append(f"{audit}: the last manifest it records is {_short(last)}, the manifest on disk is {_short(manifest.get('manifest_hash'))}")
+    if not Path(decision_path).is_file():
+        return problems + [f"{decision_path}: missing (the decision the manifest rests on)"]
+    decision = load_json(decision_path)
+    on_disk = {"decision": decision.get("decision"), "policy_hash": (decision.get("policy") or {}).get("hash"),
+               "evidence_hash": (decision.get("evidence") or {}).get("hash"), "version": (decision.get("registry") or {}).get("version")}  # fmt: skip
+    decisions = [e for e in log if e.get("event") == "gate_decision"]
+    logged = decisions[-1] if decisions else {}
+    for key, value in on_disk.items():
+        if logged.get(key) != value:
+            problems.append(f"{audit}: its last gate decision has {key} {_short(logged.get(key))}, {decision_path} has {_short(value)}")
+    version = on_disk["version"]
+    registry = open_registry(params.tracking) if version else None
+    if registry is not None:
+        tags = registry.get_version(str(version)).tags
+        expected = {"decision": on_disk["decision"], "policy_hash": on_disk["policy_hash"], "evidence_hash": on_disk["evidence_hash"],
+                    "manifest_hash": manifest.get("manifest_hash"), "audit_entry": logged.get("hash")}  # fmt: skip
+        for key, value in expected.items():
+            if tags.get(f"{TAG}{key}") != value:
+                problems.append(f"registry {params.tracking.registered_model} v{version}: tag {TAG}{key} is {_short(tags.get(TAG + key))}, "
+                                f"the files and audit log say {_short(value)}")  # fmt: skip
     return problems
 
 
@@ -171,7 +207,15 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if problems:
         print(f"verify: {len(problems)} problem(s)", file=sys.stderr)
         return 1
-    print("verify: ok - every artifact matches the manifest, the signature and the audit chain hold")
+    import json
+
+    from pipeline.common.params import load_params
+
+    manifest = json.loads(Path(args.manifest or load_params(args.params).report.manifest).read_text(encoding="utf-8"))
+    sig = manifest.get("signature") or {}
+    signed = f"signed (Ed25519, key {sig.get('public_key', '')[:16]}...)" if sig.get("signed") else "UNSIGNED (set GOVTUNE_SIGNING_KEY to sign)"
+    print(f"verify: ok - every artifact matches the manifest; the audit chain holds; the files, the audit log and the registry "
+          f"agree on the last decision; the manifest is {signed}")  # fmt: skip
     return 0
 
 
@@ -267,6 +311,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+REJUDGE = ["dvc", "repro", "--force", "--single-item", "gate", "report"]
+
+
+def _cmd_rejudge(args: argparse.Namespace) -> int:
+    """The gate and report stages again on the same evidence: today's date (an expired waiver),
+    the registry's champion, new approvals. Nothing upstream re-runs, so the same weights keep
+    the same registered version."""
+    import subprocess
+
+    print("$ " + " ".join(REJUDGE), file=sys.stderr)
+    return subprocess.run(REJUDGE, check=False).returncode
+
+
 def _cmd_synthesize(args: argparse.Namespace) -> int:
     from pipeline import synthesize
 
@@ -326,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--open", action="store_true", help="open it in the default browser")
     rep.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
     rep.set_defaults(func=_cmd_report)
+    rej = sub.add_parser("rejudge", help="re-run only gate and report on the same evidence (after a waiver expires, an approval, a new champion)")
+    rej.set_defaults(func=_cmd_rejudge)
     synth = sub.add_parser("synthesize", help="write the demo dataset (see python -m pipeline.synthesize --help)")
     synth.add_argument("rest", nargs=argparse.REMAINDER)
     synth.set_defaults(func=_cmd_synthesize)
@@ -339,10 +398,17 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
-        sys.exit(args.func(args))
+        code = args.func(args)
+        sys.stdout.flush()
     except GovtuneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    except BrokenPipeError:  # `govtune lineage | head`: the reader left; not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    sys.exit(code)
 
 
 if __name__ == "__main__":

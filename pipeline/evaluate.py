@@ -807,7 +807,7 @@ def main() -> None:
             save_json(cfg.summary, summary)
             plots = save_plots(report, cfg.plots_dir, load_fairness_policy(cfg.fairness_policy).protected_attributes)
             tracked.log_params(flatten("evaluate", cfg))
-            model_id = logged_model_id(params.finetune.out_dir)
+            model_id = logged_model_id(params.finetune.metrics)
             tracked.log_metrics({f"evaluate/{k}": v for k, v in summary.items() if v is not None}, model_id=model_id)
             if model_id:
                 tracked.set_tags({"govtune.logged_model_id": model_id})

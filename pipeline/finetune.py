@@ -518,12 +518,13 @@ def main() -> None:
             if not dist_info.main:
                 return
             commit, dirty = git_state()
+            # What made the weights goes with them; which run and commit made them goes beside them
+            # (the metrics file), so that the same weights are the same bytes, and the same version.
             provenance = {
                 "base_model_id": base_id, "base_model_sha256": base_sha, "base_model_dir": str(base_dir),
                 "data_md5": {"train": train_md5, "val": dvc_md5(val_path)}, "params_sha256": fingerprint,
-                "git_commit": commit, "git_dirty": dirty, "mlflow_run_id": getattr(tracked, "run_id", None),
             }  # fmt: skip
-            metrics = train_metrics(state, summary)
+            metrics = train_metrics(state, summary) | {"run": {"mlflow_run_id": getattr(tracked, "run_id", None), "git_commit": commit, "git_dirty": dirty}}
             save_adapter(model, tokenizer, cfg.out_dir, provenance)
             save_json(cfg.metrics, metrics)
             save_plots(state, cfg.plots_dir)

@@ -505,7 +505,7 @@ def record(
         "registered": False,
         "gate_run_id": tracked.run_id,
     }
-    model_id = logged_model_id(params.finetune.out_dir) if registry else None
+    model_id = logged_model_id(params.finetune.metrics) if registry else None
     if registry is None or model_id is None:
         out["note"] = (
             "not registered: tracking is disabled"
@@ -520,7 +520,7 @@ def record(
             f"{TAG}evidence_hash": decision["evidence"]["hash"], f"{TAG}decided_at": decision["decided_at"],
             f"{TAG}decision_report": str(params.gate.decision), f"{TAG}failing_rules": ",".join(decision["failing_rules"]) or "none",
             f"{TAG}waived_rules": ",".join(decision["waived_rules"]) or "none", f"{TAG}gate_run_id": tracked.run_id or "",
-            f"{TAG}training_run_id": training_run_id(params.finetune.out_dir) or "",
+            f"{TAG}training_run_id": training_run_id(params.finetune.metrics) or "",
             **{f"{TAG}observed.{r['id']}": r["observed"] for r in decision["rules"] if isinstance(r["observed"], int | float)},
         }  # fmt: skip
         registry.set_tags(version, tags)
@@ -570,8 +570,9 @@ def candidate_version(params: Params, alias: str) -> tuple[Any | None, str | Non
     registry = open_registry(params.tracking)
     if registry is None:
         return None, None, None
-    model_id = logged_model_id(params.finetune.out_dir)
-    version = registry.register(model_id) if model_id else None
+    model_id = logged_model_id(params.finetune.metrics)
+    weights = params.finetune.out_dir / "adapter_model.safetensors"
+    version = registry.register(model_id, sha256_file(weights) if weights.is_file() else None) if model_id else None
     return registry, version, champion_values(registry.version_by_alias(alias))
 
 

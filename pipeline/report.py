@@ -134,7 +134,7 @@ def build_report(
             "protected_attributes": "gender, age band and region are evaluation-only metadata: kept out of the training text, written only to the test split's attribute file (EU AI Act Art. 10(5)); identifiers are keyed pseudonyms (GDPR Art. 4(5))",
         },
         "training": {"params": params.finetune.model_dump(mode="json"), "metrics": train, "environment": environment,
-                     "adapter": {k: adapter.get(k) for k in ("base_model_id", "base_model_sha256", "data_md5", "git_commit", "mlflow_run_id")}},
+                     "adapter": {k: adapter.get(k) for k in ("base_model_id", "base_model_sha256", "data_md5")} | (train.get("run") or {})},
         "evaluation": {"definitions": evaluation.get("definitions"), "quality": quality, "fairness": fairness,
                        "counterfactual": {m: evaluation[m]["counterfactual"] for m in ("base", "finetuned")}, "surviving_signals": evaluation.get("surviving_signals"),
                        "not_testable": evaluation.get("not_testable"),

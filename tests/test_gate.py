@@ -89,7 +89,32 @@ BAD_RULES = [
     ("base baseline without path", {"threshold": None, "baseline": {"against": "base", "max_regression": 0}}, "needs evidence"),
     ("bad path", {"evidence": "evaluation:finetuned..acc"}, "String should match pattern"),
     ("typo key", {"treshold": 0.5}, "unknown key"),
+    ("number in the title", {"title": "Accuracy at least 0.80"}, "writes a number by hand"),
+    ("unknown placeholder", {"title": "Accuracy at least {limit}"}, "placeholders: {threshold} or {max_regression}"),
+    ("placeholder the rule lacks", {"title": "Accuracy within {max_regression:.2f}"}, "placeholders"),
 ]  # fmt: skip
+
+# Table test: a title template, the rule's numbers, the title shown everywhere
+TITLES = [
+    ("Category accuracy at least {threshold:.2f}", 0.8, None, "Category accuracy at least 0.80"),
+    ("At least {threshold:.0%} of answers are well formed", 0.9, None, "At least 90% of answers are well formed"),
+    ("At most {threshold:g} values survive", 12.0, None, "At most 12 values survive"),
+    ("No more than {max_regression:.2f} worse", None, 0.02, "No more than 0.02 worse"),
+    ("Category macro-F1 at least {threshold}", 0.75, None, "Category macro-F1 at least 0.75"),  # the 1 of F1 is a name
+    ("Data contract passed", True, None, "Data contract passed"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("template,threshold,max_regression,shown", TITLES)
+def test_rule_titles_are_rendered_from_the_rule(template, threshold, max_regression, shown):
+    from pipeline.common.policy import render_title
+
+    assert render_title(template, threshold, max_regression) == shown
+    fields = {"title": template, "threshold": threshold} if max_regression is None else {
+        "title": template, "threshold": None, "baseline": {"against": "champion", "max_regression": max_regression}}
+    if isinstance(threshold, bool):
+        fields |= {"evidence": "data_validation:success", "comparator": "=="}
+    assert rule(**fields).title == shown
 
 
 @pytest.mark.parametrize("name,fields,phrase", BAD_RULES, ids=[b[0] for b in BAD_RULES])
@@ -508,3 +533,64 @@ def test_injected_label_bias_is_rejected_and_the_alias_stays(tmp_path, tiny_buil
     assert decision["registry"]["champion_after"] == approved["registry"]["champion_after"] != decision["candidate_version"]
     examined = read_json(project / "reports" / "evaluation.json")["training_labels"]["gender"]["groups"]
     assert examined["female"]["escalation_rate"] < examined["male"]["escalation_rate"] - 0.2
+
+
+@pytest.mark.slow
+def test_files_audit_log_and_registry_agree_after_edit_revert_and_rejudge(tmp_path, tiny_built):
+    """Issue 26: the gate and report never restore an old decision from DVC's run cache, `govtune
+    verify` checks the registry and the audit log against the files, and a re-judge keeps the version."""
+    import mlflow
+
+    project = tiny_built.clone(tmp_path / "project")
+    decision_path = project / "reports" / "gate_decision.json"
+    promotion = project / "policies" / "promotion.yaml"
+    original = promotion.read_text()
+    edited_text = original.replace("    threshold: 0.80              # share 0..1; raising it", "    threshold: 0.85              # share 0..1; raising it")
+    assert edited_text != original
+
+    def title(rule_id: str) -> str:
+        return next(r["title"] for r in read_json(decision_path)["rules"] if r["id"] == rule_id)
+
+    # 1. Raise a threshold: gate and report re-run, and the title states the new threshold.
+    promotion.write_text(edited_text)
+    edited = run_cmd(["dvc", "repro"], cwd=project, check=True)
+    assert _ran(edited) == {"gate", "report"}, edited.stdout
+    assert title("category_accuracy_floor") == "Category accuracy at least 0.85"
+    ok = run_cmd(["govtune", "verify"], cwd=project)
+    assert ok.returncode == 0 and "UNSIGNED" in ok.stdout and "agree on the last decision" in ok.stdout, ok.stdout + ok.stderr
+
+    # 2. Revert it: DVC runs the gate again (no run-cache restore of the old files), and the files,
+    # the audit log and the registry all carry the reverted decision.
+    promotion.write_text(original)
+    reverted = run_cmd(["dvc", "repro"], cwd=project, check=True)
+    assert _ran(reverted) == {"gate", "report"} and "skipping run" not in reverted.stdout, reverted.stdout
+    decision = read_json(decision_path)
+    assert title("category_accuracy_floor") == "Category accuracy at least 0.80"
+    last = [e for e in read_log(project / "audit" / "audit_log.jsonl") if e["event"] == "gate_decision"][-1]
+    assert (last["policy_hash"], last["evidence_hash"]) == (decision["policy"]["hash"], decision["evidence"]["hash"])
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    name, version = "govtune-ticket-triage", decision["registry"]["version"]
+    tags = client.get_model_version(name, version).tags
+    manifest = read_json(project / "reports" / "evidence_manifest.json")
+    assert tags["govtune.policy_hash"] == decision["policy"]["hash"] and tags["govtune.manifest_hash"] == manifest["manifest_hash"]
+    assert run_cmd(["govtune", "verify"], cwd=project).returncode == 0
+
+    # 3. A hand-made disagreement fails verify, naming the tag and both values.
+    client.set_model_version_tag(name, version, "govtune.policy_hash", "0" * 64)
+    bad = run_cmd(["govtune", "verify"], cwd=project)
+    assert bad.returncode == 1 and f"v{version}: tag govtune.policy_hash is 000000000000..." in bad.stderr, bad.stderr
+    assert decision["policy"]["hash"][:12] in bad.stderr
+    client.set_model_version_tag(name, version, "govtune.policy_hash", decision["policy"]["hash"])
+    decisions = project / "audit" / "audit_log.jsonl"
+    append_entry(decisions, "gate_decision", {"decision": PENDING, "version": version, "policy_hash": "x", "evidence_hash": "y"})
+    forged = run_cmd(["govtune", "verify"], cwd=project)
+    assert forged.returncode == 1 and f"its last gate decision has decision {PENDING}" in forged.stderr, forged.stderr
+
+    # 4. Re-judge (what the README says after a waiver expires): only gate and report, same version.
+    versions = len(client.search_model_versions(f"name='{name}'"))
+    rejudged = run_cmd(["govtune", "rejudge"], cwd=project, check=True)
+    assert _ran(rejudged) == {"gate", "report"}, rejudged.stdout
+    assert read_json(decision_path)["registry"]["version"] == version and len(client.search_model_versions(f"name='{name}'")) == versions
+    assert client.get_model_version(name, version).tags["govtune.weights_sha256"] == read_json(project / "reports/evaluation.json")["inputs"]["adapter_sha256"]
+    assert run_cmd(["govtune", "verify"], cwd=project).returncode == 0

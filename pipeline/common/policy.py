@@ -7,9 +7,11 @@ and approvals. ``govtune policy schema`` exports these models as JSON Schema for
 
 from __future__ import annotations
 
+import re
+
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictBool, StrictFloat, StrictInt, model_validator
 
@@ -414,6 +416,36 @@ class Rule(Strict):
         if isinstance(self.threshold, bool) and self.comparator != "==":
             raise ValueError("a true/false threshold needs comparator ==")
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _render_title(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("title"), str):
+            baseline = data.get("baseline") if isinstance(data.get("baseline"), dict) else {}
+            return data | {"title": render_title(data["title"], data.get("threshold"), baseline.get("max_regression"))}
+        return data
+
+
+_PLACEHOLDER = re.compile(r"\{[^{}]*\}")
+
+
+def render_title(template: str, threshold: Any, max_regression: Any) -> str:
+    """A rule's title with its numbers filled in from the rule itself ("Category accuracy at least
+    {threshold:.2f}"), so a title can never state an old threshold.
+
+    Raises:
+        ValueError: a number written into the title by hand, or an unknown placeholder.
+    """
+    if re.search(r"(?<![^\W\d_])\d", _PLACEHOLDER.sub("", template)):  # a number, not the digit of a name (macro-F1)
+        raise ValueError(f"title {template!r} writes a number by hand: write {{threshold}} or {{max_regression}} with a format "
+                         "({threshold:.2f}, {threshold:.0%}, {threshold:g}) so the title follows the rule")  # fmt: skip
+    values = {"threshold": threshold, "max_regression": max_regression}
+    if not all(isinstance(v, int | float) or v is None for v in values.values()):
+        return template  # a mistyped number: the field's own check names it
+    try:
+        return template.format(**{k: v for k, v in values.items() if v is not None})
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"title {template!r}: {exc!s} (placeholders: {{threshold}} or {{max_regression}}, whichever the rule has)") from exc
 
 
 class ApprovalRequirement(Strict):

@@ -18,17 +18,20 @@ from pipeline.common.params import TrackingParams
 from pipeline.common.tracking import TAG
 
 log = logging.getLogger(__name__)
+WEIGHTS_TAG = f"{TAG}weights_sha256"  # a version's identity: the sha256 of its adapter weights
 
 
-def training_run_id(adapter_dir: Path) -> str | None:
-    """The MLflow run id of the finetune run that wrote this adapter (from its provenance)."""
-    prov = json.loads((adapter_dir / "provenance.json").read_text())
-    return prov.get("mlflow_run_id")
+def training_run_id(train_metrics: Path) -> str | None:
+    """The MLflow run id of the finetune run that wrote the adapter (from its metrics file: the
+    adapter's own provenance names only what made the weights, so the same weights hash the same)."""
+    if not Path(train_metrics).is_file():
+        return None
+    return (json.loads(Path(train_metrics).read_text()).get("run") or {}).get("mlflow_run_id")
 
 
-def logged_model_id(adapter_dir: Path) -> str | None:
-    """The MLflow logged model of the finetune run that wrote this adapter, if tracked."""
-    run_id = training_run_id(adapter_dir)
+def logged_model_id(train_metrics: Path) -> str | None:
+    """The MLflow logged model of the finetune run that wrote the adapter, if tracked."""
+    run_id = training_run_id(train_metrics)
     if not run_id:
         return None
     import mlflow
@@ -71,16 +74,25 @@ class Registry:
             raise GovtuneError(f"registry {self.name}", f"version {version} does not exist",
                                "list versions in the MLflow UI (Models tab) or with `govtune lineage`") from exc  # fmt: skip
 
-    def register(self, model_id: str) -> str:
-        """The version of this logged model: an existing one, or a new registration."""
+    def register(self, model_id: str, weights_sha256: str | None = None) -> str:
+        """The version of these weights: the version already tagged with their sha256 (a retrain
+        that produced the same bytes, or a re-judge), else the version of this logged model, else a
+        new registration (tagged with the weights' sha256)."""
         import mlflow
 
         uri = f"models:/{model_id}"
-        for mv in self.client.search_model_versions(f"name='{self.name}'"):
+        versions = self.client.search_model_versions(f"name='{self.name}'")
+        for mv in sorted(versions, key=lambda v: int(v.version)):
+            if weights_sha256 and mv.tags.get(WEIGHTS_TAG) == weights_sha256:
+                return str(mv.version)
+        for mv in versions:
             # A sqlite store leaves model_id empty on versions; the source names the logged model.
             if getattr(mv, "model_id", None) == model_id or mv.source == uri:
                 return str(mv.version)
-        return str(mlflow.register_model(uri, self.name).version)
+        version = str(mlflow.register_model(uri, self.name).version)
+        if weights_sha256:
+            self.set_tags(version, {WEIGHTS_TAG: weights_sha256})
+        return version
 
     def set_tags(self, version: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():
