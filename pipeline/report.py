@@ -162,21 +162,35 @@ h1{font-size:1.6em}h2{border-bottom:2px solid #ccc;margin-top:1.6em;page-break-a
 table{border-collapse:collapse;margin:.6em 0;font-size:.85em;page-break-inside:avoid}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}
 th{background:#f3f3f3}.APPROVED{background:#1b7f3a;color:#fff}.REJECTED{background:#b3261e;color:#fff}.PENDING_APPROVAL{background:#b26a00;color:#fff}
 .badge{display:inline-block;padding:.3em .8em;border-radius:4px;font-weight:bold}.passed{color:#1b7f3a}.failed,.error{color:#b3261e;font-weight:bold}
-.waived,.warning{color:#b26a00}table.rules th{background:#dbe6f7}code{font-size:.85em}img{max-width:100%}@media print{body{margin:0}a{color:#000}}"""
+.waived,.warning{color:#b26a00}table.rules th{background:#dbe6f7}table.kv{margin:0;font-size:1em}table.kv th{background:none;font-weight:normal;color:#555}code{font-size:.85em}img{max-width:100%}@media print{body{margin:0}a{color:#000}}"""
 
 
 def _table(header: list[str], rows: list[list[Any]], css: str = "") -> str:
-    def esc(v: Any) -> str:
-        return html.escape(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False))
-
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header) if any(header) else ""
     body = "".join(
         "<tr>"
-        + "".join(f"<td>{c[1:] if isinstance(c, str) and c.startswith(chr(0)) else esc(c)}</td>" for c in row)
+        + "".join(f"<td>{c[1:] if isinstance(c, str) and c.startswith(chr(0)) else _cell(c)}</td>" for c in row)
         + "</tr>"
         for row in rows
     )
     return f"<table{f' class={css}' if css else ''}>{f'<tr>{head}</tr>' if head else ''}{body}</table>"
+
+
+def _cell(value: Any) -> str:
+    """A value as readable HTML: a mapping as a small key/value table, a list of plain values
+    comma-separated, anything else as text (never raw JSON in a cell)."""
+    if isinstance(value, dict):
+        if not value:
+            return "none"
+        rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_cell(v)}</td></tr>" for k, v in value.items())
+        return f'<table class="kv">{rows}</table>'
+    if isinstance(value, list):
+        if all(not isinstance(v, dict | list) for v in value):
+            return html.escape(", ".join("none" if v is None else str(v) for v in value)) or "none"
+        return "".join(f"<div>{_cell(v)}</div>" for v in value)
+    if value is None:
+        return "n/a"
+    return html.escape(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
 
 
 def _raw(markup: str) -> str:
@@ -231,9 +245,11 @@ def render_html(report: dict[str, Any], images: dict[str, bytes]) -> str:
 
     parts = [f"<h1>{html.escape(report['title'])}</h1>",
              f'<h2 id="decision">1. Decision</h2><p><span class="badge {d["decision"]}">{d["decision"]}</span> {html.escape(d["summary"])}</p>',
-             _table(["decided at", "model version", "failing", "waived", "warnings", "approved by"],
+             _table(["decided at", "model version", "failing", "waived", "warnings", "approved by", "evidence", "pseudonymisation key"],
                     [[d["decided_at"], d["candidate_version"], ", ".join(d["failing_rules"]) or "none", ", ".join(d["waived_rules"]) or "none",
-                      ", ".join(d["warnings"]) or "none", ", ".join(f"{a['approver']} ({a['role']})" for a in d["approvals"]) or "no approval required"]]),
+                      ", ".join(d["warnings"]) or "none", ", ".join(f"{a['approver']} ({a['role']})" for a in d["approvals"]) or "no approval required",
+                      _raw("signed (Ed25519)" if report.get("signed") else "<b>UNSIGNED</b>: no signing key was set"),
+                      _raw("<b>DEMO KEY</b>: public, not for real data" if (ds["pii"]["key"] or {}).get("demo") else "from " + html.escape(str((ds["pii"]["key"] or {}).get("source"))))]]),
              '<h2 id="system">2. System</h2>', _table(["", ""], [["purpose", s["purpose"]], ["intended use", s["intended_use"]], ["out of scope", s["out_of_scope_use"]],
                                                                   ["base model", f"{s['base_model']['name']} ({s['base_model']['model_id']}), license {s['base_model']['license']}"],
                                                                   ["source", s["base_model"]["source"]], ["source sha256", s["base_model"]["source_files_sha256"]]]),
@@ -528,15 +544,17 @@ def main() -> None:
             registry = open_registry(params.tracking)
             version = decision.get("registry", {}).get("version")
             if registry is not None and version and tracked.run_id:
-                registry.set_tags(version, {f"{TAG}report_run_id": tracked.run_id, f"{TAG}compliance_report": f"runs:/{tracked.run_id}/reports/{rc.html.name}",
-                                            f"{TAG}model_card": f"runs:/{tracked.run_id}/reports/{rc.model_card.name}", f"{TAG}manifest_hash": manifest["manifest_hash"]})  # fmt: skip
                 # Also on the training run the version came from: the auditor's path (version ->
-                # training run) ends at its datasets and its compliance report, side by side.
+                # training run) ends at its datasets and its compliance report, side by side, and
+                # the version's tags link there.
                 training_run = registry.get_version(version).run_id
                 if training_run:
                     for path in (rc.html, rc.pdf, rc.json, rc.model_card):
                         if path.is_file():
                             registry.client.log_artifact(training_run, str(path), "compliance")
+                where = f"runs:/{training_run}/compliance" if training_run else f"runs:/{tracked.run_id}/reports"
+                registry.set_tags(version, {f"{TAG}report_run_id": tracked.run_id, f"{TAG}compliance_report": f"{where}/{rc.html.name}",
+                                            f"{TAG}model_card": f"{where}/{rc.model_card.name}", f"{TAG}manifest_hash": manifest["manifest_hash"]})  # fmt: skip
     log.info(
         "report: %s (%s, manifest %s, %s)",
         rc.html,

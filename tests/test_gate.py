@@ -574,6 +574,8 @@ def test_files_audit_log_and_registry_agree_after_edit_revert_and_rejudge(tmp_pa
     tags = client.get_model_version(name, version).tags
     manifest = read_json(project / "reports" / "evidence_manifest.json")
     assert tags["govtune.policy_hash"] == decision["policy"]["hash"] and tags["govtune.manifest_hash"] == manifest["manifest_hash"]
+    training_run = client.get_model_version(name, version).run_id
+    assert tags["govtune.compliance_report"] == f"runs:/{training_run}/compliance/compliance_report.html"  # the artifact the auditor walks to
     assert run_cmd(["govtune", "verify"], cwd=project).returncode == 0
 
     # 3. A hand-made disagreement fails verify, naming the tag and both values.

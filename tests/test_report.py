@@ -70,6 +70,9 @@ def test_report_verify_and_tampering(tmp_path, tiny_built, monkeypatch):
     assert report["lineage"]["runs"]["finetune"] != "not found" and report["lineage"]["datasets"]["train"]
     page = (reports / "compliance_report.html").read_text()
     assert re.findall(r"<h2[^>]*>(\d)\.", page) == list("12345678")
+    first_screen = page[: page.index('<h2 id="system">')]
+    assert "signed (Ed25519)" in first_screen and "DEMO KEY" in first_screen  # signing and key status up front
+    assert "{&quot;" not in page  # cells render tables, not raw JSON
     examined = report["datasheet"]["label_examination"]["gender"]
     assert "Training labels examined for bias" in page and examined["groups"]["female"]["n"] > 0 and "escalation_gap_lower_bound" in examined
     assert (
@@ -154,6 +157,25 @@ def test_report_verify_and_tampering(tmp_path, tiny_built, monkeypatch):
     log.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
     broken = run_cmd(["govtune", "verify"], cwd=project)
     assert broken.returncode == 1 and "audit_log.jsonl:1: hash does not match" in broken.stderr
+
+
+CELLS = [
+    ({"success": True, "rows": 300}, ["<th>success</th><td>true</td>", "<th>rows</th><td>300</td>"]),
+    (["a", "b", None], ["a, b, none"]),
+    ({"split": {"train": 10}}, ['<table class="kv"><tr><th>train</th><td>10</td></tr></table>']),
+    (None, ["n/a"]),
+    ("<b>", ["&lt;b&gt;"]),
+]
+
+
+@pytest.mark.parametrize("value,shown", CELLS)
+def test_report_cells_render_values_not_raw_json(value, shown):
+    from pipeline.report import _cell
+
+    cell = _cell(value)
+    for part in shown:
+        assert part in cell, cell
+    assert "{" not in cell and "&quot;" not in cell
 
 
 def test_fairness_section_carries_an_unjudged_attribute():
