@@ -85,3 +85,22 @@ def test_dvc_repro_tiny_profile(tiny_built, tiny_project):
     assert failed.returncode != 0
     assert "sha256 mismatch" in failed.stderr and "model.safetensors" in failed.stderr
     assert "f" * 64 in failed.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_dvc_plots_show_draws_offline(tiny_project, tmp_path):
+    """`dvc plots show` uses the page with Vega inlined (.dvc/config plots.html_template): no script
+    is fetched, and headless Chromium draws every chart (a canvas per Vega plot)."""
+    import subprocess
+
+    from pipeline.report import CHROMIUM_FLAGS
+
+    shown = run_cmd(["dvc", "plots", "show", "-o", str(tmp_path / "plots")], cwd=tiny_project, check=True)
+    assert "failed to load" not in shown.stdout + shown.stderr, shown.stdout + shown.stderr
+    page = (tmp_path / "plots" / "index.html").read_text()
+    plots = page.count("vegaEmbed(")
+    assert plots >= 2 and "<script src=" not in page and "cdn.jsdelivr" not in page
+    dom = subprocess.run(["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
+                          "--dump-dom", (tmp_path / "plots" / "index.html").as_uri()], capture_output=True, text=True, timeout=120, check=True).stdout  # fmt: skip
+    assert dom.count("<canvas") >= plots, dom[:2000]
