@@ -742,13 +742,35 @@ def save_plots(report: dict[str, Any], out_dir: Path, attributes: list[str]) -> 
     return paths
 
 
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """The CPU computes bf16 in hardware (``avx512_bf16`` or ``amx_bf16`` in /proc/cpuinfo's flags).
+    Without it torch emulates bf16: measured 10x slower than fp32 on an AVX2-only EPYC."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+        except OSError:
+            return False
+    flags = {f for line in cpuinfo.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+    return bool(flags & NATIVE_BF16_FLAGS)
+
+
+def resolve_precision(requested: str, native_bf16: bool | None = None) -> str:
+    """``evaluate.precision``: auto = bf16 where the CPU has native bf16, else fp32."""
+    if requested != "auto":
+        return requested
+    return "bf16" if (cpu_has_native_bf16() if native_bf16 is None else native_bf16) else "fp32"
+
+
 def precision_context(cfg: EvaluateParams) -> Any:
-    """bf16 CPU autocast, or nothing for fp32 (``evaluate.precision``)."""
+    """bf16 CPU autocast, or nothing for fp32 (``evaluate.precision``, resolved)."""
     import contextlib
 
     import torch
 
-    return torch.autocast("cpu", dtype=torch.bfloat16) if cfg.precision == "bf16" else contextlib.nullcontext()
+    return torch.autocast("cpu", dtype=torch.bfloat16) if resolve_precision(cfg.precision) == "bf16" else contextlib.nullcontext()
 
 
 def run(params: Params, cfg: EvaluateParams) -> dict[str, Any]:
@@ -767,7 +789,7 @@ def run(params: Params, cfg: EvaluateParams) -> dict[str, Any]:
         with model.disable_adapter():
             report["base"] = evaluate_model("base", Scorer(model, tokenizer), inputs, cfg, fairness, scrub_fn, analyzer_fn)
         report["finetuned"] = evaluate_model("finetuned", Scorer(model, tokenizer), inputs, cfg, fairness, scrub_fn, analyzer_fn)
-    report["precision"] = cfg.precision
+    report["precision"] = resolve_precision(cfg.precision)
     report["not_testable"] = {
         a: "no demographic signal of this attribute survives scrubbing (names and places are pseudonymised)"
         for a in fairness.protected_attributes if a not in fairness.counterfactual.swaps

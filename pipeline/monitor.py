@@ -403,7 +403,7 @@ def champion_evaluation(params: Params, champion: Any, records: list[dict[str, A
         with evaluate.precision_context(cfg):
             result = evaluate.quality_and_fairness("champion", evaluate.Scorer(model, tokenizer), records, attrs, cfg, fairness, scrub_fn)
         adapter_sha = sha256_file(adapter / "adapter_model.safetensors")
-    return {"version": str(champion.version), "adapter_sha256": adapter_sha, "n": len(records), "precision": cfg.precision,
+    return {"version": str(champion.version), "adapter_sha256": adapter_sha, "n": len(records), "precision": evaluate.resolve_precision(cfg.precision),
             "definitions": "as in reports/evaluation.json (the evaluate stage's code)", **result}  # fmt: skip
 
 

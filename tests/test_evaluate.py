@@ -199,3 +199,21 @@ def test_every_metric_is_defined_in_the_docs():
     doc = (REPO / "docs" / "evaluation.md").read_text()
     for key, text in DEFINITIONS.items():
         assert f"`{key}` | {text} |" in doc
+
+
+PRECISION_ROWS = [
+    # requested, cpuinfo flags line, resolved
+    ("auto", "flags\t\t: fpu sse avx2 avx512f avx512_bf16", "bf16"),
+    ("auto", "flags\t\t: fpu sse amx_bf16 amx_tile", "bf16"),
+    ("auto", "flags\t\t: fpu sse avx2", "fp32"),  # bf16 would be emulated: 10x slower than fp32
+    ("auto", "", "fp32"),
+    ("bf16", "flags\t\t: fpu sse avx2", "bf16"),  # asked for: honoured
+    ("fp32", "flags\t\t: avx512_bf16", "fp32"),
+]
+
+
+@pytest.mark.parametrize("requested,cpuinfo,resolved", PRECISION_ROWS)
+def test_evaluation_precision_auto_uses_bf16_only_where_the_cpu_has_it(requested, cpuinfo, resolved):
+    from pipeline.evaluate import cpu_has_native_bf16, resolve_precision
+
+    assert resolve_precision(requested, cpu_has_native_bf16(cpuinfo)) == resolved

@@ -596,3 +596,5 @@ def test_files_audit_log_and_registry_agree_after_edit_revert_and_rejudge(tmp_pa
     assert read_json(decision_path)["registry"]["version"] == version and len(client.search_model_versions(f"name='{name}'")) == versions
     assert client.get_model_version(name, version).tags["govtune.weights_sha256"] == read_json(project / "reports/evaluation.json")["inputs"]["adapter_sha256"]
     assert run_cmd(["govtune", "verify"], cwd=project).returncode == 0
+    piped = run_cmd(["bash", "-c", f"set -o pipefail; govtune lineage {version} | head -1"], cwd=project)
+    assert piped.returncode == 0 and piped.stdout.startswith("model govtune-ticket-triage") and "Error" not in piped.stderr, piped.stderr

@@ -162,7 +162,7 @@ class EvaluateParams(Strict):
     """Stage evaluate: sample sizes (the time budget), policy, outputs."""
 
     fairness_policy: Path
-    precision: Literal["fp32", "bf16"]
+    precision: Literal["auto", "fp32", "bf16"]
     max_test_examples: int = Field(ge=1)
     loss_examples: int = Field(ge=1)
     generate_examples: int = Field(ge=1)
