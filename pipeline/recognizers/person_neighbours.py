@@ -7,7 +7,8 @@ The small spaCy NER often finds one word of a name it has not seen ("Maile **Jai
 
 - the name is widened over the words touching it that are part of a name: a capitalised proper
   noun that is no English word (``Maile``, ``Quarantino``), an initial (``Đurđa J Jovanović``),
-  a hyphenated part (``Amy-leigh``), and a title before it (``Mrs. Gracie Marsh``);
+  a hyphenated part (``Amy-leigh``), but never over a title (``Mrs.`` in "Mrs. Gracie Marsh" stays:
+  it is no name, and the evaluation's counterfactuals read the gender it carries);
 - a proper noun that spaCy's parser coordinates with a seed word is a name too ("Caird and
   Jones", "Lapresse, Morris and Wright"), widened the same way.
 
@@ -45,18 +46,11 @@ def widen(doc: Any, first: int, last: int, english: frozenset[str]) -> tuple[int
     """Token range [first, last] grown over the name parts, hyphenated parts and title around it."""
     while first > 0:
         before = doc[first - 1]
-        if before.text in "-." and not before.whitespace_ and first > 1 and not doc[first - 2].whitespace_:
-            if before.text == "-" and doc[first - 2].is_alpha:
-                first -= 2  # Jean-Luc, Amy-leigh
-                continue
-            if before.text == "." and _title(doc[first - 2]):
-                first -= 2  # Mrs . Gracie, when the tokenizer splits the dot
-            break
-        if before.whitespace_ != " ":
-            break
-        if _title(before):
-            first -= 1
-            break
+        if before.text == "-" and not before.whitespace_ and first > 1 and not doc[first - 2].whitespace_ and doc[first - 2].is_alpha:
+            first -= 2  # Jean-Luc, Amy-leigh
+            continue
+        if before.whitespace_ != " " or _title(before):
+            break  # a title stays: it is no name, and the evaluation reads the gender it carries
         if not _name_part(before, english):
             break
         first -= 1

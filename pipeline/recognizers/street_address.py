@@ -118,6 +118,9 @@ EXTEND = re.compile(rf"{_SEP}(?:{_PART})(?![\w@])")
 LEAD = re.compile(r"(?:\b(?:the )?corner of |\b\d{1,6} )$", re.IGNORECASE)
 STOP = re.compile(r"^(?:Mobile|Desk|Fax|Phone|Tel|Email|E-mail|Website|Name|Address|Date|When|Where|Office|Cell)\b", re.IGNORECASE)
 MAX_STEPS = 6
+# a full stop after a word of four or more letters or a number, then a capital: a sentence ends
+# (an abbreviation such as "St. Jennifer" or "Apt. 4" does not)
+SENTENCE_END = re.compile(r"(\w{4,}|\d)\.\s+(?=[A-Z])")
 
 
 class StreetAddressRecognizer(SpanRecognizer):
@@ -146,6 +149,9 @@ class StreetAddressRecognizer(SpanRecognizer):
             m = EXTEND.match(text, end)
             if not m or STOP.match(text[m.end() - len(_part_of(m.group(0))):]) or _lower_start(m.group(0)):
                 break
+            stop = SENTENCE_END.search(m.group(0))
+            if stop:  # "... Chartier-sur-Lévy. Account ACCT-7409539": the address ends with its sentence
+                return m.start() + stop.start() + len(stop.group(1))
             end = m.end()
         return end
 
