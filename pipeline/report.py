@@ -281,7 +281,7 @@ def render_html(report: dict[str, Any], images: dict[str, bytes]) -> str:
         )
     )
     parts.append(
-        f"<p>Demographic signals that survive scrubbing (the ones tested): {html.escape(json.dumps(ev['surviving_signals']))}. Not testable: {html.escape(json.dumps(ev['not_testable']))}.</p>"
+        f"<p>Demographic signals that survive scrubbing (the ones tested):</p>{_cell(ev['surviving_signals'] or {})}<p>Not testable:</p>{_cell(ev['not_testable'] or {})}"
     )
     parts.append(
         _table(
