@@ -48,8 +48,8 @@ def tickets(params: Any, rows: int, seed: int, strength: float, levels: int) -> 
 
 
 def encode(tokenizer: Any, records: list[dict], max_len: int, whole: bool) -> list[Any]:
-    """The stage's examples (``finetune.encode_records``); ``whole``: loss on every token (pre-training)."""
-    from pipeline.finetune import Example, encode_records
+    """The stage's examples (``common.training.encode_records``); ``whole``: loss on every token (pre-training)."""
+    from pipeline.common.training import Example, encode_records
 
     examples, _ = encode_records(tokenizer, records, max_len)
     return [Example(e.input_ids, list(e.input_ids)) for e in examples] if whole else examples
@@ -59,7 +59,7 @@ def train_full(model: Any, examples: list[Any], steps: int, batch: int, lr: floa
     """Trains every weight with AdamW and gradient clipping on the stage's batches; returns the seconds."""
     import torch
 
-    from pipeline.finetune import collate
+    from pipeline.common.training import collate
 
     torch.manual_seed(seed)
     rng = random.Random(seed)

@@ -46,7 +46,7 @@ def child(raw: Path, spans: Path, out: Path, rescan: bool) -> None:
     """Runs the stage's engine once and prints its figures as JSON (in a fresh process)."""
     from pipeline import scrub
     from pipeline.common.offline import configure_offline
-    from pipeline.common.pii import load_key
+    from pipeline.common.keys import load_key
     from pipeline.common.policy import load_pii_policy
 
     configure_offline()

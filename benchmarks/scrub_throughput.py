@@ -164,7 +164,7 @@ def main() -> None:
     parser.add_argument("--no-rescan-run", action="store_true", help="skip the as-configured (re-scan) stage run")
     args = parser.parse_args()
     params = load_params()
-    from pipeline.common.pii import load_key
+    from pipeline.common.keys import load_key
     from pipeline.common.policy import load_pii_policy
 
     policy = load_pii_policy(params.scrub.policy)

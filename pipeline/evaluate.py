@@ -506,7 +506,7 @@ def make_variant(text: str, attribute: str, policy: FairnessPolicy) -> str:
 
 def canary_exposure(scorer: Scorer, canaries: list[dict], candidates: int, seed: int) -> list[dict[str, Any]]:
     """Exposure of each canary's secret among ``candidates`` random 6-digit codes."""
-    from pipeline.split import CANARY_PREFIX
+    from pipeline.common.task import CANARY_PREFIX
 
     rng = random.Random(seed)
     out = []
@@ -617,7 +617,7 @@ def quality_and_fairness(name: str, scorer: Scorer, test: list[dict], attrs: lis
     """
     from tqdm import tqdm
 
-    from pipeline.finetune import encode_records, evaluate_loss
+    from pipeline.common.training import encode_records, evaluate_loss
 
     preds: list[dict[str, Any]] = []
     for start in tqdm(range(0, len(test), cfg.batch_size), desc=f"score {name}", unit="batch"):
@@ -668,7 +668,8 @@ def build_scrub(params: Params) -> tuple[Callable[[list[str]], list[str]], Calla
     """The scrub stage's PII treatment (same policy and key), and a PII-like detector."""
     from presidio_anonymizer import AnonymizerEngine
 
-    from pipeline.common.pii import anonymize, build_analyzer, build_operators, detect_batch, load_key, outside_tags
+    from pipeline.common.keys import load_key
+    from pipeline.common.pii import anonymize, build_analyzer, build_operators, detect_batch, outside_tags
 
     policy = load_pii_policy(params.scrub.policy)
     key = load_key(policy, params.scrub.policy, Path.cwd())

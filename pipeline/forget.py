@@ -32,20 +32,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.common.erasure import EVENT, PENDING_TAG, pseudonym_of
 from pipeline.common.errors import GovtuneError
 from pipeline.common.io import atomic_path
+from pipeline.common.keys import identifier_digest
 from pipeline.common.params import Params
-from pipeline.common.pii import identifier_digest, identifier_pseudonym
 
 log = logging.getLogger(__name__)
 
-EVENT = "erasure_request"
-PENDING_TAG = "govtune.erasure_pending"
 CACHE_SCAN_MAX_BYTES = 512 * 2**20  # larger cache objects are model weights, not records
 
 
 subject_hash = identifier_digest  # the keyed hash an erasure request records
-pseudonym_of = identifier_pseudonym  # the subject's pseudonym in scrubbed data, from that hash
 
 
 @dataclass
@@ -161,7 +159,7 @@ def purge_cache(repo: Path, needles: list[bytes]) -> int:
 def forget(params: Params, customer_id: str, requested_by: str, reason: str, repo: Path = Path(".")) -> Erasure:
     """Honours one erasure request (see the module docstring); returns what it did."""
     from pipeline.common.audit import append_entry
-    from pipeline.common.pii import load_key
+    from pipeline.common.keys import load_key
     from pipeline.common.policy import load_pii_policy
 
     value = customer_id.strip()
@@ -192,19 +190,3 @@ def forget(params: Params, customer_id: str, requested_by: str, reason: str, rep
                          "purge them too (e.g. `dvc gc --cloud`, rewrite the git history of data/raw)")  # fmt: skip
     append_entry(params.gate.audit_log, EVENT, {**erasure.to_json(), "requested_by": requested_by, "reason": reason})
     return erasure
-
-
-def requests(audit_log: Path) -> list[dict[str, Any]]:
-    """Every erasure request recorded in the audit log, oldest first."""
-    from pipeline.common.audit import read_log
-
-    return [e for e in read_log(audit_log) if e.get("event") == EVENT] if Path(audit_log).is_file() else []
-
-
-def erased_in(path: Path, column: str, entries: list[dict[str, Any]]) -> int:
-    """How many records of a scrubbed JSONL file belong to an erased subject (by pseudonym)."""
-    pseudonyms = {pseudonym_of(e.get("column", column), e["subject"]) for e in entries}
-    if not pseudonyms or not path.is_file():
-        return 0
-    with open(path, encoding="utf-8") as handle:
-        return sum(str(json.loads(line).get(column)) in pseudonyms for line in handle if line.strip())

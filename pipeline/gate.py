@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+from pipeline.common.erasure import PENDING_TAG as ERASURE_TAG
+from pipeline.common.erasure import erased_in, requests
 from pipeline.common.errors import GovtuneError, run_main
 from pipeline.common.io import dumps_json, evidence_of_this_run, save_json, sha256_bytes, sha256_file
 from pipeline.common.params import Params, load_params
@@ -46,9 +48,10 @@ from pipeline.common.policy import (
     load_promotion_policy,
     load_rule_set,
     load_waivers,
+    policy_bundle,
 )
+from pipeline.common.rules import RuleResult, champion_values, judge_rule
 from pipeline.common.tracking import TAG
-from pipeline.forget import PENDING_TAG as ERASURE_TAG
 
 log = logging.getLogger(__name__)
 
@@ -163,15 +166,12 @@ def derive_checks(params: Params, evidence: dict[str, Any], erasures: list[dict[
 
 def erasure_requests(params: Params) -> list[dict[str, Any]]:
     """The erasure requests in the audit log (``govtune forget``), oldest first."""
-    from pipeline.forget import requests
-
     return requests(params.gate.audit_log)
 
 
 def erasure_check(params: Params, entries: list[dict[str, Any]]) -> tuple[str, bool, str]:
     """No subject of an erasure request is in the train split, by pseudonym."""
     from pipeline.common.policy import load_pii_policy
-    from pipeline.forget import erased_in
 
     name = "no_erased_subject_in_training"
     if not entries:
@@ -188,149 +188,6 @@ def erasure_summary(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The erasure requests honoured so far, for the decision and the report (hash prefix only)."""
     keep = ("at", "subject", "records_removed", "affected_versions", "unknown_versions", "cache_objects_deleted", "reason")
     return [{k: (e.get(k)[:16] if k == "subject" else e.get(k)) for k in keep} for e in entries]
-
-
-def resolve(evidence: dict[str, Any], path: str) -> dict[str, Any]:
-    """Values at ``source:dotted.path``; ``*`` fans out over keys. ``{"": value}`` for one value.
-
-    A number picks an item of a list (``...ci95.0``: the low end of an interval).
-
-    Raises:
-        KeyError: with a message naming the missing source or key and the keys that exist.
-    """
-    source, dotted = path.split(":", 1)
-    if source not in evidence:
-        raise KeyError(f"missing evidence: source {source!r} was not produced")
-    found: dict[str, Any] = {"": evidence[source]}
-    for part in dotted.split("."):
-        step: dict[str, Any] = {}
-        for key, node in found.items():
-            if isinstance(node, list) and part.isdigit():
-                if int(part) >= len(node):
-                    raise KeyError(f"unknown metric path {path}: item {part} of a list of {len(node)}")
-                step[key] = node[int(part)]
-                continue
-            if not isinstance(node, dict):
-                raise KeyError(f"unknown metric path {path}: {'.'.join(filter(None, [key]))} is not an object")
-            if part == "*":
-                step.update({f"{key}.{k}".strip("."): v for k, v in node.items()})
-            elif part in node:
-                step[key] = node[part]
-            elif isinstance(node.get("error"), str):  # a stage's record of a metric it could not measure
-                raise KeyError(f"not measured: {key or source}: {node['error']} (metric path {path})")
-            else:
-                raise KeyError(f"unknown metric path {path}: no key {part!r} (have: {', '.join(sorted(node)[:12])})")
-        found = step
-    if not found:
-        raise KeyError(f"unknown metric path {path}: `*` matched nothing")
-    return found
-
-
-# --- judging --------------------------------------------------------------------------------
-
-
-def holds(observed: Any, comparator: str, target: Any) -> bool:
-    """``observed <comparator> target``; booleans only compare with ==."""
-    if comparator == "==":
-        return (
-            observed == target
-            if isinstance(target, bool) or isinstance(observed, bool)
-            else float(observed) == float(target)
-        )
-    if isinstance(observed, bool) or not isinstance(observed, int | float):
-        raise TypeError(f"observed value {observed!r} is not a number")
-    return observed >= target if comparator == ">=" else observed <= target
-
-
-@dataclass
-class RuleResult:
-    """How one rule fared."""
-
-    rule: Rule
-    result: str  # pass | fail | error
-    status: str  # passed | failed | waived | warning | error
-    observed: Any = None
-    target: Any = None
-    baseline: Any = None
-    failing_keys: list[str] = field(default_factory=list)
-    message: str = ""
-    waiver: dict[str, Any] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        r = self.rule
-        return {
-            "id": r.id, "title": r.title, "description": r.description, "severity": r.severity, "owner": r.owner,
-            "controls": r.controls, "evidence": r.evidence, "comparator": r.comparator, "threshold": r.threshold,
-            "baseline": None if r.baseline is None else {**r.baseline.model_dump(mode="json"), "value": self.baseline},
-            "target": self.target, "observed": self.observed, "failing_keys": self.failing_keys,
-            "result": self.result, "status": self.status, "message": self.message, "waiver": self.waiver,
-        }  # fmt: skip
-
-
-def judge_rule(rule: Rule, evidence: dict[str, Any], champion: dict[str, float] | None) -> RuleResult:
-    """Evaluates one rule (no waivers yet). ``champion``: the champion's observed values, or None."""
-    try:
-        observed = resolve(evidence, rule.evidence)
-    except KeyError as exc:
-        return RuleResult(rule, "error", "error", message=str(exc.args[0]))
-    baseline: Any = None
-    if rule.baseline is None:
-        targets = dict.fromkeys(observed, rule.threshold)
-    elif rule.baseline.against == "champion":
-        if champion is None or rule.id not in champion:
-            message = (
-                "no champion yet: nothing to compare with"
-                if champion is None
-                else "the champion has no value for this rule"
-            )
-            return RuleResult(rule, "pass", "passed", observed=_flat(observed), message=message)
-        baseline = champion[rule.id]
-        targets = {"": _shift(baseline, rule)}
-    else:
-        try:
-            base_values = resolve(evidence, rule.baseline.evidence or "")
-        except KeyError as exc:
-            return RuleResult(rule, "error", "error", observed=_flat(observed), message=f"baseline: {exc.args[0]}")
-        if set(base_values) != set(observed):
-            return RuleResult(
-                rule,
-                "error",
-                "error",
-                observed=_flat(observed),
-                message=f"baseline keys {sorted(base_values)} differ from {sorted(observed)}",
-            )
-        baseline = _flat(base_values)
-        targets = {k: None if v is None else _shift(v, rule) for k, v in base_values.items()}
-    failing, problems = [], []
-    for key, value in observed.items():
-        if value is None or targets[key] is None:
-            problems.append(f"{key or rule.evidence}: no value (too few examples?)")
-            continue
-        try:
-            if not holds(value, rule.comparator, targets[key]):
-                failing.append(key)
-        except (TypeError, ValueError) as exc:
-            problems.append(f"{key or rule.evidence}: {exc}")
-    target = _flat(targets) if rule.baseline is not None else rule.threshold
-    if problems:
-        return RuleResult(rule, "error", "error", _flat(observed), target, baseline, failing, "; ".join(problems))
-    if not failing:
-        return RuleResult(rule, "pass", "passed", _flat(observed), target, baseline)
-    status = "failed" if rule.severity == "blocking" else "warning"
-    shown = ", ".join(f"{k}={observed[k]}" if k else f"{observed[k]}" for k in failing)
-    return RuleResult(
-        rule, "fail", status, _flat(observed), target, baseline, failing, f"{shown} not {rule.comparator} {target}"
-    )
-
-
-def _shift(value: float, rule: Rule) -> float:
-    """The target a baseline sets: worse by at most max_regression in the rule's direction."""
-    allowed = rule.baseline.max_regression if rule.baseline else 0.0
-    return round(value - allowed if rule.comparator == ">=" else value + allowed, 10)
-
-
-def _flat(values: dict[str, Any]) -> Any:
-    return values[""] if set(values) == {""} else values
 
 
 def apply_waivers(results: list[RuleResult], waivers: list[Waiver], today: date) -> list[dict[str, Any]]:
@@ -437,27 +294,6 @@ def load_policies(params: Params) -> Policies:
             )
     approvals = load_approvals(cfg.approvals_dir)
     return Policies(promotion, rules, waivers, approvals, policy_bundle(params))
-
-
-def policy_bundle(params: Params) -> list[Path]:
-    """The policy files a decision rests on (all of them: the stages' and the gate's)."""
-    return [params.base_model.allowlist, params.validate_.contract, params.scrub.policy, params.evaluate.fairness_policy,
-            params.gate.promotion_policy, params.gate.privacy_policy, params.gate.waivers]  # fmt: skip
-
-
-def champion_values(version: Any | None) -> dict[str, float] | None:
-    """The observed values the champion was judged on (tags ``govtune.observed.<rule>``)."""
-    if version is None:
-        return None
-    prefix = f"{TAG}observed."
-    out = {}
-    for key, value in version.tags.items():
-        if key.startswith(prefix):
-            try:
-                out[key[len(prefix) :]] = float(value)
-            except ValueError:
-                continue
-    return out
 
 
 def run(

@@ -247,7 +247,7 @@ def run(params: Params, batch: Path, out_dir: Path, policy_path: Path, champion:
     ``champion``: the registry version to re-evaluate on a labelled batch (None: not measured).
     """
     from pipeline import scrub
-    from pipeline.common.pii import load_key
+    from pipeline.common.keys import load_key
     from pipeline.common.policy import load_pii_policy, load_rule_set
 
     rules = load_rule_set(policy_path)
@@ -286,7 +286,7 @@ def run(params: Params, batch: Path, out_dir: Path, policy_path: Path, champion:
 
 def judge(report: dict[str, Any], rules: Any, baselines: dict[str, float] | None) -> None:
     """Judges every monitoring rule on the report; adds the results, status and summary to it."""
-    from pipeline.gate import RuleResult, judge_rule
+    from pipeline.common.rules import RuleResult, judge_rule
 
     results = []
     for rule in rules.rules:
@@ -316,10 +316,10 @@ def judge(report: dict[str, Any], rules: Any, baselines: dict[str, float] | None
 
 
 def _observed(evidence: str, report: dict[str, Any]) -> Any:
-    from pipeline.gate import _flat, resolve
+    from pipeline.common.rules import flat, resolve
 
     try:
-        return _flat(resolve({"monitoring": report}, evidence))
+        return flat(resolve({"monitoring": report}, evidence))
     except Exception:  # noqa: BLE001 - shown only; the rule is an error either way
         return None
 
@@ -341,7 +341,7 @@ def champion_baselines(params: Params, rules: list[Any], champion: Any | None) -
     with each rule's observed value. None: no champion.
     """
     from pipeline.common.policy import load_promotion_policy, load_rule_set
-    from pipeline.gate import champion_values
+    from pipeline.common.rules import champion_values
 
     observed = champion_values(champion)
     if observed is None:
@@ -391,7 +391,7 @@ def champion_evaluation(params: Params, champion: Any, records: list[dict[str, A
 
     from pipeline import evaluate
     from pipeline.common.policy import load_fairness_policy
-    from pipeline.split import ATTRIBUTE_COLUMNS
+    from pipeline.common.task import ATTRIBUTE_COLUMNS
 
     cfg = params.evaluate
     fairness = load_fairness_policy(cfg.fairness_policy)

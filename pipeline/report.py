@@ -486,7 +486,7 @@ def environment() -> dict[str, str]:
 
 def manifest_files(params: Params) -> list[Path]:
     """Every artifact the decision rests on."""
-    from pipeline.gate import policy_bundle
+    from pipeline.common.policy import policy_bundle
 
     r = params.report
     return [params.data.raw, params.data.raw_pii_spans, params.scrub.out, params.pii_benchmark.corpus, params.split.out_dir, params.base_model.out_dir, params.finetune.out_dir,

@@ -39,10 +39,8 @@ from typing import Any
 from pipeline.common.errors import GovtuneError, run_main
 from pipeline.common.io import atomic_path, evidence_of_this_run, save_json, sha256_file
 from pipeline.common.params import ScrubParams, load_params
-from pipeline.common.pii import (
-    Detection, PseudonymKey, anonymize, build_analyzer, build_operators, detect_batch, identifier_digest, identifier_pseudonym, load_key,
-    outside_tags,
-)  # fmt: skip
+from pipeline.common.keys import PseudonymKey, identifier_digest, identifier_pseudonym, load_key
+from pipeline.common.pii import Detection, anonymize, build_analyzer, build_operators, detect_batch, outside_tags
 from pipeline.common.policy import PiiPolicy, load_pii_policy
 from pipeline.common.records import iter_jsonl
 from pipeline.common.tracking import NullRun, flatten, stage_run

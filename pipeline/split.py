@@ -29,14 +29,13 @@ from typing import Any
 from pipeline.common.errors import GovtuneError, run_main
 from pipeline.common.io import evidence_of_this_run, save_json, save_jsonl, sha256_file
 from pipeline.common.params import SplitParams, load_params
+from pipeline.common.task import ATTRIBUTE_COLUMNS, CANARY_PREFIX
 from pipeline.common.tracking import NullRun, flatten, stage_run
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 TEXT_COLUMNS = ("ticket_id", "customer_id", "created_at", "channel", "message", "reply", "category", "priority")
-ATTRIBUTE_COLUMNS = ("gender", "age_band", "region")
-CANARY_PREFIX = "Your new verification code is "  # the canary's reply is this + 6 secret digits + "."
 
 
 @dataclass(frozen=True)

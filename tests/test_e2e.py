@@ -61,6 +61,18 @@ def test_dvc_repro_tiny_profile(tiny_built, tiny_project):
     assert "Running stage" not in again.stdout
     assert "up to date" in again.stdout
 
+    # A code edit makes stale exactly the stages that run the edited file (dvc.yaml's deps are
+    # each stage's imports): the rule engine is the gate's and the monitor's, never the fine-tune's.
+    for code, stale in (("pipeline/common/rules.py", {"gate", "monitor"}),
+                        ("pipeline/common/training.py", {"finetune", "evaluate", "monitor"}),
+                        ("pipeline/common/evidence.py", {"gate", "report"})):  # fmt: skip
+        path = tiny_project / code
+        before = path.read_text()
+        path.write_text(before + "\n# an edit\n")
+        status = yaml.safe_load(run_cmd(["dvc", "status", "--json"], cwd=tiny_project, check=True).stdout)
+        path.write_text(before)
+        assert set(status) == stale, (code, sorted(status))
+
     # A PII policy edit re-runs scrub and the PII benchmark (and what follows only if an output
     # changed), never upstream.
     pii_policy = tiny_project / "policies" / "pii.yaml"

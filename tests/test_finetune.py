@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from pipeline.common.task import encode_example, format_answer, label_token_count, parse_answer
-from pipeline.finetune import Example, answer_loss, collate, encode_records, epoch_batches, run_fingerprint, total_steps
+from pipeline.common.training import Example, answer_loss, collate, encode_records
+from pipeline.finetune import epoch_batches, run_fingerprint, total_steps
 from tests.conftest import REPO, TINY_FINETUNE, VENV_BIN, make_tiny_project, read_json, run_cmd, write_yaml
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from pipeline import scrub
-from pipeline.common.pii import DEMO_KEY, PseudonymKey
-from pipeline.forget import cache_object, erased_in, pseudonym_of, remove_records, subject_hash, trained_on
+from pipeline.common.erasure import erased_in, pseudonym_of
+from pipeline.common.keys import DEMO_KEY, PseudonymKey
+from pipeline.forget import cache_object, remove_records, subject_hash, trained_on
 from pipeline.gate import APPROVED
 from tests.conftest import read_json, run_cmd
 from tests.test_gate import _test_policy

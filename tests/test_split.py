@@ -8,7 +8,8 @@ from collections import Counter
 import pytest
 
 from pipeline.common.params import load_params
-from pipeline.split import ATTRIBUTE_COLUMNS, SPLITS, assign_customers, split_records
+from pipeline.common.task import ATTRIBUTE_COLUMNS
+from pipeline.split import SPLITS, assign_customers, split_records
 from pipeline.synthesize import generate
 from tests.conftest import REPO
 

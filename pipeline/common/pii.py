@@ -7,21 +7,15 @@ logs or returns a detected value: detections are positions, entity types and sco
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import os
+import importlib
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from pipeline.common.errors import GovtuneError
+from pipeline.common.check_digits import iban_ok, luhn_ok
+from pipeline.common.keys import PseudonymKey, keyed_digest, pseudonym
 from pipeline.common.policy import PiiPolicy, RecognizerPolicy
-
-# A public, fixed key for demos and tests. A run that uses it is marked "demo key" in the
-# report; the policy must allow it explicitly (key.allow_demo_key).
-DEMO_KEY = b"govtune-demo-pseudonym-key--public--not-a-secret"
 
 # Text our operators put in place of PII; the residual re-scan ignores detections inside it.
 _TAG = re.compile(r"<[A-Z_]+(?:_[0-9a-f]{10})?>|\*{4,}|\b[0-9a-f]{64}\b")
@@ -35,89 +29,6 @@ class Detection:
     end: int
     entity: str
     score: float
-
-
-@dataclass(frozen=True)
-class PseudonymKey:
-    """The HMAC key and where it came from (``env``, ``file`` or ``demo``); never printed."""
-
-    secret: bytes
-    source: str
-
-    def __repr__(self) -> str:  # keep the secret out of tracebacks and logs
-        return f"PseudonymKey(source={self.source!r})"
-
-    @property
-    def fingerprint(self) -> str:
-        """A short, non-reversible id of the key, so reports can show which key was used."""
-        return hmac.new(self.secret, b"govtune-key-fingerprint", hashlib.sha256).hexdigest()[:16]
-
-
-def load_key(policy: PiiPolicy, policy_path: Path, repo_root: Path) -> PseudonymKey:
-    """Reads the pseudonymisation key from the environment or a key file outside the repo.
-
-    Raises:
-        GovtuneError: no key and the demo key is not allowed, an empty key, or a key file
-            inside the repository (it would end up in git or DVC).
-    """
-    value = os.environ.get(policy.key.env, "")
-    if value:
-        return PseudonymKey(value.encode("utf-8"), "env")
-    if policy.key.file is not None:
-        path = policy.key.file.expanduser().resolve()
-        if path.is_relative_to(repo_root.resolve()):
-            raise GovtuneError(f"{policy_path}: key.file", "the key file lies inside the repository", "move it outside the repository and point key.file at it")
-        if not path.is_file():
-            raise GovtuneError(f"{policy_path}: key.file", f"key file {path} not found", f"create it, or set {policy.key.env}")
-        secret = path.read_bytes().strip()
-        if not secret:
-            raise GovtuneError(f"{policy_path}: key.file", f"key file {path} is empty", "write a random key into it (e.g. `openssl rand -hex 32`)")
-        return PseudonymKey(secret, "file")
-    if policy.key.allow_demo_key:
-        return PseudonymKey(DEMO_KEY, "demo")
-    raise GovtuneError(
-        f"{policy_path}: key",
-        f"no pseudonymisation key: {policy.key.env} is not set and key.file is null",
-        f"export {policy.key.env}=<random secret> (e.g. `openssl rand -hex 32`), or set key.file",
-    )
-
-
-def keyed_digest(key: PseudonymKey, entity: str, value: str) -> str:
-    """HMAC-SHA256 of a normalised value, scoped by entity type (hex)."""
-    normalised = " ".join(value.split()).casefold()
-    return hmac.new(key.secret, f"{entity}\x1f{normalised}".encode(), hashlib.sha256).hexdigest()
-
-
-def identifier_digest(key: PseudonymKey, column: str, value: Any) -> str:
-    """Keyed hash of an identifier column's value (erasure requests record this, never the value)."""
-    return keyed_digest(key, column.upper(), str(value))
-
-
-def identifier_pseudonym(column: str, digest: str) -> str:
-    """The scrubbed data's pseudonym for that hash: ``CUSTOMER-P<12 hex>`` for ``customer_id``."""
-    return f"{column.split('_')[0].upper()}-P{digest[:12]}"
-
-
-def pseudonym(key: PseudonymKey, entity: str, value: str) -> str:
-    """A consistent surrogate: the same value (and key) always gives the same tag."""
-    return f"<{entity}_{keyed_digest(key, entity, value)[:10]}>"
-
-
-def luhn_ok(text: str) -> bool:
-    """Luhn check of the digits in ``text`` (credit-card numbers)."""
-    digits = [int(c) for c in text if c.isdigit()][::-1]
-    if len(digits) < 12:
-        return False
-    total = sum(d if i % 2 == 0 else (d * 2 - 9 if d > 4 else d * 2) for i, d in enumerate(digits))
-    return total % 10 == 0
-
-
-def iban_ok(text: str) -> bool:
-    """ISO 13616 mod-97 check of an IBAN (spaces ignored)."""
-    s = text.replace(" ", "").upper()
-    if not re.fullmatch(r"[A-Z]{2}\d{2}[A-Z0-9]{10,30}", s):
-        return False
-    return int("".join(str(int(c, 36)) for c in s[4:] + s[:4])) % 97 == 1
 
 
 VALIDATORS: dict[str, Callable[[str], bool]] = {"luhn": luhn_ok, "iban": iban_ok}
@@ -139,6 +50,16 @@ def build_recognizer(spec: RecognizerPolicy) -> Any:
     )
 
 
+def builtin_recognizer(name: str, ner_model: str) -> Any:
+    """A new instance of our recognizer the policy calls ``name`` (``pipeline/recognizers/``);
+    the person recognizers read the spaCy package ``ner_model``'s English word list."""
+    from pipeline.recognizers import BUILTIN, WORD_LIST_USERS
+
+    module, cls = BUILTIN[name]
+    recognizer = getattr(importlib.import_module(f"pipeline.recognizers.{module}"), cls)
+    return recognizer(ner_model) if name in WORD_LIST_USERS else recognizer()
+
+
 def build_analyzer(policy: PiiPolicy) -> Any:
     """Presidio AnalyzerEngine: the pinned spaCy NER, predefined and the policy's recognizers."""
     from pipeline.common.offline import configure_offline
@@ -149,8 +70,6 @@ def build_analyzer(policy: PiiPolicy) -> Any:
     from presidio_analyzer import AnalyzerEngine
     from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
     from presidio_analyzer.nlp_engine import NlpEngineProvider
-
-    from pipeline.recognizers import build
 
     logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
     provider = NlpEngineProvider(
@@ -166,7 +85,7 @@ def build_analyzer(policy: PiiPolicy) -> Any:
     for spec in policy.recognizers:
         analyzer.registry.add_recognizer(build_recognizer(spec))
     for name in policy.builtin_recognizers:
-        analyzer.registry.add_recognizer(build(name, policy.ner_model))
+        analyzer.registry.add_recognizer(builtin_recognizer(name, policy.ner_model))
     return analyzer
 
 

@@ -64,7 +64,8 @@ def verbatim_leaks(policy: Any, rows: list[dict[str, Any]], found: list[list[Any
     key: only whether a value survives matters) replaced ``found``, the detections on ``rows``."""
     from presidio_anonymizer import AnonymizerEngine
 
-    from pipeline.common.pii import DEMO_KEY, PseudonymKey, anonymize, build_operators
+    from pipeline.common.keys import DEMO_KEY, PseudonymKey
+    from pipeline.common.pii import anonymize, build_operators
 
     anonymizer = AnonymizerEngine()
     operators = build_operators(policy, PseudonymKey(DEMO_KEY, "demo"))

@@ -8,15 +8,17 @@ and approvals. ``govtune policy schema`` exports these models as JSON Schema for
 from __future__ import annotations
 
 import re
-
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, StrictBool, StrictFloat, StrictInt, model_validator
 
 from pipeline.common.config import Strict, load_model, load_yaml, validate
 from pipeline.common.errors import GovtuneError
+
+if TYPE_CHECKING:
+    from pipeline.common.params import Params
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
@@ -562,3 +564,9 @@ def load_approvals(directory: str | Path) -> list[Approval]:
     if not directory.is_dir():
         return []
     return [load_model(Approval, p) for p in sorted(directory.glob("*.yaml"))]
+
+
+def policy_bundle(params: Params) -> list[Path]:
+    """The policy files a decision rests on (all of them: the stages' and the gate's)."""
+    return [params.base_model.allowlist, params.validate_.contract, params.scrub.policy, params.evaluate.fairness_policy,
+            params.gate.promotion_policy, params.gate.privacy_policy, params.gate.waivers]  # fmt: skip

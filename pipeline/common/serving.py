@@ -60,7 +60,6 @@ def log_triage_model(base_dir: Path, adapter_dir: Path, include_base: bool) -> s
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    import pipeline
 
     signature = ModelSignature(
         inputs=Schema([ColSpec("string", "message")]),
@@ -72,6 +71,6 @@ def log_triage_model(base_dir: Path, adapter_dir: Path, include_base: bool) -> s
         artifacts["base"] = str(base_dir)
     info = mlflow.pyfunc.log_model(
         name=MODEL_NAME, python_model=TriageModel(), artifacts=artifacts, signature=signature,
-        code_paths=[str(Path(pipeline.__file__).parent)], pip_requirements="requirements.lock",
+        code_paths=[str(Path(__file__).resolve().parents[1])], pip_requirements="requirements.lock",  # the pipeline package
     )  # fmt: skip
     return info.model_id

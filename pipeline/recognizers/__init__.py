@@ -10,11 +10,8 @@ minimum (a context word such as "address" or "call" nearby).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
-# policy name -> (module, class); imported only when an analyzer is built, so that validating a
-# policy (``govtune policy lint``) does not load Presidio
+# policy name -> (module, class); imported only when an analyzer is built
+# (``pipeline.common.pii.builtin_recognizer``), so that validating a policy does not load Presidio
 BUILTIN: dict[str, tuple[str, str]] = {
     "street_address_block": ("street_address", "StreetAddressRecognizer"),
     "phone_digits": ("phone_number", "PhoneDigitsRecognizer"),
@@ -36,13 +33,5 @@ ENTITY: dict[str, str] = {
     "person_role": "PERSON",
 }
 
-
+# the ones that read the spaCy package's English word list (``_words.english_words``)
 WORD_LIST_USERS = frozenset({"person_lexicon", "person_neighbours", "person_role"})
-
-
-def build(name: str, ner_model: str) -> Any:
-    """A new instance of the recognizer the policy calls ``name`` (the person recognizers read
-    the spaCy package ``ner_model``'s English word list)."""
-    module, cls = BUILTIN[name]
-    recognizer = getattr(importlib.import_module(f"pipeline.recognizers.{module}"), cls)
-    return recognizer(ner_model) if name in WORD_LIST_USERS else recognizer()

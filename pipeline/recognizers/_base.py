@@ -40,7 +40,7 @@ class SpanRecognizer(EntityRecognizer):
 class TokenRecognizer(EntityRecognizer):
     """A PERSON recognizer that reads spaCy's parse: a subclass yields character ``(start, end)``
     from ``token_spans(doc)``; ``ner_model`` names the spaCy package whose English word list it
-    reads (``person_lexicon.english_words``)."""
+    reads (``_words.english_words``)."""
 
     NAME = ""
     SCORE = 0.5
@@ -51,7 +51,7 @@ class TokenRecognizer(EntityRecognizer):
         super().__init__(supported_entities=["PERSON"], name=self.NAME, supported_language="en")
 
     def load(self) -> None:
-        from pipeline.recognizers.person_lexicon import english_words, first_names
+        from pipeline.recognizers._words import english_words, first_names
 
         first_names()
         english_words(self.ner_model)

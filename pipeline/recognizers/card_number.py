@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from pipeline.common.pii import luhn_ok
+from pipeline.common.check_digits import luhn_ok
 from pipeline.recognizers._base import SpanRecognizer
 
 CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){11,18}(?![\d-])")

@@ -21,7 +21,8 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.recognizers._base import TokenRecognizer
-from pipeline.recognizers.person_lexicon import english_words, first_names, name_spans
+from pipeline.recognizers._words import english_words, first_names
+from pipeline.recognizers.person_lexicon import name_spans
 
 SCORE = 0.5
 TITLES = frozenset("mr mrs ms miss mx dr prof sir madam mme herr frau sr sra".split())

@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.recognizers._base import TokenRecognizer
-from pipeline.recognizers.person_lexicon import NEVER, english_words
+from pipeline.recognizers._words import NEVER, english_words
 
 ROLES = frozenset({"nsubj", "nsubjpass", "dative", "dobj"})
 NOT_PEOPLE = frozenset({"FAC", "PRODUCT", "LAW", "LANGUAGE", "MONEY", "QUANTITY", "PERCENT", "DATE", "TIME", "CARDINAL", "ORDINAL"})
