@@ -81,9 +81,9 @@ def judge(name: str, model: Any, tokenizer: Any, test: list[dict], params: Any) 
     from pipeline.evaluate import Scorer, quality_and_fairness
 
     fairness = load_fairness_policy(params.evaluate.fairness_policy)
-    cfg = params.evaluate.model_copy(update={"generate_examples": 2, "max_new_tokens": 16, "loss_examples": 32, "max_seq_len": 512})
+    cfg = params.evaluate.model_copy(update={"generate_examples": 2, "loss_examples": 32, "max_seq_len": 512})
     attrs = [{k: t[k] for k in PROTECTED} for t in test]
-    result = quality_and_fairness(name, Scorer(model, tokenizer), test, attrs, cfg, fairness, lambda texts: texts)
+    result = quality_and_fairness(name, Scorer(model, tokenizer, 16), test, attrs, cfg, fairness, lambda texts: texts)
     gender = result["fairness"]["gender"]
     if "demographic_parity_difference" not in gender:
         raise SystemExit(f"{len(test)} held-out tickets: fewer than two gender groups of min_group_size "

@@ -28,9 +28,9 @@ from pipeline.common.offline import configure_offline
 from pipeline.common.params import load_params
 
 
-def timed_generate(scorer: Any, messages: list[str], max_new_tokens: int, batch_size: int) -> tuple[dict[str, Any], list[str]]:
+def timed_generate(scorer: Any, messages: list[str], batch_size: int) -> tuple[dict[str, Any], list[str]]:
     start = time.perf_counter()
-    answers = scorer.generate(messages, max_new_tokens, batch_size)
+    answers = scorer.generate(messages, batch_size)
     seconds = time.perf_counter() - start
     tokens = sum(len(scorer.tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
     return {"prompts": len(messages), "batch_size": batch_size, "seconds": seconds, "generated_tokens": tokens,
@@ -44,6 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
+    from pipeline.common.generation import generation_settings
     from pipeline.evaluate import Scorer, load_models
 
     params = load_params()
@@ -51,16 +52,17 @@ def main() -> None:
     test = [json.loads(line) for line in (params.split.out_dir / "test.jsonl").read_text(encoding="utf-8").splitlines()]
     messages = [t["message"] for t in test[: args.prompts]]
     model, tokenizer = load_models(params.base_model.out_dir, params.finetune.out_dir)
-    scorer = Scorer(model, tokenizer)
+    tokens = generation_settings(params.finetune.out_dir)["max_new_tokens"]  # as the stage and the served model
+    scorer = Scorer(model, tokenizer, tokens)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.precision == "bf16" else contextlib.nullcontext()
     with autocast:
-        scorer.generate(messages[:2], 8, 2)  # warm-up
-        batched, batched_answers = timed_generate(scorer, messages, cfg.max_new_tokens, cfg.batch_size)
-        single, single_answers = timed_generate(scorer, messages, cfg.max_new_tokens, 1)
+        Scorer(model, tokenizer, 8).generate(messages[:2], 2)  # warm-up
+        batched, batched_answers = timed_generate(scorer, messages, cfg.batch_size)
+        single, single_answers = timed_generate(scorer, messages, 1)
     summary = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": torch.get_num_threads()},
         "precision": cfg.precision,
-        "max_new_tokens": cfg.max_new_tokens,
+        "max_new_tokens": tokens,
         "results": {"stage (batched)": batched, "one prompt at a time": single},
         "identical_answers": sum(a == b for a, b in zip(batched_answers, single_answers, strict=True)),
         "ratio_tokens_per_s": batched["tokens_per_s"] / single["tokens_per_s"],

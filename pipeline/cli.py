@@ -55,12 +55,41 @@ def lint_policies(params_path: Path = Path("params.yaml")) -> list[str]:
             loader(path)
         except GovtuneError as exc:
             problems.append(str(exc))
+    for path in (params.gate.promotion_policy, params.gate.privacy_policy, params.monitor.policy):
+        problems.extend(str(exc) for exc in evidence_path_problems(path))
     return problems
 
 
+def evidence_path_problems(path: Path) -> list[GovtuneError]:
+    """Every rule's evidence path (and its baseline's) checked against the evidence models'
+    schemas (``pipeline/common/outputs.py``): a path that names no value is an error at its line."""
+    from pipeline.common.config import line_of, load_yaml
+    from pipeline.common.outputs import path_problem
+
+    try:
+        data, node = load_yaml(path)
+    except GovtuneError:
+        return []  # reported by the loader above
+    found = []
+    rules = data.get("rules") if isinstance(data, dict) else None
+    for i, rule in enumerate(rules if isinstance(rules, list) else []):
+        if not isinstance(rule, dict):
+            continue
+        baseline = rule.get("baseline") if isinstance(rule.get("baseline"), dict) else {}
+        for keys, value in ((("rules", i, "evidence"), rule.get("evidence")), (("rules", i, "baseline", "evidence"), baseline.get("evidence"))):
+            problem = path_problem(value) if isinstance(value, str) else None
+            if problem:
+                where = f"{path}:{line_of(node, keys)}: {'.'.join(map(str, keys))}"
+                found.append(GovtuneError(where, f"rule {rule.get('id')!r}: {problem}",
+                                          "name a value the stage writes (the schemas: policies/schemas/evidence/)"))  # fmt: skip
+    return found
+
+
 def export_schemas(out_dir: Path) -> list[Path]:
-    """Writes ``<file>.schema.json`` (JSON Schema of each policy file's model) into ``out_dir``."""
+    """Writes ``<file>.schema.json`` (JSON Schema of each policy file's model) into ``out_dir``, and
+    ``evidence/<source>.schema.json`` (each evidence source rules read) beside them."""
     from pipeline.common.io import save_json
+    from pipeline.common.outputs import DERIVED, SOURCES, evidence_schema
 
     written = []
     for name, model in _policy_models().items():
@@ -69,6 +98,10 @@ def export_schemas(out_dir: Path) -> list[Path]:
         schema["title"] = f"govtune policies/{name if name != 'approval.yaml' else 'approvals/*.yaml'}"
         path = out_dir / name.replace(".yaml", ".schema.json")
         save_json(path, schema)
+        written.append(path)
+    for source in sorted({*SOURCES, *DERIVED}):
+        path = out_dir / "evidence" / f"{source}.schema.json"
+        save_json(path, evidence_schema(source))
         written.append(path)
     return written
 

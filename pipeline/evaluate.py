@@ -39,7 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.common.errors import GovtuneError, run_main
+from pipeline.common.generation import generation_settings
 from pipeline.common.io import evidence_of_this_run, save_json, sha256_file
+from pipeline.common.outputs import save_output
 from pipeline.common.params import EvaluateParams, Params, load_params
 from pipeline.common.policy import FairnessPolicy, load_fairness_policy, load_pii_policy
 from pipeline.common.task import format_answer, parse_answer, prompt_messages
@@ -77,8 +79,9 @@ DEFINITIONS = {
 class Scorer:
     """Scores and generates with one causal LM (the adapter on or off)."""
 
-    def __init__(self, model: Any, tokenizer: Any) -> None:
+    def __init__(self, model: Any, tokenizer: Any, max_new_tokens: int) -> None:
         self.model, self.tokenizer = model, tokenizer
+        self.max_new_tokens = max_new_tokens  # the served model's (its adapter's generation settings)
 
     def prompt_text(self, message: str) -> str:
         return self.tokenizer.apply_chat_template(prompt_messages(message), add_generation_prompt=True, tokenize=False)
@@ -231,19 +234,11 @@ class Scorer:
             )
         return out
 
-    def generate(self, messages: Sequence[str], max_new_tokens: int, batch_size: int) -> list[str]:
-        """Greedy answers for messages (left-padded batches)."""
-        import torch
+    def generate(self, messages: Sequence[str], batch_size: int) -> list[str]:
+        """Greedy answers, exactly as the served model gives them (:mod:`pipeline.common.generation`)."""
+        from pipeline.common.generation import generate_answers
 
-        self.tokenizer.padding_side = "left"
-        outs = []
-        for start in range(0, len(messages), batch_size):
-            prompts = [self.prompt_text(m) for m in messages[start : start + batch_size]]
-            batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-            with torch.no_grad():
-                gen = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
-            outs.extend(self.tokenizer.batch_decode(gen[:, batch["input_ids"].shape[1] :], skip_special_tokens=True))
-        return outs
+        return generate_answers(self.model, self.tokenizer, messages, self.max_new_tokens, batch_size)
 
 
 def _normalise(options: Sequence[str], scores: Sequence[float]) -> dict[str, float]:
@@ -599,7 +594,7 @@ def evaluate_model(name: str, scorer: Scorer, inputs: Inputs, cfg: EvaluateParam
     result = quality_and_fairness(name, scorer, test, inputs.attributes[: len(test)], cfg, fairness, scrub_fn)
     exposures = canary_exposure(scorer, inputs.canaries, cfg.canary_candidates, cfg.seed) if inputs.canaries else []
     train_sample = [t for t in inputs.train if not t["ticket_id"].startswith("CANARY")][: cfg.regurgitation_examples]
-    regen = scorer.generate([t["message"] for t in train_sample], cfg.max_new_tokens, cfg.batch_size)
+    regen = scorer.generate([t["message"] for t in train_sample], cfg.batch_size)
     result["privacy"] = {
         "canaries": exposures,
         "canary_exposure_max": metric(max((e["exposure"] for e in exposures), default=None), len(exposures)),
@@ -625,7 +620,7 @@ def quality_and_fairness(name: str, scorer: Scorer, test: list[dict], attrs: lis
     examples, _ = encode_records(scorer.tokenizer, test[: cfg.loss_examples], cfg.max_seq_len)
     loss = evaluate_loss(scorer.model, examples, scorer.tokenizer.pad_token_id or 0, cfg.batch_size, "cpu")
     gen_sample = test[: cfg.generate_examples]
-    generations = scorer.generate([t["message"] for t in gen_sample], cfg.max_new_tokens, cfg.batch_size)
+    generations = scorer.generate([t["message"] for t in gen_sample], cfg.batch_size)
     result: dict[str, Any] = {
         "quality": quality_metrics(preds, test, generations, gen_sample, (loss, len(examples)), fairness.bootstrap),
         "fairness": group_fairness(preds, test, attrs, fairness),
@@ -786,11 +781,14 @@ def run(params: Params, cfg: EvaluateParams) -> dict[str, Any]:
         "surviving_signals": surviving_signals(inputs, fairness, scrub_fn),
         "training_labels": training_label_bias(inputs.train_labels_by_group, fairness),
     }
+    # both models answer as the served model will: its adapter's generation settings
+    generation = generation_settings(params.finetune.out_dir)
     with precision_context(cfg):
         with model.disable_adapter():
-            report["base"] = evaluate_model("base", Scorer(model, tokenizer), inputs, cfg, fairness, scrub_fn, analyzer_fn)
-        report["finetuned"] = evaluate_model("finetuned", Scorer(model, tokenizer), inputs, cfg, fairness, scrub_fn, analyzer_fn)
+            report["base"] = evaluate_model("base", Scorer(model, tokenizer, generation["max_new_tokens"]), inputs, cfg, fairness, scrub_fn, analyzer_fn)
+        report["finetuned"] = evaluate_model("finetuned", Scorer(model, tokenizer, generation["max_new_tokens"]), inputs, cfg, fairness, scrub_fn, analyzer_fn)
     report["precision"] = resolve_precision(cfg.precision)
+    report["generation"] = generation
     report["not_testable"] = {
         a: "no demographic signal of this attribute survives scrubbing (names and places are pseudonymised)"
         for a in fairness.protected_attributes if a not in fairness.counterfactual.swaps
@@ -826,7 +824,7 @@ def main() -> None:
         with stage_run(params.tracking, "evaluate", deps, [cfg.report, cfg.summary, cfg.plots_dir]) as tracked:
             report = run(params, cfg)
             summary = summarize(report)
-            save_json(cfg.report, report)
+            save_output("evaluation", cfg.report, report)
             save_json(cfg.summary, summary)
             plots = save_plots(report, cfg.plots_dir, load_fairness_policy(cfg.fairness_policy).protected_attributes)
             tracked.log_params(flatten("evaluate", cfg))

@@ -42,6 +42,7 @@ from typing import Any
 
 from pipeline.common.errors import GovtuneError, run_main
 from pipeline.common.io import atomic_path, evidence_of_this_run, save_json, save_text, sha256_file
+from pipeline.common.outputs import save_output
 from pipeline.common.params import FinetuneParams, Params, load_params
 from pipeline.common.training import Example, answer_loss, collate, encode_records, evaluate_loss
 
@@ -425,10 +426,11 @@ def main() -> None:
             provenance = {
                 "base_model_id": base_id, "base_model_sha256": base_sha, "base_model_dir": str(base_dir),
                 "data_md5": {"train": train_md5, "val": dvc_md5(val_path)}, "params_sha256": fingerprint,
+                "generation": {"max_new_tokens": cfg.max_new_tokens},  # how the model answers, served and evaluated
             }  # fmt: skip
             metrics = train_metrics(state, summary) | {"run": {"mlflow_run_id": getattr(tracked, "run_id", None), "git_commit": commit, "git_dirty": dirty}}
             save_adapter(model, tokenizer, cfg.out_dir, provenance)
-            save_json(cfg.metrics, metrics)
+            save_output("train_metrics", cfg.metrics, metrics)
             save_plots(state, cfg.plots_dir)
             log_finetune(tracked, params, cfg, metrics, state, provenance)
     log.info("val loss %.4f -> %.4f in %d steps, %.0f tokens/s", metrics["val_loss_base"] or float("nan"),

@@ -25,7 +25,6 @@ Run: ``dvc repro gate`` (or ``python -m pipeline.gate``).
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import date
@@ -36,6 +35,7 @@ from pipeline.common.erasure import PENDING_TAG as ERASURE_TAG
 from pipeline.common.erasure import erased_in, requests
 from pipeline.common.errors import GovtuneError, run_main
 from pipeline.common.io import dumps_json, evidence_of_this_run, save_json, sha256_bytes, sha256_file
+from pipeline.common.outputs import Checks, Malformed, read_output
 from pipeline.common.params import Params, load_params
 from pipeline.common.policy import (
     Approval,
@@ -76,13 +76,20 @@ def evidence_paths(params: Params) -> dict[str, Path]:
 
 
 def load_evidence(paths: dict[str, Path]) -> dict[str, Any]:
-    """Reads each evidence file that exists; a missing or unreadable one is simply absent."""
-    evidence = {}
+    """Reads each evidence file through its model (``pipeline/common/outputs.py``).
+
+    A missing or unreadable file is absent; one that does not validate is kept as
+    :class:`Malformed` with the reason, so each rule that reads it errors and says why.
+    """
+    evidence: dict[str, Any] = {}
     for source, path in paths.items():
         try:
-            evidence[source] = json.loads(Path(path).read_text(encoding="utf-8"))
+            evidence[source] = read_output(source, path)
         except (OSError, ValueError) as exc:
             log.warning("evidence %s (%s) unavailable: %s", source, path, type(exc).__name__)
+        except GovtuneError as exc:
+            log.error("evidence %s is malformed: %s", source, exc)
+            evidence[source] = Malformed(f"{exc.where}: {exc.what}")
     return evidence
 
 
@@ -303,8 +310,9 @@ def run(
     paths = evidence_paths(params)
     evidence = load_evidence(paths)
     erasures = erasure_requests(params)
-    checks = derive_checks(params, evidence, erasures)
-    evidence["checks"] = {k: v["value"] for k, v in checks.items()}
+    # the gate's own checks treat a malformed file as missing; the rules that read it say why
+    checks = derive_checks(params, {k: v for k, v in evidence.items() if not isinstance(v, Malformed)}, erasures)
+    evidence["checks"] = Checks.model_validate({k: v["value"] for k, v in checks.items()}).model_dump()
     results = [judge_rule(rule, evidence, champion) for rule in policies.rules]
     expired = apply_waivers(results, policies.waivers, today)
     manifest = hash_manifest([*paths.values(), params.finetune.out_dir])

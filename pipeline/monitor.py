@@ -25,7 +25,7 @@ as the pipeline:
 6. writes ``monitoring_report.{json,html}`` to the output folder, logs an MLflow run (the same
    metrics and the reports) tagged with the champion version, and tags that version
    ``govtune.monitoring.status``; a breached blocking rule tags it ``govtune.needs_review`` and
-   the summary says "retrain recommended" (see README, Monitoring, for the retraining flow).
+   the summary says "retrain recommended" (see docs/how-to.md, "Monitor a new batch and retrain").
 
 The DVC stage ``monitor`` (``python -m pipeline.monitor``) runs this over every batch folder in
 ``monitor.incoming`` (``data/raw/incoming/<name>/tickets.jsonl``) not yet accepted into the raw
@@ -45,6 +45,7 @@ from typing import Any
 
 from pipeline.common.errors import GovtuneError
 from pipeline.common.io import save_json, save_text, sha256_file
+from pipeline.common.outputs import save_output
 from pipeline.common.params import Params
 
 log = logging.getLogger(__name__)
@@ -279,7 +280,7 @@ def run(params: Params, batch: Path, out_dir: Path, policy_path: Path, champion:
     else:
         report["champion"] = champion_evaluation(params, champion, scrubbed[: m.champion_examples])
     judge(report, rules, champion_baselines(params, rules.rules, champion))
-    save_json(out_dir / "monitoring_report.json", report)
+    save_output("monitoring", out_dir / "monitoring_report.json", report)
     save_text(out_dir / "monitoring_report.html", render_html(report))
     return report
 
@@ -390,6 +391,7 @@ def champion_evaluation(params: Params, champion: Any, records: list[dict[str, A
     import tempfile
 
     from pipeline import evaluate
+    from pipeline.common.generation import generation_settings
     from pipeline.common.policy import load_fairness_policy
     from pipeline.common.task import ATTRIBUTE_COLUMNS
 
@@ -401,7 +403,8 @@ def champion_evaluation(params: Params, champion: Any, records: list[dict[str, A
         model, tokenizer = evaluate.load_models(base, adapter)
         attrs = [{c: r.get(c) for c in ATTRIBUTE_COLUMNS} for r in records]
         with evaluate.precision_context(cfg):
-            result = evaluate.quality_and_fairness("champion", evaluate.Scorer(model, tokenizer), records, attrs, cfg, fairness, scrub_fn)
+            scorer = evaluate.Scorer(model, tokenizer, generation_settings(adapter)["max_new_tokens"])
+            result = evaluate.quality_and_fairness("champion", scorer, records, attrs, cfg, fairness, scrub_fn)
         adapter_sha = sha256_file(adapter / "adapter_model.safetensors")
     return {"version": str(champion.version), "adapter_sha256": adapter_sha, "n": len(records), "precision": evaluate.resolve_precision(cfg.precision),
             "definitions": "as in reports/evaluation.json (the evaluate stage's code)", **result}  # fmt: skip

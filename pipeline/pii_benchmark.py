@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.common.errors import GovtuneError, run_main
-from pipeline.common.io import evidence_of_this_run, save_json, sha256_file
+from pipeline.common.io import evidence_of_this_run, sha256_file
+from pipeline.common.outputs import save_output
 from pipeline.common.params import load_params
 from pipeline.common.pii import build_analyzer, detect_batch
 from pipeline.common.pii_eval import CAUGHT_SHARE, DEFINITIONS, DIRECT, judge, verbatim_leaks
@@ -85,7 +86,7 @@ def main() -> None:
                            "builtin_recognizers": policy.builtin_recognizers, "propagate_names": policy.propagate_names},
                 "caught_share": CAUGHT_SHARE, "direct_identifiers": list(DIRECT), "definitions": DEFINITIONS,
             } | result  # fmt: skip
-            save_json(cfg.report, report)
+            save_output("pii_benchmark", cfg.report, report)
             tracked.log_metrics({"pii_benchmark.direct_identifier_recall": report["direct_identifier_recall"] or 0.0,
                                  "pii_benchmark.non_pii_chars_kept": report["non_pii_chars_kept"] or 0.0,
                                  "pii_benchmark.verbatim_leaks_direct": report["verbatim_leaks_direct"]})  # fmt: skip

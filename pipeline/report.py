@@ -28,6 +28,7 @@ from typing import Any
 
 from pipeline.common.errors import GovtuneError, run_main
 from pipeline.common.io import evidence_of_this_run, save_json, save_text
+from pipeline.common.outputs import read_output
 from pipeline.common.params import Params, load_params
 
 log = logging.getLogger(__name__)
@@ -50,14 +51,14 @@ NOT_COVERED = [
 ]
 
 
-def load_json(path: Path) -> dict[str, Any]:
-    """A stage's JSON output.
+def load_json(path: Path, source: str | None = None) -> dict[str, Any]:
+    """A stage's JSON output; with ``source``, validated against that evidence model.
 
     Raises:
-        GovtuneError: it is missing or unreadable (run the stage that writes it).
+        GovtuneError: it is missing, unreadable, or malformed (run the stage that writes it).
     """
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return read_output(source, path) if source else json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise GovtuneError(
             str(path),
@@ -507,11 +508,11 @@ def main() -> None:
     # A report stage that fails leaves no report of an earlier run (the rejection below is no failure).
     with evidence_of_this_run(rc.json, rc.html, rc.pdf, rc.model_card, rc.manifest):
         key = load_signing_key()  # before anything is written: a bad key stops the stage
-        inputs = {name: load_json(path) for name, path in (
-            ("decision", params.gate.decision), ("evaluation", params.evaluate.report), ("pii", params.scrub.report), ("pii_benchmark", params.pii_benchmark.report),
-            ("validation", params.validate_.report),
-            ("split", params.split.report), ("train", params.finetune.metrics), ("base", params.base_model.out_dir / "provenance.json"),
-            ("adapter", params.finetune.out_dir / "provenance.json"))}  # fmt: skip
+        inputs = {name: load_json(path, source) for name, source, path in (
+            ("decision", None, params.gate.decision), ("evaluation", "evaluation", params.evaluate.report), ("pii", "pii_report", params.scrub.report),
+            ("pii_benchmark", "pii_benchmark", params.pii_benchmark.report), ("validation", "data_validation", params.validate_.report),
+            ("split", "split_report", params.split.report), ("train", "train_metrics", params.finetune.metrics),
+            ("base", "base_model", params.base_model.out_dir / "provenance.json"), ("adapter", "adapter", params.finetune.out_dir / "provenance.json"))}  # fmt: skip
         from pipeline.common.policy import load_allowlist
 
         approved = {m.id: m for m in load_allowlist(params.base_model.allowlist).models}

@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.common.errors import GovtuneError, run_main
-from pipeline.common.io import atomic_path, evidence_of_this_run, save_json, sha256_file
-from pipeline.common.params import ScrubParams, load_params
+from pipeline.common.io import atomic_path, evidence_of_this_run, sha256_file
 from pipeline.common.keys import PseudonymKey, identifier_digest, identifier_pseudonym, load_key
+from pipeline.common.outputs import save_output
+from pipeline.common.params import ScrubParams, load_params
 from pipeline.common.pii import Detection, anonymize, build_analyzer, build_operators, detect_batch, outside_tags
 from pipeline.common.policy import PiiPolicy, load_pii_policy
 from pipeline.common.records import iter_jsonl
@@ -455,7 +456,7 @@ def main() -> None:
             report["input"] = {"path": str(params.data.raw), "sha256": raw_sha256}
             report["output"] = {"path": str(cfg.out), "sha256": sha256_file(cfg.out)}
             report["independent_corpus"] = independent_corpus(params.pii_benchmark.report)
-            save_json(cfg.report, report)
+            save_output("pii_report", cfg.report, report)
             log_scrub(tracked, cfg, report)
     t = report["totals"]
     log.info(

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.common.errors import GovtuneError, run_main
-from pipeline.common.io import evidence_of_this_run, save_json, save_jsonl, sha256_file
+from pipeline.common.io import evidence_of_this_run, save_jsonl, sha256_file
+from pipeline.common.outputs import save_output
 from pipeline.common.params import SplitParams, load_params
 from pipeline.common.task import ATTRIBUTE_COLUMNS, CANARY_PREFIX
 from pipeline.common.tracking import NullRun, flatten, stage_run
@@ -217,7 +218,7 @@ def main() -> None:
             if result.report["customer_overlap"]:
                 raise GovtuneError(str(cfg.out_dir), "a customer appears in two splits", "report this as a bug")
             save_splits(result, cfg.out_dir)
-            save_json(cfg.report, result.report)
+            save_output("split_report", cfg.report, result.report)
             log_split(tracked, cfg, result)
     log.info("split %s records into %s", sum(result.report["records"].values()), result.report["records"])
 

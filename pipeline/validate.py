@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.common.errors import GovtuneError, run_main
-from pipeline.common.io import evidence_of_this_run, save_json, save_text, sha256_file
+from pipeline.common.io import evidence_of_this_run, save_text, sha256_file
+from pipeline.common.outputs import save_output
 from pipeline.common.params import ValidateParams, load_params
 from pipeline.common.policy import (
     ContractRule, CoverageRule, DataContract, DuplicateRateRule, InSetRule, LengthRule, MinRowsPerClassRule,
@@ -260,7 +261,7 @@ def main() -> None:
             result = run(cfg, contract, params.data.raw)
             # What the next stage checks it reads: the file this report certifies (or not).
             report = result.as_dict(str(cfg.contract)) | {"input": {"path": str(params.data.raw), "sha256": raw_sha256}}
-            save_json(cfg.report, report)
+            save_output("data_validation", cfg.report, report)
             save_text(cfg.html, render_html(report))
             log_validation(tracked, params.data.raw, contract, report, cfg)
             evidence.keep()

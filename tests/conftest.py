@@ -182,12 +182,11 @@ def read_json(path: Path) -> object:
 
 TINY_FINETUNE = {
     "max_steps": 12, "batch_size": 4, "grad_accum": 1, "eval_interval": 4, "eval_max_examples": 8,
-    "checkpoint_interval": 4, "warmup_steps": 2, "max_seq_len": 256, "learning_rate": 0.01,
+    "checkpoint_interval": 4, "warmup_steps": 2, "max_seq_len": 256, "learning_rate": 0.01, "max_new_tokens": 16,
 }  # fmt: skip
 TINY_EVALUATE = {
     "generate_examples": 4,
     "regurgitation_examples": 4,
-    "max_new_tokens": 16,
     "canary_candidates": 20,
     "loss_examples": 16,
 }

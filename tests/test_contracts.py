@@ -36,10 +36,11 @@ def test_every_policy_file_has_a_model_and_loads():
 def test_committed_json_schemas_are_current(tmp_path):
     """policies/schemas/ is what `govtune policy schema` writes (regenerate after a model change)."""
     written = export_schemas(tmp_path)
+    assert any(p.parent.name == "evidence" for p in written), "the evidence models' schemas are exported too"
     for path in written:
-        committed = REPO / "policies" / "schemas" / path.name
-        assert committed.is_file(), f"run `govtune policy schema` and commit {committed.name}"
-        assert committed.read_text() == path.read_text(), f"{committed.name} is stale: run `govtune policy schema`"
+        committed = REPO / "policies" / "schemas" / path.relative_to(tmp_path)
+        assert committed.is_file(), f"run `govtune policy schema` and commit {committed}"
+        assert committed.read_text() == path.read_text(), f"{committed} is stale: run `govtune policy schema`"
 
 
 def test_json_schema_rejects_a_typo_like_the_model():

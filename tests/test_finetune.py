@@ -275,3 +275,14 @@ def test_lineage_walk_from_logged_model_to_dvc_lock(tmp_path, tiny_built, monkey
 
     out = model.predict(pd.DataFrame({"message": ["My card was charged twice for order ORD-12345678."]}))
     assert list(out.columns) == ["category", "priority", "reply", "well_formed", "raw"] and len(out) == 1
+
+    # The served model answers exactly as the evaluation generated: one code path, the adapter's settings.
+    from pipeline.common.generation import generation_settings
+    from pipeline.evaluate import Scorer, load_models
+
+    adapter = project / "models" / "adapter"
+    assert generation_settings(adapter) == {"max_new_tokens": TINY_FINETUNE["max_new_tokens"]}
+    assert read_json(project / "reports" / "evaluation.json")["generation"] == generation_settings(adapter)
+    lm, tokenizer = load_models(project / "models" / "base", adapter)
+    evaluated = Scorer(lm, tokenizer, generation_settings(adapter)["max_new_tokens"]).generate(["My card was charged twice for order ORD-12345678."], 8)
+    assert out["raw"].tolist() == evaluated

@@ -590,7 +590,7 @@ def test_files_audit_log_and_registry_agree_after_edit_revert_and_rejudge(tmp_pa
     forged = run_cmd(["govtune", "verify"], cwd=project)
     assert forged.returncode == 1 and f"its last gate decision has decision {PENDING}" in forged.stderr, forged.stderr
 
-    # 4. Re-judge (what the README says after a waiver expires): only gate and report, same version.
+    # 4. Re-judge (what docs/how-to.md says after a waiver expires): only gate and report, same version.
     versions = len(client.search_model_versions(f"name='{name}'"))
     rejudged = run_cmd(["govtune", "rejudge"], cwd=project, check=True)
     assert _ran(rejudged) == {"gate", "report"}, rejudged.stdout

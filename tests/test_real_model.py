@@ -21,7 +21,7 @@ from tests.conftest import make_real_project, read_json, run_cmd, write_yaml
 
 pytestmark = pytest.mark.slow
 
-SMALL_EVAL = {"generate_examples": 2, "regurgitation_examples": 2, "max_new_tokens": 24, "loss_examples": 8}
+SMALL_EVAL = {"generate_examples": 2, "regurgitation_examples": 2, "loss_examples": 8}
 
 
 def set_params(project: Path, section: str, **values: object) -> None:

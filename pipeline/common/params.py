@@ -156,6 +156,7 @@ class FinetuneParams(Strict):
     plots_dir: Path
     log_model: bool
     log_base_in_model: bool
+    max_new_tokens: int = Field(ge=8)
 
 
 class EvaluateParams(Strict):
@@ -167,7 +168,6 @@ class EvaluateParams(Strict):
     loss_examples: int = Field(ge=1)
     generate_examples: int = Field(ge=1)
     regurgitation_examples: int = Field(ge=1)
-    max_new_tokens: int = Field(ge=8)
     canary_candidates: int = Field(ge=10)
     max_seq_len: int = Field(ge=16)
     batch_size: int = Field(ge=1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.common.outputs import Malformed, Outcome, Status
 from pipeline.common.policy import Rule
 from pipeline.common.tracking import TAG
 
@@ -27,6 +28,8 @@ def resolve(evidence: dict[str, Any], path: str) -> dict[str, Any]:
     source, dotted = path.split(":", 1)
     if source not in evidence:
         raise KeyError(f"missing evidence: source {source!r} was not produced")
+    if isinstance(evidence[source], Malformed):
+        raise KeyError(f"malformed evidence: {evidence[source]}")
     found: dict[str, Any] = {"": evidence[source]}
     for part in dotted.split("."):
         step: dict[str, Any] = {}
@@ -70,14 +73,18 @@ class RuleResult:
     """How one rule fared."""
 
     rule: Rule
-    result: str  # pass | fail | error
-    status: str  # passed | failed | waived | warning | error
+    result: Outcome
+    status: Status
     observed: Any = None
     target: Any = None
     baseline: Any = None
     failing_keys: list[str] = field(default_factory=list)
     message: str = ""
     waiver: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:  # a word outside the enums is a bug here, not a new status downstream
+        self.result = Outcome(self.result)
+        self.status = Status(self.status)
 
     def to_json(self) -> dict[str, Any]:
         r = self.rule
@@ -86,7 +93,7 @@ class RuleResult:
             "controls": r.controls, "evidence": r.evidence, "comparator": r.comparator, "threshold": r.threshold,
             "baseline": None if r.baseline is None else {**r.baseline.model_dump(mode="json"), "value": self.baseline},
             "target": self.target, "observed": self.observed, "failing_keys": self.failing_keys,
-            "result": self.result, "status": self.status, "message": self.message, "waiver": self.waiver,
+            "result": self.result.value, "status": self.status.value, "message": self.message, "waiver": self.waiver,
         }  # fmt: skip
 
 

@@ -17,9 +17,10 @@ MODEL_NAME = "ticket_triage"  # name of the logged model inside a run
 
 
 class TriageModel(mlflow.pyfunc.PythonModel):
-    """Loads base + adapter once; answers a batch of messages with greedy decoding."""
+    """Loads base + adapter once; answers a batch of messages as the evaluation did
+    (:func:`pipeline.common.generation.generate_answers`, the adapter's generation settings)."""
 
-    max_new_tokens = 96
+    batch_size = 8
 
     def load_context(self, context: Any) -> None:
         import json
@@ -27,8 +28,11 @@ class TriageModel(mlflow.pyfunc.PythonModel):
         from peft import PeftModel
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from pipeline.common.generation import generation_settings
+
         adapter = Path(context.artifacts["adapter"])
         base = context.artifacts.get("base") or json.loads((adapter / "provenance.json").read_text())["base_model_dir"]
+        self.max_new_tokens = generation_settings(adapter)["max_new_tokens"]
         self.tokenizer = AutoTokenizer.from_pretrained(adapter, local_files_only=True)
         self.tokenizer.padding_side = "left"
         model = AutoModelForCausalLM.from_pretrained(base, local_files_only=True)
@@ -36,17 +40,11 @@ class TriageModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201 - untyped: MLflow reads hints as a schema
         import pandas as pd
-        import torch
 
-        from pipeline.common.task import parse_answer, prompt_messages
+        from pipeline.common.generation import generate_answers
+        from pipeline.common.task import parse_answer
 
-        messages = list(model_input["message"])
-        prompts = [self.tokenizer.apply_chat_template(prompt_messages(m), add_generation_prompt=True, tokenize=False) for m in messages]
-        batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
-            out = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                      pad_token_id=self.tokenizer.pad_token_id)  # fmt: skip
-        texts = self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+        texts = generate_answers(self.model, self.tokenizer, list(model_input["message"]), self.max_new_tokens, self.batch_size)
         rows = []
         for text in texts:
             parsed = parse_answer(text) or {"category": None, "priority": None, "reply": None}
