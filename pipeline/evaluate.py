@@ -664,7 +664,7 @@ def build_scrub(params: Params) -> tuple[Callable[[list[str]], list[str]], Calla
     from presidio_anonymizer import AnonymizerEngine
 
     from pipeline.common.keys import load_key
-    from pipeline.common.pii import anonymize, build_analyzer, build_operators, detect_batch, outside_tags
+    from pipeline.common.pii import anonymize, build_analyzer, build_operators, clear_of_tags, detect_batch, outside_tags
 
     policy = load_pii_policy(params.scrub.policy)
     key = load_key(policy, params.scrub.policy, Path.cwd())
@@ -672,8 +672,10 @@ def build_scrub(params: Params) -> tuple[Callable[[list[str]], list[str]], Calla
     anonymizer, operators = AnonymizerEngine(), build_operators(policy, key)
 
     def scrub(texts: list[str]) -> list[str]:
+        # the texts were scrubbed once: a tag is never rewritten (a variant differs from its
+        # original only in the swapped words and what the scrub makes of them)
         found = detect_batch(analyzer, policy, texts, 32)
-        return [anonymize(anonymizer, t, d, operators) for t, d in zip(texts, found, strict=True)]
+        return [anonymize(anonymizer, t, clear_of_tags(t, d), operators) for t, d in zip(texts, found, strict=True)]
 
     def pii_like(texts: list[str]) -> list[int]:
         found = detect_batch(analyzer, policy, texts, 32)

@@ -187,7 +187,19 @@ def anonymize(anonymizer: Any, text: str, detections: Iterable[Detection], opera
     return anonymizer.anonymize(text=text, analyzer_results=results, operators=operators).text
 
 
+def tag_spans(text: str) -> list[tuple[int, int]]:
+    """Where our replacement tags (``<PERSON_42c3721df9>``, ``****``, keyed hashes) are in scrubbed text."""
+    return [(m.start(), m.end()) for m in _TAG.finditer(text)]
+
+
 def outside_tags(text: str, detections: Iterable[Detection]) -> list[Detection]:
     """Detections in scrubbed text that are not (inside) one of our replacement tags."""
-    tags = [(m.start(), m.end()) for m in _TAG.finditer(text)]
+    tags = tag_spans(text)
     return [d for d in detections if not any(s <= d.start and d.end <= e for s, e in tags)]
+
+
+def clear_of_tags(text: str, detections: Iterable[Detection]) -> list[Detection]:
+    """Detections that touch none of our replacement tags: scrubbing scrubbed text again (a
+    counterfactual variant) then changes only what is new in it, never a tag."""
+    tags = tag_spans(text)
+    return [d for d in detections if not any(d.start < e and s < d.end for s, e in tags)]
