@@ -35,7 +35,7 @@ from pipeline.common.erasure import PENDING_TAG as ERASURE_TAG
 from pipeline.common.erasure import erased_in, requests
 from pipeline.common.errors import GovtuneError, run_main
 from pipeline.common.io import dumps_json, evidence_of_this_run, save_json, sha256_bytes, sha256_file
-from pipeline.common.outputs import Checks, Malformed, read_output
+from pipeline.common.outputs import Checks, Malformed, Status, read_output
 from pipeline.common.params import Params, load_params
 from pipeline.common.policy import (
     Approval,
@@ -211,7 +211,7 @@ def apply_waivers(results: list[RuleResult], waivers: list[Waiver], today: date)
         covered = all(any(w.scope in ("*", key) for w in valid) for key in res.failing_keys)
         if valid and covered:
             w = next(w for w in valid if w.scope == "*" or w.scope in res.failing_keys)
-            res.status = "waived"
+            res.status = Status.WAIVED
             res.waiver = {**w.model_dump(mode="json"), "state": "applied"}
         elif mine:
             w = mine[0]

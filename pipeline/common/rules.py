@@ -93,7 +93,7 @@ class RuleResult:
             "controls": r.controls, "evidence": r.evidence, "comparator": r.comparator, "threshold": r.threshold,
             "baseline": None if r.baseline is None else {**r.baseline.model_dump(mode="json"), "value": self.baseline},
             "target": self.target, "observed": self.observed, "failing_keys": self.failing_keys,
-            "result": self.result.value, "status": self.status.value, "message": self.message, "waiver": self.waiver,
+            "result": Outcome(self.result).value, "status": Status(self.status).value, "message": self.message, "waiver": self.waiver,
         }  # fmt: skip
 
 
