@@ -87,9 +87,9 @@ def evidence_path_problems(path: Path) -> list[GovtuneError]:
 
 def export_schemas(out_dir: Path) -> list[Path]:
     """Writes ``<file>.schema.json`` (JSON Schema of each policy file's model) into ``out_dir``, and
-    ``evidence/<source>.schema.json`` (each evidence source rules read) beside them."""
+    ``evidence/<source>.schema.json`` (each evidence source rules read, and the gate's decision) beside them."""
     from pipeline.common.io import save_json
-    from pipeline.common.outputs import DERIVED, SOURCES, evidence_schema
+    from pipeline.common.outputs import DERIVED, OUTPUTS, evidence_schema
 
     written = []
     for name, model in _policy_models().items():
@@ -99,7 +99,7 @@ def export_schemas(out_dir: Path) -> list[Path]:
         path = out_dir / name.replace(".yaml", ".schema.json")
         save_json(path, schema)
         written.append(path)
-    for source in sorted({*SOURCES, *DERIVED}):
+    for source in sorted({*OUTPUTS, *DERIVED}):
         path = out_dir / "evidence" / f"{source}.schema.json"
         save_json(path, evidence_schema(source))
         written.append(path)

@@ -34,8 +34,8 @@ from typing import Any
 from pipeline.common.erasure import PENDING_TAG as ERASURE_TAG
 from pipeline.common.erasure import erased_in, requests
 from pipeline.common.errors import GovtuneError, run_main
-from pipeline.common.io import dumps_json, evidence_of_this_run, save_json, sha256_bytes, sha256_file
-from pipeline.common.outputs import Checks, Malformed, Status, read_output
+from pipeline.common.io import dumps_json, evidence_of_this_run, sha256_bytes, sha256_file
+from pipeline.common.outputs import Checks, Decision, Malformed, Status, read_output, save_output
 from pipeline.common.params import Params, load_params
 from pipeline.common.policy import (
     Approval,
@@ -55,7 +55,7 @@ from pipeline.common.tracking import TAG
 
 log = logging.getLogger(__name__)
 
-APPROVED, REJECTED, PENDING = "APPROVED", "REJECTED", "PENDING_APPROVAL"
+APPROVED, REJECTED, PENDING = Decision.APPROVED, Decision.REJECTED, Decision.PENDING_APPROVAL
 
 
 # --- evidence ------------------------------------------------------------------------------
@@ -493,7 +493,7 @@ def main() -> None:
                 **run(params, policies, champion, version, date.today()),
             }
             decision["registry"] = record(params, policies, decision, tracked, registry)
-            save_json(cfg.decision, decision)
+            save_output("gate_decision", cfg.decision, decision)
             tracked.log_params({"policy_hash": decision["policy"]["hash"], "evidence_hash": decision["evidence"]["hash"]})
             tracked.log_metrics({"gate/rules_total": len(decision["rules"]), "gate/rules_failing": len(decision["failing_rules"]),
                                  "gate/rules_waived": len(decision["waived_rules"]), "gate/rules_warning": len(decision["warnings"])})  # fmt: skip

@@ -34,7 +34,6 @@ data, and writes ``summary.json`` next to the per-batch reports.
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import random
@@ -411,39 +410,10 @@ def champion_evaluation(params: Params, champion: Any, records: list[dict[str, A
 
 
 def render_html(report: dict[str, Any]) -> str:
-    rows = "".join(
-        f"<tr><td>{html.escape(r['id'])}</td><td>{html.escape(r['title'])}</td><td>{html.escape(json.dumps(r['observed']))}</td>"
-        f"<td>{html.escape(r['comparator'])} {html.escape(json.dumps(r['threshold']))}</td><td class={r['status']}>{r['status']}</td>"
-        f"<td>{html.escape(r['severity'])}</td><td>{html.escape(', '.join(r['controls']))}</td></tr>"
-        for r in report["rules"]
-    )
-    drift = html.escape(json.dumps(report["drift"], indent=1))
-    champ = report.get("champion", {})
-    if "skipped" in champ:
-        champion = f"<p>Not re-evaluated: {html.escape(champ['skipped'])}.</p>"
-    else:
-        quality = "".join(f"<tr><td>{html.escape(k)}</td><td>{m['value']}</td><td>{m.get('ci95') or ''}</td><td>{m['n']}</td></tr>"
-                          for k, m in champ["quality"].items())  # fmt: skip
-        gaps = "".join(f"<tr><td>{html.escape(a)}</td><td>{f['demographic_parity_difference']['value']}</td><td>{f['demographic_parity_difference'].get('ci95') or ''}</td>"
-                       f"<td>{f['demographic_parity_difference']['n']}</td></tr>" for a, f in champ["fairness"].items() if "demographic_parity_difference" in f)  # fmt: skip
-        champion = (f"<p>Version {html.escape(champ['version'])} (adapter sha256 {champ['adapter_sha256'][:16]}…), {champ['n']} labelled tickets, "
-                    f"{html.escape(champ['precision'])}; metrics as defined in the evaluation report.</p>"
-                    f"<table><tr><th>quality</th><th>value</th><th>95% CI</th><th>n</th></tr>{quality}</table>"
-                    f"<table><tr><th>demographic parity difference</th><th>value</th><th>95% CI</th><th>n</th></tr>{gaps}</table>")  # fmt: skip
+    """The batch's HTML page (``templates/monitoring_report.html.j2``); values escaped by Jinja2."""
+    from pipeline.common.html import render_page
 
-    return (
-        "<!doctype html><meta charset=utf-8><title>Monitoring report</title>"
-        "<style>body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto}td,th{border:1px solid #ccc;padding:3px 6px}"
-        "table{border-collapse:collapse}.failed,.error{color:#b3261e;font-weight:bold}.passed{color:#1b7f3a}.warning{color:#b26a00}</style>"
-        f"<h1>Monitoring report: {html.escape(report['batch'])}</h1><p><b>{html.escape(report['status'])}</b>: {html.escape(report['summary'])}</p>"
-        f"<p>{report['records']} {'labelled' if report['labelled'] else 'unlabelled'} records; data contract passed; PII min recall {report['pii']['min_recall']}</p>"
-        "<h2>Rules (policies/monitoring.yaml)</h2><table><tr><th>id</th><th>title</th><th>observed</th><th>threshold</th><th>status</th>"
-        f"<th>severity</th><th>controls</th></tr>{rows}</table>"
-        f"<h2>The champion on this batch</h2>{champion}"
-        f"<h2>Drift measures</h2><pre>{drift}</pre><h2>Definitions</h2><ul>"
-        + "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in report["definitions"].items())
-        + "</ul>"
-    )
+    return render_page("monitoring_report.html.j2", report=report)
 
 
 def current_champion(params: Params) -> tuple[Any, Any]:

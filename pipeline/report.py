@@ -19,7 +19,6 @@ Run: ``dvc repro report`` (or ``python -m pipeline.report``).
 from __future__ import annotations
 
 import base64
-import html
 import json
 import logging
 import sys
@@ -33,7 +32,8 @@ from pipeline.common.params import Params, load_params
 
 log = logging.getLogger(__name__)
 
-STAGES = ("base_model", "validate", "scrub", "pii_benchmark", "split", "finetune", "evaluate", "gate", "report")
+# The DAG in dvc.yaml's order; monitor runs after promotion, on each new batch against the champion.
+STAGES = ("base_model", "validate", "scrub", "pii_benchmark", "split", "finetune", "evaluate", "gate", "report", "monitor")
 
 # What the report documents for the EU AI Act items the issue names, and what it leaves out.
 AI_ACT_COVERAGE = [
@@ -41,11 +41,11 @@ AI_ACT_COVERAGE = [
     ("EU AI Act Art. 11 + Annex IV", "technical documentation", "this report: system, data, training, evaluation, rules, lineage; model card"),
     ("EU AI Act Art. 12", "record-keeping", "MLflow runs per stage, hash-chained audit log, signed evidence manifest (section 8)"),
     ("EU AI Act Art. 15", "accuracy, robustness, cybersecurity", "quality floors and no-regression rules (section 6), artifact integrity (`govtune verify`)"),
+    ("EU AI Act Art. 72", "post-market monitoring", "stage monitor / `govtune monitor BATCH`: each new batch's drift and PII mix against the training data, and the champion's quality and fairness on it, judged by policies/monitoring.yaml; its own reports under reports/monitoring/"),
 ]  # fmt: skip
 NOT_COVERED = [
     "EU AI Act Art. 9 risk management as an organisational process (the rules are one input to it)",
     "EU AI Act Art. 13 instructions for use beyond the model card, and Art. 14 human oversight in operation (approvals cover promotion only)",
-    "EU AI Act Art. 72 post-market monitoring (not built yet)",
     "robustness to adversarial inputs and cybersecurity testing of a deployment",
     "a data protection impact assessment (GDPR Art. 35)",
 ]
@@ -158,173 +158,21 @@ def _by_control(rules: list[dict[str, Any]]) -> dict[str, list[str]]:
 
 # --- rendering -------------------------------------------------------------------------------
 
-CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;line-height:1.4}
-h1{font-size:1.6em}h2{border-bottom:2px solid #ccc;margin-top:1.6em;page-break-after:avoid}
-table{border-collapse:collapse;margin:.6em 0;font-size:.85em;page-break-inside:avoid}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}
-th{background:#f3f3f3}.APPROVED{background:#1b7f3a;color:#fff}.REJECTED{background:#b3261e;color:#fff}.PENDING_APPROVAL{background:#b26a00;color:#fff}
-.badge{display:inline-block;padding:.3em .8em;border-radius:4px;font-weight:bold}.passed{color:#1b7f3a}.failed,.error{color:#b3261e;font-weight:bold}
-.waived,.warning{color:#b26a00}table.rules th{background:#dbe6f7}table.kv{margin:0;font-size:1em}table.kv th{background:none;font-weight:normal;color:#555}code{font-size:.85em}img{max-width:100%}@media print{body{margin:0}a{color:#000}}"""
 
-
-def _table(header: list[str], rows: list[list[Any]], css: str = "") -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header) if any(header) else ""
-    body = "".join(
-        "<tr>"
-        + "".join(f"<td>{c[1:] if isinstance(c, str) and c.startswith(chr(0)) else _cell(c)}</td>" for c in row)
-        + "</tr>"
-        for row in rows
-    )
-    return f"<table{f' class={css}' if css else ''}>{f'<tr>{head}</tr>' if head else ''}{body}</table>"
-
-
-def _cell(value: Any) -> str:
-    """A value as readable HTML: a mapping as a small key/value table, a list of plain values
-    comma-separated, anything else as text (never raw JSON in a cell)."""
-    if isinstance(value, dict):
-        if not value:
-            return "none"
-        rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_cell(v)}</td></tr>" for k, v in value.items())
-        return f'<table class="kv">{rows}</table>'
-    if isinstance(value, list):
-        if all(not isinstance(v, dict | list) for v in value):
-            return html.escape(", ".join("none" if v is None else str(v) for v in value)) or "none"
-        return "".join(f"<div>{_cell(v)}</div>" for v in value)
-    if value is None:
-        return "n/a"
-    return html.escape(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
-
-
-def _raw(markup: str) -> str:
-    """Marks a cell as trusted HTML (built here from escaped parts)."""
-    return "\0" + markup
-
-
-def fairness_html(fairness: dict[str, Any], img: Any) -> str:
+def fairness_html(fairness: dict[str, Any], images: dict[str, str]) -> str:
     """Section 5's fairness part: per attribute, the parity metrics, the group table and its plot."""
-    parts = []
-    for attr, f in fairness.items():
-        parts.append(f"<h3>Fairness: {html.escape(attr)}</h3>")
-        if "not_judged" in f:
-            sizes = ", ".join(f"{g}: {n}" for g, n in sorted(f["group_sizes"].items())) or "no records with this attribute"
-            parts.append(f'<p class="warning">Not judged: {html.escape(f["not_judged"])} (test records per group: {html.escape(sizes)}). '
-                         "The gate's parity rules for this attribute fail for want of the metric.</p>")  # fmt: skip
-            continue
-        parts.append(_table(["metric", "base", "fine-tuned", "95% CI (fine-tuned)"],
-                            [[k, m["base"]["value"], m["finetuned"]["value"], m["finetuned"].get("ci95")] for k, m in f["metrics"].items()]))  # fmt: skip
-        parts.append(_table(["group", "n", "category accuracy", "escalation rate", "95% CI", "too small to judge"],
-                            [[g, m["n"], m["category_accuracy"], m["escalation_rate"], m["escalation_rate_ci95"], m["too_small"]] for g, m in f["groups"].items()]))  # fmt: skip
-        parts.append(img(f"fairness_{attr}"))
-    return "".join(parts)
+    from pipeline.common.html import render_page
 
-
-def _pii_side_by_side(pii: dict[str, Any]) -> str:
-    """Recall per entity on our own labelled data and on the independent corpus, one table."""
-    ind = pii["independent_corpus"]
-    corpus = ind.get("corpus") or {}
-    rows = [[e, (pii["entities"].get(e) or {}).get("recall"), (ind["entities"].get(e) or {}).get("recall"), (ind["entities"].get(e) or {}).get("spans"),
-             "yes" if (ind["entities"].get(e) or {}).get("direct") else ""]
-            for e in sorted(set(pii["entities"]) | set(ind["entities"]))]  # fmt: skip
-    rows.append(["direct identifiers", "", ind.get("direct_identifier_recall"), "", ""])
-    rows.append(["non-PII characters kept", "", ind.get("non_pii_chars_kept"), "", ""])
-    return (f"<h3>PII recall on our data and on a corpus we did not write</h3><p>Independent corpus: {html.escape(str(corpus.get('path')))} "
-            f"({html.escape(', '.join(corpus.get('sources') or []))}; {corpus.get('sentences')} sentences, sha256 {html.escape(str(corpus.get('sha256')))}). "
-            f"There a span counts as found when {ind.get('caught_share')} of its characters are detected; on our data, when all are. "
-            f"Direct identifiers left verbatim: {ind.get('verbatim_leaks_direct')}.</p>"
-            + _table(["entity", "recall, our labelled tickets", "recall, independent corpus", "spans (independent)", "direct identifier"], rows))
+    return render_page("fairness.html.j2", fairness=fairness, images=images)
 
 
 def render_html(report: dict[str, Any], images: dict[str, bytes]) -> str:
-    """A self-contained page: inline CSS, plots as data URIs, readable offline, prints cleanly."""
-    d, s, ds, ev = report["decision"], report["system"], report["datasheet"], report["evaluation"]
+    """A self-contained page (``templates/compliance_report.html.j2``): inline CSS, plots as data
+    URIs, readable offline, prints cleanly. Every value is escaped by Jinja2's autoescape."""
+    from pipeline.common.html import render_page
 
-    def img(name: str) -> str:
-        return (
-            f'<img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(images[name]).decode()}">'
-            if name in images
-            else ""
-        )
-
-    parts = [f"<h1>{html.escape(report['title'])}</h1>",
-             f'<h2 id="decision">1. Decision</h2><p><span class="badge {d["decision"]}">{d["decision"]}</span> {html.escape(d["summary"])}</p>',
-             _table(["decided at", "model version", "failing", "waived", "warnings", "approved by", "evidence", "pseudonymisation key"],
-                    [[d["decided_at"], d["candidate_version"], ", ".join(d["failing_rules"]) or "none", ", ".join(d["waived_rules"]) or "none",
-                      ", ".join(d["warnings"]) or "none", ", ".join(f"{a['approver']} ({a['role']})" for a in d["approvals"]) or "no approval required",
-                      _raw("signed (Ed25519)" if report.get("signed") else "<b>UNSIGNED</b>: no signing key was set"),
-                      _raw("<b>DEMO KEY</b>: public, not for real data" if (ds["pii"]["key"] or {}).get("demo") else "from " + html.escape(str((ds["pii"]["key"] or {}).get("source"))))]]),
-             '<h2 id="system">2. System</h2>', _table(["", ""], [["purpose", s["purpose"]], ["intended use", s["intended_use"]], ["out of scope", s["out_of_scope_use"]],
-                                                                  ["base model", f"{s['base_model']['name']} ({s['base_model']['model_id']}), license {s['base_model']['license']}"],
-                                                                  ["source", s["base_model"]["source"]], ["source sha256", s["base_model"]["source_files_sha256"]]]),
-             '<h2 id="datasheet">3. Datasheet</h2>',
-             _table(["", ""], [["source", ds["source"]], ["rows", ds["rows"]], ["data contract", ds["validation"]], ["splits", ds["splits"]],
-                               ["pseudonymisation key", ds["pii"]["key"]], ["PII totals", ds["pii"]["totals"]], ["protected attributes", ds["protected_attributes"]]]),
-             _table(["entity", "detections", "recall", "precision", "leaked values", "residual detections", "operator"],
-                    [[e, m["detections"], m["recall"], m["precision"], m["leaked_values"], m["residual_detections"], m["operator"]] for e, m in ds["pii"]["entities"].items()]),
-             _pii_side_by_side(ds["pii"]),
-             "<h3>Training labels examined for bias (EU AI Act Art. 10(2)(f))</h3>",
-             _table(["attribute", "group", "training records", "labelled escalated", "95% CI", "too small to judge", "gap", "gap beyond chance"],
-                    [[a, g, m["n"], m["escalation_rate"], m["escalation_rate_ci95"], m["too_small"], (t.get("escalation_gap") or {}).get("value"),
-                      (t.get("escalation_gap_lower_bound") or {}).get("value")]
-                     for a, t in ds["label_examination"].items() for g, m in t.get("groups", {}).items()]),
-             "<h3>Erasure requests honoured (GDPR Art. 17)</h3>",
-             _table(["received", "subject (keyed hash)", "records removed", "versions trained on the subject", "unreadable, counted as affected", "reason"],
-                    [[e["at"], e["subject"], e["records_removed"], ", ".join(e["affected_versions"]) or "none", ", ".join(e["unknown_versions"]) or "none", e["reason"]]
-                     for e in ds["erasure_requests"]]) if ds["erasure_requests"] else "<p>Erasure requests honoured (GDPR Art. 17): none.</p>",
-             '<h2 id="training">4. Training</h2>', _table(["metric", "value"], [[k, v] for k, v in report["training"]["metrics"].items()]),
-             _table(["environment", "version"], list(report["training"]["environment"].items())), img("loss"),
-             '<h2 id="evaluation">5. Evaluation</h2>',
-             _table(["metric", "base", "fine-tuned", "n", "definition"],
-                    [[k, v["base"]["value"], v["finetuned"]["value"], v["finetuned"]["n"], (ev["definitions"] or {}).get(k, "")] for k, v in ev["quality"].items()])]  # fmt: skip
-    parts.append(fairness_html(ev["fairness"], img))
-    parts.append(
-        _table(
-            ["model", "counterfactual results (flip rates, mean probability change)"],
-            [[m, c] for m, c in ev["counterfactual"].items()],
-        )
-    )
-    parts.append(
-        f"<p>Demographic signals that survive scrubbing (the ones tested):</p>{_cell(ev['surviving_signals'] or {})}<p>Not testable:</p>{_cell(ev['not_testable'] or {})}"
-    )
-    parts.append(
-        _table(
-            ["model", "privacy (canary exposure, regurgitation, PII-like output)"],
-            [[m, p] for m, p in ev["privacy"].items()],
-        )
-    )
-    parts.append('<h2 id="rules">6. Rules</h2>')
-    parts.append(_table(["rule", "severity", "observed", "comparator", "target", "status", "controls", "message"],
-                        [[_raw(f"<b>{html.escape(r['id'])}</b><br>{html.escape(r['title'])}"), r["severity"], r["observed"], r["comparator"], r["target"],
-                          _raw(f'<span class="{r["status"]}">{r["status"]}</span>' + (f" (waiver: {html.escape(r['waiver']['state'])})" if r.get("waiver") else "")),
-                          "; ".join(r["controls"]), r["message"]] for r in report["rules"]], css="rules"))  # fmt: skip
-    parts.append(
-        "<h3>EU AI Act coverage</h3>"
-        + _table(
-            ["ref", "subject", "documented by"],
-            [[c["ref"], c["title"], c["documented_by"]] for c in report["controls"]["ai_act_coverage"]],
-        )
-    )
-    parts.append(
-        "<p>Not covered by this report:</p><ul>"
-        + "".join(f"<li>{html.escape(n)}</li>" for n in report["controls"]["not_covered"])
-        + "</ul>"
-    )
-    parts.append(
-        _table(["control", "rules (status)"], [[c, ", ".join(r)] for c, r in report["controls"]["by_control"].items()])
-    )
-    lin = report["lineage"]
-    parts.append('<h2 id="lineage">7. Lineage</h2><p><code>' + html.escape(" → ".join(STAGES)) + "</code></p>")
-    parts.append(_table(["stage", "MLflow run id"], list(lin["runs"].items())))
-    parts.append(_table(["dataset", "DVC md5"], list(lin["datasets"].items())))
-    parts.append(
-        _table(
-            ["registered model", "version", "champion after"],
-            [[lin["registered_model"], lin.get("version"), lin.get("champion_after")]],
-        )
-    )
-    parts.append('<h2 id="evidence">8. Evidence manifest and signature</h2>'
-                 f"<p>The sha256 of every artifact this decision rests on, chained to the previous manifest and "
-                 f"{'signed with Ed25519' if report.get('signed') else '<b>UNSIGNED</b> (no signing key configured)'}, is in "
-                 f"<code>{html.escape(report.get('manifest_path', ''))}</code>; check it with <code>govtune verify</code>. {html.escape(report['retention'])}.</p>")  # fmt: skip
-    return f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(report['title'])}</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>\n"
+    encoded = {name: base64.b64encode(png).decode() for name, png in images.items()}
+    return render_page("compliance_report.html.j2", report=report, images=encoded, stages=STAGES)
 
 
 def render_model_card(report: dict[str, Any], params: Params) -> str:
@@ -509,7 +357,7 @@ def main() -> None:
     with evidence_of_this_run(rc.json, rc.html, rc.pdf, rc.model_card, rc.manifest):
         key = load_signing_key()  # before anything is written: a bad key stops the stage
         inputs = {name: load_json(path, source) for name, source, path in (
-            ("decision", None, params.gate.decision), ("evaluation", "evaluation", params.evaluate.report), ("pii", "pii_report", params.scrub.report),
+            ("decision", "gate_decision", params.gate.decision), ("evaluation", "evaluation", params.evaluate.report), ("pii", "pii_report", params.scrub.report),
             ("pii_benchmark", "pii_benchmark", params.pii_benchmark.report), ("validation", "data_validation", params.validate_.report),
             ("split", "split_report", params.split.report), ("train", "train_metrics", params.finetune.metrics),
             ("base", "base_model", params.base_model.out_dir / "provenance.json"), ("adapter", "adapter", params.finetune.out_dir / "provenance.json"))}  # fmt: skip

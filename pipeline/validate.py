@@ -14,7 +14,6 @@ Run:     ``python -m pipeline.validate`` or ``dvc repro validate``.
 
 from __future__ import annotations
 
-import html
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,26 +182,10 @@ def describe_failure(check: CheckResult) -> str:
 
 
 def render_html(report: dict[str, Any]) -> str:
-    """A self-contained HTML page of the validation results (no raw values)."""
-    rows = []
-    for c in report["checks"]:
-        status = "pass" if c["success"] else ("FAIL" if c["severity"] == "blocking" else "warn")
-        observed = ", ".join(f"{k}={v}" for k, v in c["observed"].items() if k in ("observed_value", "unexpected_count", "unexpected_percent", "class_rows", "error"))
-        rows.append(
-            f"<tr class='{status}'><td>{html.escape(c['rule_id'])}</td><td>{html.escape(c['column'])}</td>"
-            f"<td>{html.escape(c['expectation'])}</td><td>{c['severity']}</td><td>{status}</td>"
-            f"<td>{html.escape(observed)}</td><td>{html.escape(', '.join(c['failing_ids'][:10]))}</td></tr>"
-        )
-    verdict = "PASSED" if report["success"] else "FAILED"
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Data validation: {verdict}</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}
-tr.FAIL{{background:#fdd}}tr.warn{{background:#ffd}}tr.pass{{background:#efe}}</style></head><body>
-<h1>Data validation: {verdict}</h1>
-<p>{report['rows']} records, {report['expectations_total']} expectations (Great Expectations), {report['expectations_failed']} failed.
-Contract: <code>{html.escape(report['contract'])}</code>. Failing rows are identified by id only.</p>
-<table><tr><th>rule</th><th>column</th><th>expectation</th><th>severity</th><th>result</th><th>observed</th><th>first failing ids</th></tr>
-{''.join(rows)}</table></body></html>
-"""
+    """A self-contained HTML page of the validation results (no raw values): ``templates/data_validation.html.j2``."""
+    from pipeline.common.html import render_page
+
+    return render_page("data_validation.html.j2", report=report)
 
 
 def run(cfg: ValidateParams, contract: DataContract, raw_path: Path) -> ValidationResult:

@@ -4,12 +4,15 @@ A stage that imports a file it does not list runs stale (an edit there does not 
 a stage that lists code it never imports re-runs for nothing (an edit to the gate's evidence
 code must not re-run the fine-tune). Both directions are checked, from the imports themselves:
 every ``import``/``from ... import`` of a ``pipeline`` module, at any depth of a function, and
-``importlib.import_module(f"pipeline.<package>. ...")``, which loads any module of that package.
+``importlib.import_module(f"pipeline.<package>. ...")``, which loads any module of that package,
+and the Jinja2 templates of ``pipeline/templates/`` a file names (a page a stage renders is
+code too: an edit there must re-run the stage that writes the page).
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,13 @@ import yaml
 from tests.conftest import REPO
 
 PACKAGE = "pipeline"
+TEMPLATES = Path(PACKAGE) / "templates"
+TEMPLATE_NAME = re.compile(r"[\w.-]+\.j2")
+
+
+def templates_named(text: str) -> set[Path]:
+    """The templates a piece of text names (a ``render_page`` argument, a ``{% from/include %}``)."""
+    return {TEMPLATES / name for name in TEMPLATE_NAME.findall(text) if (REPO / TEMPLATES / name).is_file()}
 
 
 def module_file(name: str) -> Path | None:
@@ -39,8 +49,12 @@ def imported_files(path: Path) -> set[Path]:
     defines, not when it is only the parent of an imported module.
     """
     found: set[Path] = set()
+    if path.suffix == ".j2":
+        return templates_named((REPO / path).read_text(encoding="utf-8"))
     tree = ast.parse((REPO / path).read_text(encoding="utf-8"), filename=str(path))
     for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found |= templates_named(node.value)
         if isinstance(node, ast.Import):
             for alias in node.names:
                 target = module_file(alias.name)
@@ -137,6 +151,9 @@ def test_the_contract_catches_a_missing_and_a_needless_dep():
 def test_the_contract_sees_imports_inside_functions():
     """The checker itself: a function-level import and a dynamic package import are found."""
     assert Path("pipeline/common/training.py") in closure(Path("pipeline/evaluate.py"))  # imported inside a function
+    report = closure(Path("pipeline/report.py"))
+    assert {TEMPLATES / "compliance_report.html.j2", TEMPLATES / "fairness.html.j2", TEMPLATES / "macros.html.j2"} <= report
+    assert TEMPLATES / "monitoring_report.html.j2" not in report
     recognizers = {p for p in closure(Path("pipeline/scrub.py")) if p.parent == Path("pipeline/recognizers")}
     assert Path("pipeline/recognizers/street_address.py") in recognizers  # loaded by import_module
     assert Path("pipeline/finetune.py") not in closure(Path("pipeline/evaluate.py"))

@@ -100,3 +100,25 @@ def test_rule_status_words_come_from_the_enums():
     assert RuleResult(rule, "skip", "not_applicable").to_json()["status"] == "not_applicable"
     with pytest.raises(ValueError, match="'skipped'"):
         RuleResult(rule, "pass", "skipped")
+
+
+DECISION_BREAKS = [
+    ("decision", lambda d: d | {"decision": "MAYBE"}),
+    ("rules.0.status", lambda d: d | {"rules": [d["rules"][0] | {"status": "ok"}]}),
+    ("summary", lambda d: {k: v for k, v in d.items() if k != "summary"}),
+    ("approved_by", lambda d: d | {"approved_by": "someone"}),
+    ("checks.adapter_files_intact.value", lambda d: d | {"checks": d["checks"] | {"adapter_files_intact": {"value": "yes", "detail": ""}}}),
+]
+
+
+@pytest.mark.parametrize("field,break_it", DECISION_BREAKS, ids=[f for f, _ in DECISION_BREAKS])
+def test_the_gate_decision_has_a_model_too(tmp_path, field, break_it):
+    """What the report and the CLI read: a decision word outside the enum, a rule status
+    outside it, a missing or unknown key is not written."""
+    good = json.loads((REPO / "tests" / "fixtures" / "evidence" / "gate_decision.json").read_text())
+    save_output("gate_decision", tmp_path / "ok.json", good)
+    assert read_output("gate_decision", tmp_path / "ok.json") == good
+    with pytest.raises(GovtuneError) as err:
+        save_output("gate_decision", tmp_path / "bad.json", break_it(good))
+    assert f"gate_decision.json: {field}".replace("gate_decision.json", str(tmp_path / "bad.json")) in str(err.value)
+    assert not (tmp_path / "bad.json").exists()

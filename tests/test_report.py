@@ -73,6 +73,16 @@ def test_report_verify_and_tampering(tmp_path, tiny_built, monkeypatch):
     first_screen = page[: page.index('<h2 id="system">')]
     assert "signed (Ed25519)" in first_screen and "DEMO KEY" in first_screen  # signing and key status up front
     assert "{&quot;" not in page  # cells render tables, not raw JSON
+    assert "EU AI Act Art. 72" in [c["ref"] for c in report["controls"]["ai_act_coverage"]] and "→ monitor" in page
+    assert not any("not built" in n for n in report["controls"]["not_covered"])
+    # Jinja2's autoescape: markup inside any value is shown as text, never run.
+    from pipeline.report import render_html
+
+    hostile = "<script>alert(1)</script>"
+    report["rules"][0]["message"], report["system"]["purpose"] = hostile, hostile
+    report["evaluation"]["counterfactual"]["base"] = {hostile: hostile}
+    rendered = render_html(report, {})
+    assert "<script>" not in rendered and rendered.count("&lt;script&gt;alert(1)&lt;/script&gt;") == 4
     examined = report["datasheet"]["label_examination"]["gender"]
     assert "Training labels examined for bias" in page and examined["groups"]["female"]["n"] > 0 and "escalation_gap_lower_bound" in examined
     assert (
@@ -170,9 +180,9 @@ CELLS = [
 
 @pytest.mark.parametrize("value,shown", CELLS)
 def test_report_cells_render_values_not_raw_json(value, shown):
-    from pipeline.report import _cell
+    from pipeline.common.html import cell_html
 
-    cell = _cell(value)
+    cell = cell_html(value)
     for part in shown:
         assert part in cell, cell
     assert "{" not in cell and "&quot;" not in cell
@@ -193,6 +203,6 @@ def test_fairness_section_carries_an_unjudged_attribute():
     assert set(section["gender"]["groups"]) == {"female", "male"}
     assert section["age_band"]["not_judged"] == unjudged["error"]
     assert section["age_band"]["group_sizes"] == {"18-34": 24, "65+": 6}
-    page = fairness_html(section, lambda name: f"<img {name}>")
-    assert "<img fairness_gender>" in page and "<img fairness_age_band>" not in page
+    page = fairness_html(section, {"fairness_gender": "R0VO", "fairness_age_band": "R0VO"})
+    assert '<img alt="fairness_gender"' in page and '<img alt="fairness_age_band"' not in page
     assert "Not judged: fewer than two groups with enough test records (test records per group: 18-34: 24, 65+: 6)" in page

@@ -23,7 +23,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from pipeline.common.errors import GovtuneError
 
@@ -46,6 +46,14 @@ class Status(StrEnum):
     WARNING = "warning"
     ERROR = "error"
     NOT_APPLICABLE = "not_applicable"
+
+
+class Decision(StrEnum):
+    """What the gate decided."""
+
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
+    PENDING_APPROVAL = "PENDING_APPROVAL"
 
 
 class Malformed(str):
@@ -332,6 +340,75 @@ class Monitoring(BaseModel):
     champion: ModelEvaluation | Table
 
 
+# --- the gate's decision -----------------------------------------------------------------------
+
+
+class JudgedRule(Typed):
+    """One rule as the gate judged it (``RuleResult.to_json``)."""
+
+    id: str
+    title: str
+    description: str
+    severity: str
+    owner: str
+    controls: list[str]
+    evidence: str
+    comparator: str
+    threshold: Any
+    baseline: Table | None
+    target: Any
+    observed: Any
+    failing_keys: list[str]
+    result: Outcome
+    status: Status
+    message: str
+    waiver: Table | None
+
+
+class CheckResult(Typed):
+    value: StrictBool  # "yes" is no check result
+    detail: str
+
+
+class Approvals(Typed):
+    required: list[Table]
+    counted: list[Table]
+    ignored: list[Table]
+    missing: list[Table]
+    satisfied: bool
+
+
+class HashedFiles(Typed):
+    """sha256 per file (null: missing) and the sha256 of that map."""
+
+    files: dict[str, str | None]
+    hash: str
+    sources: dict[str, str] | None = None  # evidence only: source name -> file
+
+
+class GateDecision(Typed):
+    """``reports/gate_decision.json``: what the report, ``govtune verify`` and ``govtune status`` read.
+
+    Not an evidence source: no rule can cite the decision it is part of.
+    """
+
+    decided_at: str
+    candidate_version: str | None
+    decision: Decision
+    summary: str
+    rules: list[JudgedRule]
+    failing_rules: list[str]
+    waived_rules: list[str]
+    warnings: list[str]
+    expired_waivers: list[Table]
+    approvals: Approvals
+    checks: dict[str, CheckResult]
+    erasure_requests: list[Table]
+    evidence: HashedFiles
+    policy: HashedFiles
+    registry: Table
+
+
 # the evidence sources rules name (``source:dotted.path``) and the model of each
 SOURCES: dict[str, type[BaseModel]] = {
     "data_validation": DataValidation,
@@ -345,6 +422,8 @@ SOURCES: dict[str, type[BaseModel]] = {
     "monitoring": Monitoring,
 }
 DERIVED: dict[str, type[BaseModel]] = {"checks": Checks}  # judged by the gate itself, not read from a file
+# every stage output with a model: the evidence sources, and what the gate writes from them
+OUTPUTS: dict[str, type[BaseModel]] = {**SOURCES, "gate_decision": GateDecision}
 
 
 def validate_output(source: str, data: Any, where: str) -> None:
@@ -354,13 +433,13 @@ def validate_output(source: str, data: Any, where: str) -> None:
         GovtuneError: naming the file, the first offending field and what to do.
     """
     try:
-        SOURCES[source].model_validate(data)
+        OUTPUTS[source].model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "(top level)"
         raise GovtuneError(
             f"{where}: {field}", f"malformed {source} evidence: {first['msg']} ({exc.error_count()} problem(s))",
-            f"re-run the stage that writes it (`dvc repro --force <stage>`); if the stage's code changed its output, update {SOURCES[source].__name__} in pipeline/common/outputs.py",
+            f"re-run the stage that writes it (`dvc repro --force <stage>`); if the stage's code changed its output, update {OUTPUTS[source].__name__} in pipeline/common/outputs.py",
         ) from None  # fmt: skip
 
 
@@ -383,10 +462,10 @@ def evidence_schema(source: str) -> dict[str, Any]:
     """The JSON Schema of one evidence source (what ``govtune policy schema`` exports)."""
     from pydantic import TypeAdapter
 
-    model = DERIVED.get(source) or SOURCES[source]
+    model = DERIVED.get(source) or OUTPUTS[source]
     out = TypeAdapter(model).json_schema()
     out["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    out["title"] = f"govtune evidence source {source!r}"
+    out["title"] = f"govtune evidence source {source!r}" if source in SOURCES or source in DERIVED else f"govtune stage output {source!r} (no rule can cite it)"
     return out
 
 
