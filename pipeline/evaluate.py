@@ -262,21 +262,29 @@ def wilson(successes: int, n: int, z: float = 1.96) -> list[float] | None:
     return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
 
 
-def bootstrap_ci(values: Callable[[list[int]], float | None], n: int, samples: int, confidence: float, seed: int) -> list[float] | None:
-    """Percentile bootstrap interval of a statistic computed on resampled record indices."""
-    rng = random.Random(seed)
-    stats = []
-    for _ in range(samples):
-        idx = [rng.randrange(n) for _ in range(n)]
-        value = values(idx)
-        if value is not None and not math.isnan(value):
-            stats.append(value)
-    if not stats:
+def bootstrap_ci(
+    metric_fn: Callable[[Any, Any], float], y_true: Any, y_pred: Any, groups: Any, boot: Any, of: str = "overall"
+) -> list[float] | None:
+    """Percentile bootstrap interval from Fairlearn's ``MetricFrame`` (``n_boot``, ``ci_quantiles``).
+
+    Records are resampled with replacement ``boot.samples`` times (seeded by ``boot.seed``);
+    ``of`` picks the statistic: ``overall`` (the metric on all records; ``groups`` may be one
+    constant) or ``difference`` (the largest gap between groups, e.g. the demographic parity
+    difference when ``metric_fn`` is the selection rate).
+    """
+    from fairlearn.metrics import MetricFrame
+
+    if len(y_true) == 0:
         return None
-    stats.sort()
-    lo = stats[int((1 - confidence) / 2 * (len(stats) - 1))]
-    hi = stats[int((1 + confidence) / 2 * (len(stats) - 1))]
-    return [round(lo, 4), round(hi, 4)]
+    tail = (1 - boot.confidence) / 2
+    frame = MetricFrame(
+        metrics=metric_fn, y_true=y_true, y_pred=y_pred, sensitive_features=groups,
+        n_boot=boot.samples, ci_quantiles=[tail, 1 - tail], random_state=boot.seed,
+    )  # fmt: skip
+    lo, hi = frame.overall_ci if of == "overall" else frame.difference_ci()
+    if any(math.isnan(float(v)) for v in (lo, hi)):
+        return None
+    return [round(float(lo), 4), round(float(hi), 4)]
 
 
 def rouge_l(candidate: str, reference: str) -> float:
@@ -322,15 +330,16 @@ def quality_metrics(
     y_true = [t["category"] for t in truths]
     y_pred = [p["category"] for p in preds]
 
-    def f1(idx: list[int]) -> float:
-        return f1_score([y_true[i] for i in idx], [y_pred[i] for i in idx], average="macro", labels=list(CATEGORIES), zero_division=0)
+    def macro_f1(yt: Any, yp: Any) -> float:
+        return float(f1_score(yt, yp, average="macro", labels=list(CATEGORIES), zero_division=0))
 
+    everyone = ["all"] * n  # the overall metric's interval needs one (constant) group
     parsed = [parse_answer(g) for g in generations]
     rouge = [rouge_l(p["reply"], t["reply"]) if p else 0.0 for p, t in zip(parsed, gen_truths, strict=True)]
     m = len(generations)
     return {
         "category_accuracy": metric(sum(cat_ok) / n, n, wilson(sum(cat_ok), n)),
-        "category_macro_f1": metric(f1(list(range(n))), n, bootstrap_ci(f1, n, boot.samples, boot.confidence, boot.seed)),
+        "category_macro_f1": metric(macro_f1(y_true, y_pred), n, bootstrap_ci(macro_f1, y_true, y_pred, everyone, boot)),
         "priority_accuracy": metric(sum(pri_ok) / n, n, wilson(sum(pri_ok), n)),
         "answer_loss": metric(answer_loss[0], answer_loss[1]),
         "well_formed_rate": metric(sum(p is not None for p in parsed) / m if m else None, m, wilson(sum(p is not None for p in parsed), m)),
@@ -344,7 +353,9 @@ def quality_metrics(
 def group_fairness(preds: list[dict], truths: list[dict], attrs: list[dict], policy: FairnessPolicy) -> dict[str, Any]:
     """Fairlearn MetricFrame per protected attribute, parity metrics with bootstrap CIs."""
     import numpy as np
-    from fairlearn.metrics import MetricFrame, demographic_parity_difference, demographic_parity_ratio, equalized_odds_difference
+    from fairlearn.metrics import (
+        MetricFrame, demographic_parity_difference, demographic_parity_ratio, equalized_odds_difference, selection_rate,
+    )  # fmt: skip
 
     fav = set(policy.favourable_priorities)
     y_true_cat = np.array([t["category"] for t in truths])
@@ -388,19 +399,12 @@ def group_fairness(preds: list[dict], truths: list[dict], attrs: list[dict], pol
             }
         sf = groups[keep]
         yt, yp = y_true_esc[keep], y_pred_esc[keep]
-        index = np.flatnonzero(keep)
-
-        def dpd(idx: list[int], groups: Any = groups, index: Any = index) -> float | None:
-            s = groups[index[idx]]
-            if len(set(s)) < 2:
-                return None
-            return float(demographic_parity_difference(y_true_esc[index[idx]], y_pred_esc[index[idx]], sensitive_features=s))
 
         out[attribute] = {
             "groups": by_group,
             "demographic_parity_difference": metric(
                 demographic_parity_difference(yt, yp, sensitive_features=sf), int(keep.sum()),
-                bootstrap_ci(dpd, int(keep.sum()), boot.samples, boot.confidence, boot.seed),
+                bootstrap_ci(selection_rate, yt, yp, sf, boot, of="difference"),
             ),  # fmt: skip
             "demographic_parity_ratio": metric(demographic_parity_ratio(yt, yp, sensitive_features=sf), int(keep.sum())),
             "equalized_odds_difference": metric(equalized_odds_difference(yt, yp, sensitive_features=sf), int(keep.sum())),
