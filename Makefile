@@ -43,7 +43,10 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not slow"
 
+# ruff's checks (the rule sets in pyproject.toml) and its formatter, then the policy files.
 lint: setup
+	ruff check
+	ruff format --check
 	govtune policy lint
 
 ui: setup

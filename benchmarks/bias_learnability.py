@@ -116,7 +116,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--levels", type=int, default=3, help="synthesize.label_bias.levels")
     args = parser.parse_args(argv)
 
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from pipeline import finetune
@@ -152,10 +151,14 @@ def main(argv: list[str] | None = None) -> None:
             update |= {"lora_r": args.lora_r, "lora_alpha": 2 * args.lora_r}
         cfg = params.finetune.model_copy(update=update)
         start = time.perf_counter()
-        lora, lora_tok, _, _ = finetune.train(cfg, base_dir, biased[:cut], biased[cut : cut + 8], "bias-probe", finetune.Dist())
+        lora, lora_tok, _, _ = finetune.train(
+            cfg, base_dir, biased[:cut], biased[cut : cut + 8], "bias-probe", finetune.Dist()
+        )
         lora.eval()
         seconds = time.perf_counter() - start
-        out["models"]["lora_biased"] = judge("lora_biased", lora, lora_tok, biased[cut:], params) | {"train_seconds": round(seconds, 1)}
+        out["models"]["lora_biased"] = judge("lora_biased", lora, lora_tok, biased[cut:], params) | {
+            "train_seconds": round(seconds, 1)
+        }
         del lora
 
         for name, data in () if args.lora_only else (("full_biased", biased), ("full_unbiased", fair)):
@@ -163,8 +166,12 @@ def main(argv: list[str] | None = None) -> None:
             step_batch = cfg.batch_size * cfg.grad_accum
             examples = encode(tokenizer, data[:cut], 512, whole=False)
             seconds = train_full(model, examples, args.steps, step_batch, args.full_lr, pad, cfg.seed)
-            out["models"][name] = judge(name, model, tokenizer, data[cut:], params) | {"train_seconds": round(seconds, 1)}
-    out["test_labels"] = "the same held-out tickets for every model; accuracy against the labels it was trained on (base: unbiased)"
+            out["models"][name] = judge(name, model, tokenizer, data[cut:], params) | {
+                "train_seconds": round(seconds, 1)
+            }
+    out["test_labels"] = (
+        "the same held-out tickets for every model; accuracy against the labels it was trained on (base: unbiased)"
+    )
     save_json(Path("reports/bench/bias_learnability.json"), out)
     print(json.dumps(out["models"], indent=1))
 

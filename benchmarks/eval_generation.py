@@ -60,7 +60,11 @@ def main() -> None:
         batched, batched_answers = timed_generate(scorer, messages, cfg.batch_size)
         single, single_answers = timed_generate(scorer, messages, 1)
     summary = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": torch.get_num_threads()},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "threads": torch.get_num_threads(),
+        },
         "precision": cfg.precision,
         "max_new_tokens": tokens,
         "results": {"stage (batched)": batched, "one prompt at a time": single},

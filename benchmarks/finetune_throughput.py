@@ -32,7 +32,9 @@ def bench_stage(cfg: Any, base_dir: Path, train: list[dict], steps: int) -> dict
     """The finetune stage's own loop (length-grouped batches, dynamic padding)."""
     from pipeline import finetune
 
-    cfg = cfg.model_copy(update={"max_steps": steps, "eval_interval": 10**9, "checkpoint_interval": 0, "eval_max_examples": 1})
+    cfg = cfg.model_copy(
+        update={"max_steps": steps, "eval_interval": 10**9, "checkpoint_interval": 0, "eval_max_examples": 1}
+    )
     dist = finetune.Dist()
     _, _, state, _ = finetune.train(cfg, base_dir, train, train[:1], "bench", dist)
     timed = state.history[1:]  # drop the warm-up step
@@ -46,7 +48,14 @@ def bench_trainer(cfg: Any, base_dir: Path, train: list[dict], steps: int) -> di
     """What a user would otherwise write: Trainer + DataCollatorForSeq2Seq + get_peft_model."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DataCollatorForSeq2Seq,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     from pipeline.common.task import encode_example, format_answer
 
@@ -54,7 +63,9 @@ def bench_trainer(cfg: Any, base_dir: Path, train: list[dict], steps: int) -> di
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     rows = []
     for r in train:
-        ids, labels, _ = encode_example(tokenizer, r["message"], format_answer(r["category"], r["priority"], r["reply"]), cfg.max_seq_len)
+        ids, labels, _ = encode_example(
+            tokenizer, r["message"], format_answer(r["category"], r["priority"], r["reply"]), cfg.max_seq_len
+        )
         rows.append({"input_ids": ids, "labels": labels, "attention_mask": [1] * len(ids)})
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
@@ -106,7 +117,9 @@ def profile_stage(cfg: Any, base_dir: Path, train: list[dict], steps: int) -> di
 
     from pipeline import finetune
 
-    cfg = cfg.model_copy(update={"max_steps": steps, "eval_interval": 10**9, "checkpoint_interval": 0, "eval_max_examples": 1})
+    cfg = cfg.model_copy(
+        update={"max_steps": steps, "eval_interval": 10**9, "checkpoint_interval": 0, "eval_max_examples": 1}
+    )
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         finetune.train(cfg, base_dir, train, train[:1], "bench", finetune.Dist())
     ops = [(e.key, e.self_cpu_time_total / 1e6, e.count) for e in prof.key_averages()]
@@ -127,14 +140,16 @@ def main() -> None:
     configure_offline()
     params = load_params()
     cfg = params.finetune
-    train = [json.loads(l) for l in (params.split.out_dir / "train.jsonl").read_text().splitlines()]
+    train = [json.loads(line) for line in (params.split.out_dir / "train.jsonl").read_text().splitlines()]
     base = params.base_model.out_dir
     if args.profile:
         result = profile_stage(cfg, base, train, args.steps)
         print(f"\nstage loop, {args.steps} steps: {result['self_cpu_seconds']:.1f} s self CPU time in torch operators")
         for op in result["top_ops"]:
             print(f"  {op['share']:6.1%} {op['self_cpu_s']:8.2f} s {op['calls']:7d} calls  {op['op']}")
-        print(f"matrix multiplies (mm, addmm, bmm): {result['matmul_share']:.1%}; attention: {result['attention_share']:.1%}")
+        print(
+            f"matrix multiplies (mm, addmm, bmm): {result['matmul_share']:.1%}; attention: {result['attention_share']:.1%}"
+        )
         save_json(Path("reports/bench/finetune_profile.json"), result)
         return
     trainer = bench_trainer(cfg, base, train, args.steps)
@@ -142,7 +157,9 @@ def main() -> None:
     ratio = stage["tokens_per_s"] / trainer["tokens_per_s"]
     print(f"\n{'method':<28}{'steps':>6}{'real tokens':>13}{'padding':>9}{'seconds':>9}{'tokens/s':>10}")
     for name, r in (("HF Trainer + PEFT", trainer), ("govtune finetune stage", stage)):
-        print(f"{name:<28}{r['steps_timed']:>6}{r['real_tokens']:>13}{r['padding_waste']:>9.1%}{r['seconds']:>9.1f}{r['tokens_per_s']:>10.1f}")
+        print(
+            f"{name:<28}{r['steps_timed']:>6}{r['real_tokens']:>13}{r['padding_waste']:>9.1%}{r['seconds']:>9.1f}{r['tokens_per_s']:>10.1f}"
+        )
     print(f"ratio (stage / Trainer): {ratio:.2f}x  (target >= 1.3x)")
     save_json(Path("reports/bench/finetune_throughput.json"), {
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": __import__("os").cpu_count()},

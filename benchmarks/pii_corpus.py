@@ -135,7 +135,9 @@ HAND: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def _value_makers(fake: Any, us_fake: Any, locale: str, rng: random.Random) -> dict[str, tuple[str | None, Callable[[], str]]]:
+def _value_makers(
+    fake: Any, us_fake: Any, locale: str, rng: random.Random
+) -> dict[str, tuple[str | None, Callable[[], str]]]:
     """Slot name -> (entity type or None for no PII, how to make its text). SSNs are US ones
     (``us_fake``) whatever the locale: other locales' ``ssn()`` are other national ids."""
 
@@ -171,7 +173,9 @@ def _value_makers(fake: Any, us_fake: Any, locale: str, rng: random.Random) -> d
         d = fake.date_of_birth(minimum_age=18, maximum_age=90)
         day = d.day
         suffix = "th" if 10 <= day % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
-        return rng.choice([f"{d:%B} {day}{suffix}, {d.year}", f"the {day}{suffix} of {d:%B} {d.year}", f"{day} {d:%B} {d.year}"])
+        return rng.choice(
+            [f"{d:%B} {day}{suffix}, {d.year}", f"the {day}{suffix} of {d:%B} {d.year}", f"{day} {d:%B} {d.year}"]
+        )
 
     return {
         "PERSON": (PERSON, fake.name),
@@ -272,7 +276,9 @@ def build_presidio_evaluator(sentences: int, seed: int) -> list[dict[str, Any]]:
     providers = [p for p in presidio_additional_entity_providers if p is not HospitalProvider]
     random.seed(seed)  # it draws name layouts ("Leigha C. Mackay") before it seeds itself
     with contextlib.redirect_stdout(io.StringIO()):  # it prints its defaults
-        faker = PresidioSentenceFaker(locale="en_US", lower_case_ratio=0.05, random_seed=seed, entity_providers=providers)
+        faker = PresidioSentenceFaker(
+            locale="en_US", lower_case_ratio=0.05, random_seed=seed, entity_providers=providers
+        )
         faker._sentence_faker.seed_instance(seed)  # its own seed() reaches only Faker's shared generator
         random.seed(seed)
         samples = faker.generate_new_fake_sentences(sentences)
@@ -280,8 +286,23 @@ def build_presidio_evaluator(sentences: int, seed: int) -> list[dict[str, Any]]:
     for i, sample in enumerate(samples):
         # the value as it stands in the text: its lower-cased sentences keep the labels' original case
         text = sample.full_text
-        spans = [{"start": s.start_position, "end": s.end_position, "entity_type": s.entity_type, "value": text[s.start_position : s.end_position]} for s in sample.spans]
-        rows.append({"id": f"pe-{i:05d}", "source": "presidio-evaluator", "text": text, "spans": sorted(spans, key=lambda s: s["start"])})
+        spans = [
+            {
+                "start": s.start_position,
+                "end": s.end_position,
+                "entity_type": s.entity_type,
+                "value": text[s.start_position : s.end_position],
+            }
+            for s in sample.spans
+        ]
+        rows.append(
+            {
+                "id": f"pe-{i:05d}",
+                "source": "presidio-evaluator",
+                "text": text,
+                "spans": sorted(spans, key=lambda s: s["start"]),
+            }
+        )
     return rows
 
 
@@ -290,8 +311,18 @@ SOURCES = {"presidio-evaluator": build_presidio_evaluator, "faker-locales": buil
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", choices=sorted(SOURCES), default="faker-locales", help="which generator (default: ours, Faker locales + hand-labelled)")
-    parser.add_argument("--sentences", type=int, default=1000, help="generated sentences (faker-locales: the hand-labelled ones come on top)")
+    parser.add_argument(
+        "--source",
+        choices=sorted(SOURCES),
+        default="faker-locales",
+        help="which generator (default: ours, Faker locales + hand-labelled)",
+    )
+    parser.add_argument(
+        "--sentences",
+        type=int,
+        default=1000,
+        help="generated sentences (faker-locales: the hand-labelled ones come on top)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)

@@ -61,11 +61,15 @@ def stock_engine(policy: Any) -> Any:
     from presidio_analyzer import AnalyzerEngine, BatchAnalyzerEngine
     from presidio_analyzer.nlp_engine import NlpEngineProvider
 
-    provider = NlpEngineProvider(nlp_configuration={"nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": policy.ner_model}]})
+    provider = NlpEngineProvider(
+        nlp_configuration={"nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": policy.ner_model}]}
+    )
     batch = BatchAnalyzerEngine(AnalyzerEngine(nlp_engine=provider.create_engine(), supported_languages=["en"]))
 
     def detect(texts: list[str]) -> list[list[tuple[int, int]]]:
-        return [[(r.start, r.end) for r in found] for found in batch.analyze_iterator(texts, language="en", batch_size=64)]
+        return [
+            [(r.start, r.end) for r in found] for found in batch.analyze_iterator(texts, language="en", batch_size=64)
+        ]
 
     return detect
 
@@ -80,12 +84,20 @@ def ticket_rows(count: int) -> list[dict[str, Any]]:
     for s in spans:
         if s["field"] == "message":
             by_ticket.setdefault(s["ticket_id"], []).append(s)
-    return [{"id": t["ticket_id"], "source": "synthesize", "text": t["message"], "spans": by_ticket.get(t["ticket_id"], [])} for t in tickets]
+    return [
+        {"id": t["ticket_id"], "source": "synthesize", "text": t["message"], "spans": by_ticket.get(t["ticket_id"], [])}
+        for t in tickets
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=REPO / "data" / "eval" / "pii_benchmark.jsonl", help="the independent corpus file (default: the presidio-evaluator sample)")
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        default=REPO / "data" / "eval" / "pii_benchmark.jsonl",
+        help="the independent corpus file (default: the presidio-evaluator sample)",
+    )
     parser.add_argument("--tickets", type=int, default=300, help="synthetic tickets measured alongside")
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench" / "pii_generalisation.json")
     args = parser.parse_args(argv)
@@ -105,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         for corpus_name, rows in corpora.items():
             start = time.perf_counter()
             found = detect([r["text"] for r in rows])
-            results[f"{engine_name}/{corpus_name}"] = judge(rows, found) | {"seconds": round(time.perf_counter() - start, 2)}
+            results[f"{engine_name}/{corpus_name}"] = judge(rows, found) | {
+                "seconds": round(time.perf_counter() - start, 2)
+            }
             if engine_name == "policy":
                 results[f"policy/{corpus_name}"]["verbatim_leaks"] = verbatim_leaks(policy, rows, detect.last)
     save_json(args.out, results)
@@ -114,13 +128,22 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- |" + " ---: |" * len(keys))
     entities = sorted({e for k in keys for e in results[k]["entities"]})
     for e in entities:
-        cells = [f"{results[k]['entities'][e]['recall']:.2f} ({results[k]['entities'][e]['spans']})" if e in results[k]["entities"] else "-" for k in keys]
+        cells = [
+            f"{results[k]['entities'][e]['recall']:.2f} ({results[k]['entities'][e]['spans']})"
+            if e in results[k]["entities"]
+            else "-"
+            for k in keys
+        ]
         print(f"| {e} | " + " | ".join(cells) + " |")
-    print("| **direct identifiers** | " + " | ".join(f"**{results[k]['direct_identifier_recall']}**" for k in keys) + " |")
+    print(
+        "| **direct identifiers** | " + " | ".join(f"**{results[k]['direct_identifier_recall']}**" for k in keys) + " |"
+    )
     print("| non-PII characters kept | " + " | ".join(str(results[k]["non_pii_chars_kept"]) for k in keys) + " |")
     for name in corpora:
         leaks = results[f"policy/{name}"]["verbatim_leaks"]
-        print(f"verbatim leaks of direct identifiers (policy, {name}): {sum(leaks.get(e, 0) for e in DIRECT)} of {leaks}")
+        print(
+            f"verbatim leaks of direct identifiers (policy, {name}): {sum(leaks.get(e, 0) for e in DIRECT)} of {leaks}"
+        )
     print(f"wrote {args.out}")
     return 0
 

@@ -74,7 +74,9 @@ def main() -> None:
     root = args.keep or Path(tempfile.mkdtemp(prefix="govtune-bench-"))
     clone = root / "govtune"
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True, check=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True, check=True
+    ).stdout.strip()
     try:
         print("cold dvc repro ...", flush=True)
         cold = timed(["dvc", "repro"], clone, env)
@@ -83,7 +85,10 @@ def main() -> None:
         print(f"no-op dvc repro: {noop['seconds']:.1f} s, stages run {noop['stages_run']}", flush=True)
         rule = stricter_threshold(clone / "policies" / "promotion.yaml")
         edit = timed(["dvc", "repro"], clone, env)
-        print(f"threshold of {rule} edited, dvc repro: {edit['seconds']:.1f} s, stages run {edit['stages_run']}", flush=True)
+        print(
+            f"threshold of {rule} edited, dvc repro: {edit['seconds']:.1f} s, stages run {edit['stages_run']}",
+            flush=True,
+        )
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
@@ -98,7 +103,8 @@ def main() -> None:
             "cold_seconds": cold["seconds"] <= BUDGETS["cold_seconds"],
             "cold_peak_rss_gib": (cold["peak_rss_gib"] or 0) <= BUDGETS["cold_peak_rss_gib"],
             "noop_seconds": noop["seconds"] <= BUDGETS["noop_seconds"] and not noop["stages_run"],
-            "policy_edit_seconds": edit["seconds"] <= BUDGETS["policy_edit_seconds"] and set(edit["stages_run"]) <= {"gate", "report"},
+            "policy_edit_seconds": edit["seconds"] <= BUDGETS["policy_edit_seconds"]
+            and set(edit["stages_run"]) <= {"gate", "report"},
         },
     }
     print(f"within budget: {summary['within_budget']}")

@@ -45,8 +45,8 @@ def peak_rss_mb() -> float:
 def child(raw: Path, spans: Path, out: Path, rescan: bool) -> None:
     """Runs the stage's engine once and prints its figures as JSON (in a fresh process)."""
     from pipeline import scrub
-    from pipeline.common.offline import configure_offline
     from pipeline.common.keys import load_key
+    from pipeline.common.offline import configure_offline
     from pipeline.common.policy import load_pii_policy
 
     configure_offline()
@@ -89,14 +89,19 @@ def measure(n: int, rescan: bool) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
-    parser.add_argument("--rescan", action="store_true", help="re-scan the scrubbed text too (as the stage is configured)")
+    parser.add_argument(
+        "--rescan", action="store_true", help="re-scan the scrubbed text too (as the stage is configured)"
+    )
     parser.add_argument("--child", nargs=3, metavar=("RAW", "SPANS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*map(Path, args.child), rescan=args.rescan)
         return
     rows = []
-    print(f"{'tickets':>8} {'input MB':>8} {'seconds':>8} {'s/1k':>6} {'rec/s':>7} {'parent MB':>9} {'worker MB':>9}", flush=True)
+    print(
+        f"{'tickets':>8} {'input MB':>8} {'seconds':>8} {'s/1k':>6} {'rec/s':>7} {'parent MB':>9} {'worker MB':>9}",
+        flush=True,
+    )
     for n in args.sizes:
         r = measure(n, args.rescan)
         rows.append(r)

@@ -79,7 +79,9 @@ def bench_stage(params: Any, policy: Any, key: Any, raw: Path, spans: Path, out:
     with open(raw, encoding="utf-8") as handle:  # one record per worker
         tiny.write_text("".join(itertools.islice(handle, workers)), encoding="utf-8")
     start = time.perf_counter()
-    scrub.run(cfg.model_copy(update={"out": out / "startup-out.jsonl", "chunk_records": 1}), policy, key, tiny, spans, 10**7)
+    scrub.run(
+        cfg.model_copy(update={"out": out / "startup-out.jsonl", "chunk_records": 1}), policy, key, tiny, spans, 10**7
+    )
     startup = time.perf_counter() - start
     start = time.perf_counter()
     report = scrub.run(cfg, policy, key, raw, spans, 10**7)
@@ -160,7 +162,9 @@ def main() -> None:
     configure_offline()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=2000, help="tickets scrubbed by each contender")
-    parser.add_argument("--profile", action="store_true", help="also profile the stage's work in one process (600 records)")
+    parser.add_argument(
+        "--profile", action="store_true", help="also profile the stage's work in one process (600 records)"
+    )
     parser.add_argument("--no-rescan-run", action="store_true", help="skip the as-configured (re-scan) stage run")
     args = parser.parse_args()
     params = load_params()
@@ -175,7 +179,9 @@ def main() -> None:
         records = [json.loads(line) for line in raw.read_text(encoding="utf-8").splitlines()]
         results = {"stage (no re-scan: like for like)": bench_stage(params, policy, key, raw, spans, out, rescan=False)}
         if not args.no_rescan_run:
-            results["stage (as configured, re-scan)"] = bench_stage(params, policy, key, raw, spans, out, rescan=params.scrub.rescan)
+            results["stage (as configured, re-scan)"] = bench_stage(
+                params, policy, key, raw, spans, out, rescan=params.scrub.rescan
+            )
         results["naive analyze + anonymize loop"] = bench_naive(policy, key, records)
         results["spaCy nlp.pipe (full model, 1 process)"] = bench_spacy(policy, records, params.scrub.batch_size)
         profile = profile_stage(policy, key, records[:600], params.scrub.batch_size) if args.profile else None
@@ -190,18 +196,25 @@ def main() -> None:
         "ratio_vs_naive": stage["records_per_s"] / naive["records_per_s"],
         "ratio_vs_spacy_ceiling_x_cores": stage["records_per_s"] / (spacy_["records_per_s"] * workers),
         "steady_ratio_vs_naive": stage["steady_records_per_s"] / naive["steady_records_per_s"],
-        "steady_ratio_vs_spacy_ceiling_x_cores": stage["steady_records_per_s"] / (spacy_["steady_records_per_s"] * workers),
+        "steady_ratio_vs_spacy_ceiling_x_cores": stage["steady_records_per_s"]
+        / (spacy_["steady_records_per_s"] * workers),
         "targets": {"ratio_vs_naive": 3.0, "ratio_vs_spacy_ceiling_x_cores": 0.8},
         "profile": profile,
     }
     print(f"\n{'contender':40} {'rec/s':>7} {'steady':>7} {'start-up s':>10} {'seconds':>8} workers")
     for name, r in results.items():
-        print(f"{name:40} {r['records_per_s']:7.1f} {r['steady_records_per_s']:7.1f} {r['startup_seconds']:10.1f} {r['seconds']:8.1f} {r['workers']:>7}")
+        print(
+            f"{name:40} {r['records_per_s']:7.1f} {r['steady_records_per_s']:7.1f} {r['startup_seconds']:10.1f} {r['seconds']:8.1f} {r['workers']:>7}"
+        )
     if profile:
-        print(f"\nprofile of scrub_chunk, 1 process, {profile['records']} records, {profile['profiled_seconds']:.1f} s under cProfile:")
+        print(
+            f"\nprofile of scrub_chunk, 1 process, {profile['records']} records, {profile['profiled_seconds']:.1f} s under cProfile:"
+        )
         for label, share in profile["share"].items():
             print(f"  {share:6.1%}  {label}")
-    print(f"\nratio stage / naive: {summary['ratio_vs_naive']:.2f}x end to end, {summary['steady_ratio_vs_naive']:.2f}x steady (target >= 3)")
+    print(
+        f"\nratio stage / naive: {summary['ratio_vs_naive']:.2f}x end to end, {summary['steady_ratio_vs_naive']:.2f}x steady (target >= 3)"
+    )
     print(f"ratio stage / (spaCy ceiling x {workers} cores): {summary['ratio_vs_spacy_ceiling_x_cores']:.2f}x end to end, "
           f"{summary['steady_ratio_vs_spacy_ceiling_x_cores']:.2f}x steady (target >= 0.8)")  # fmt: skip
     name = "scrub_throughput" if args.records == 2000 else f"scrub_throughput_{args.records}"

@@ -87,7 +87,9 @@ def resolve_source_dir(model: ApprovedModel, allowlist_path: Path) -> Path:
     assert isinstance(source, LocalSource)
     path = source.path
     if not path.is_dir():
-        raise GovtuneError(where, f"directory {path} does not exist", "fix source.path (absolute or relative to the repo root)")
+        raise GovtuneError(
+            where, f"directory {path} does not exist", "fix source.path (absolute or relative to the repo root)"
+        )
     return path
 
 
@@ -114,7 +116,9 @@ def verify_files(source_dir: Path, model: ApprovedModel, allowlist_path: Path) -
     for name, expected in sorted(model.files.items()):
         path = source_dir / name
         if not path.is_file():
-            raise GovtuneError(where, f"listed file {path} is missing", "reinstall the model (`make setup`) or fix the entry")
+            raise GovtuneError(
+                where, f"listed file {path} is missing", "reinstall the model (`make setup`) or fix the entry"
+            )
         actual = sha256_file(path)
         if actual != expected:
             raise GovtuneError(
@@ -140,9 +144,7 @@ def load_hf_model(source_dir: Path, model: ApprovedModel, dtype: str) -> tuple[A
     transformers.logging.set_verbosity_error()
     kwargs: dict[str, Any] = {"gguf_file": model.gguf_file} if model.format == "gguf" else {}
     tokenizer = AutoTokenizer.from_pretrained(source_dir, local_files_only=True, **kwargs)
-    lm = AutoModelForCausalLM.from_pretrained(
-        source_dir, local_files_only=True, dtype=getattr(torch, dtype), **kwargs
-    )
+    lm = AutoModelForCausalLM.from_pretrained(source_dir, local_files_only=True, dtype=getattr(torch, dtype), **kwargs)
     if model.format == "gguf":
         # The weights are dequantized in memory; drop the GGUF marker so the model saves
         # as an ordinary safetensors checkpoint.
@@ -207,9 +209,7 @@ def run(cfg: BaseModelParams, model: ApprovedModel, source_dir: Path) -> BaseMod
         lm.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         out_files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-        provenance = build_provenance(
-            model, verified, out_files, cfg.dtype, lm.num_parameters(), versions
-        )
+        provenance = build_provenance(model, verified, out_files, cfg.dtype, lm.num_parameters(), versions)
         save_json(tmp / PROVENANCE_FILE, provenance)
     log.info("wrote %s (%s, %d parameters)", cfg.out_dir, cfg.dtype, provenance["num_parameters"])
     return BaseModelResult(model.id, verified, provenance)
@@ -227,7 +227,9 @@ def main() -> None:
     source_dir = resolve_source_dir(model, cfg.allowlist)
     with stage_run(params.tracking, "base_model", [cfg.allowlist], [cfg.out_dir]) as tracked:
         result = run(cfg, model, source_dir)
-        tracked.log_params({**flatten("base_model", cfg), "base_model.license": model.license, "base_model.upstream": model.upstream})
+        tracked.log_params(
+            {**flatten("base_model", cfg), "base_model.license": model.license, "base_model.upstream": model.upstream}
+        )
         tracked.set_tags({f"govtune.base_model.sha256.{k}": v for k, v in result.verified_files.items()})
         tracked.log_artifact(cfg.out_dir / PROVENANCE_FILE, "base_model")
 

@@ -36,7 +36,13 @@ def _policy_models() -> dict[str, type]:
 def lint_policies(params_path: Path = Path("params.yaml")) -> list[str]:
     """Validates params.yaml and every policy file the pipeline reads; one line per problem."""
     from pipeline.common.params import load_params
-    from pipeline.common.policy import load_allowlist, load_data_contract, load_fairness_policy, load_pii_policy, load_rule_set
+    from pipeline.common.policy import (
+        load_allowlist,
+        load_data_contract,
+        load_fairness_policy,
+        load_pii_policy,
+        load_rule_set,
+    )
     from pipeline.gate import load_policies
 
     try:
@@ -76,7 +82,10 @@ def evidence_path_problems(path: Path) -> list[GovtuneError]:
         if not isinstance(rule, dict):
             continue
         baseline = rule.get("baseline") if isinstance(rule.get("baseline"), dict) else {}
-        for keys, value in ((("rules", i, "evidence"), rule.get("evidence")), (("rules", i, "baseline", "evidence"), baseline.get("evidence"))):
+        for keys, value in (
+            (("rules", i, "evidence"), rule.get("evidence")),
+            (("rules", i, "baseline", "evidence"), baseline.get("evidence")),
+        ):
             problem = path_problem(value) if isinstance(value, str) else None
             if problem:
                 where = f"{path}:{line_of(node, keys)}: {'.'.join(map(str, keys))}"
@@ -141,17 +150,23 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     out = args.out or params.monitor.out_dir.parent / name  # reports/monitoring/<batch>
     if args.accept:
         done = monitor.accept(params, args.batch)
-        print(f"appended {done['records']} record(s) to {params.data.raw} (md5 {done['raw_md5_after']}); "
-              "run `dvc repro`: the gate compares the new candidate with the champion before the alias moves")
+        print(
+            f"appended {done['records']} record(s) to {params.data.raw} (md5 {done['raw_md5_after']}); "
+            "run `dvc repro`: the gate compares the new candidate with the champion before the alias moves"
+        )
         return 0
     registry, champion = monitor.current_champion(params)
     report = monitor.run(params, args.batch, out, args.policy or params.monitor.policy, champion)
     version = monitor.record(params, report, out, registry, champion)
     for rule in report["rules"]:
-        print(f"  {rule['status']:14} {rule['id']}: {rule['observed']} ({rule['comparator']} {rule['target']})"
-              + (f" - {rule['message']}" if rule["status"] in ("not_applicable", "error") else ""))
-    print(f"monitor: {report['status'].upper()} - {report['summary']}; report {out / 'monitoring_report.html'}"
-          + (f"; champion v{version} tagged" if version else "; no champion in the registry"))
+        print(
+            f"  {rule['status']:14} {rule['id']}: {rule['observed']} ({rule['comparator']} {rule['target']})"
+            + (f" - {rule['message']}" if rule["status"] in ("not_applicable", "error") else "")
+        )
+    print(
+        f"monitor: {report['status'].upper()} - {report['summary']}; report {out / 'monitoring_report.html'}"
+        + (f"; champion v{version} tagged" if version else "; no champion in the registry")
+    )
     return 1 if report["breached_blocking_rules"] else 0
 
 
@@ -161,15 +176,27 @@ def _cmd_forget(args: argparse.Namespace) -> int:
 
     params = load_params(args.params)
     done = forget(params, args.customer_id, args.requested_by, args.reason)
-    print(f"erasure request recorded in {params.gate.audit_log} as subject {done.subject[:16]}... (keyed hash; the id is not stored)")
-    print(f"  removed {done.records_removed} record(s) and {done.spans_removed} labelled span(s) from {params.data.raw} and {params.monitor.incoming}")
-    print(f"  model versions trained on the subject: {', '.join(done.affected_versions) or 'none'}"
-          + (f"; train set no longer readable, counted as affected: {', '.join(done.unknown_versions)}" if done.unknown_versions else ""))
+    print(
+        f"erasure request recorded in {params.gate.audit_log} as subject {done.subject[:16]}... (keyed hash; the id is not stored)"
+    )
+    print(
+        f"  removed {done.records_removed} record(s) and {done.spans_removed} labelled span(s) from {params.data.raw} and {params.monitor.incoming}"
+    )
+    print(
+        f"  model versions trained on the subject: {', '.join(done.affected_versions) or 'none'}"
+        + (
+            f"; train set no longer readable, counted as affected: {', '.join(done.unknown_versions)}"
+            if done.unknown_versions
+            else ""
+        )
+    )
     print(f"  tagged {', '.join(done.affected_versions + done.unknown_versions) or 'none'} erasure_pending; "
           f"DVC cache objects holding the subject deleted: {done.cache_objects_deleted}")  # fmt: skip
     for note in done.notes:
         print(f"  note: {note}")
-    print("next: `dvc repro` retrains without the subject; the gate will not keep an erasure_pending version as champion")
+    print(
+        "next: `dvc repro` retrains without the subject; the gate will not keep an erasure_pending version as champion"
+    )
     return 0
 
 
@@ -209,7 +236,9 @@ def disagreements(params: Any, manifest: dict[str, Any], log: list[dict[str, Any
     manifests = [e for e in log if e.get("event") == "evidence_manifest"]
     if not manifests or manifests[-1].get("manifest_hash") != manifest.get("manifest_hash"):
         last = manifests[-1].get("manifest_hash") if manifests else None
-        problems.append(f"{audit}: the last manifest it records is {_short(last)}, the manifest on disk is {_short(manifest.get('manifest_hash'))}")
+        problems.append(
+            f"{audit}: the last manifest it records is {_short(last)}, the manifest on disk is {_short(manifest.get('manifest_hash'))}"
+        )
     if not Path(decision_path).is_file():
         return problems + [f"{decision_path}: missing (the decision the manifest rests on)"]
     decision = load_json(decision_path)
@@ -219,7 +248,9 @@ def disagreements(params: Any, manifest: dict[str, Any], log: list[dict[str, Any
     logged = decisions[-1] if decisions else {}
     for key, value in on_disk.items():
         if logged.get(key) != value:
-            problems.append(f"{audit}: its last gate decision has {key} {_short(logged.get(key))}, {decision_path} has {_short(value)}")
+            problems.append(
+                f"{audit}: its last gate decision has {key} {_short(logged.get(key))}, {decision_path} has {_short(value)}"
+            )
     version = on_disk["version"]
     registry = open_registry(params.tracking) if version else None
     if registry is not None:
@@ -246,7 +277,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     manifest = json.loads(Path(args.manifest or load_params(args.params).report.manifest).read_text(encoding="utf-8"))
     sig = manifest.get("signature") or {}
-    signed = f"signed (Ed25519, key {sig.get('public_key', '')[:16]}...)" if sig.get("signed") else "UNSIGNED (set GOVTUNE_SIGNING_KEY to sign)"
+    signed = (
+        f"signed (Ed25519, key {sig.get('public_key', '')[:16]}...)"
+        if sig.get("signed")
+        else "UNSIGNED (set GOVTUNE_SIGNING_KEY to sign)"
+    )
     print(f"verify: ok - every artifact matches the manifest; the audit chain holds; the files, the audit log and the registry "
           f"agree on the last decision; the manifest is {signed}")  # fmt: skip
     return 0
@@ -389,15 +424,27 @@ def build_parser() -> argparse.ArgumentParser:
     approve.add_argument("--comment", default="", help="why, or under which conditions")
     approve.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
     approve.set_defaults(func=_cmd_approve)
-    mon = sub.add_parser("monitor", help="drift of a new batch against the champion's training data (policies/monitoring.yaml)")
-    mon.add_argument("batch", type=Path, help="tickets in the raw format (JSON Lines), e.g. data/raw/incoming/batch1/tickets.jsonl")
-    mon.add_argument("--out", type=Path, default=None, help="report folder (default: reports/monitoring/<batch folder name>)")
+    mon = sub.add_parser(
+        "monitor", help="drift of a new batch against the champion's training data (policies/monitoring.yaml)"
+    )
+    mon.add_argument(
+        "batch", type=Path, help="tickets in the raw format (JSON Lines), e.g. data/raw/incoming/batch1/tickets.jsonl"
+    )
+    mon.add_argument(
+        "--out", type=Path, default=None, help="report folder (default: reports/monitoring/<batch folder name>)"
+    )
     mon.add_argument("--policy", type=Path, default=None, help="monitoring rules (default: params.yaml monitor.policy)")
-    mon.add_argument("--accept", action="store_true", help="append the (reviewed) batch to the raw data for retraining instead")
+    mon.add_argument(
+        "--accept", action="store_true", help="append the (reviewed) batch to the raw data for retraining instead"
+    )
     mon.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
     mon.set_defaults(func=_cmd_monitor)
-    fgt = sub.add_parser("forget", help="right to erasure: remove a data subject, record it, flag the models trained on it")
-    fgt.add_argument("--customer-id", required=True, help="the subject's id as it appears in the raw data's customer_id column")
+    fgt = sub.add_parser(
+        "forget", help="right to erasure: remove a data subject, record it, flag the models trained on it"
+    )
+    fgt.add_argument(
+        "--customer-id", required=True, help="the subject's id as it appears in the raw data's customer_id column"
+    )
     fgt.add_argument("--requested-by", default="data subject", help="who asked (recorded in the audit log)")
     fgt.add_argument("--reason", default="GDPR Art. 17 request", help="legal basis or ticket reference (recorded)")
     fgt.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
@@ -416,7 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--open", action="store_true", help="open it in the default browser")
     rep.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
     rep.set_defaults(func=_cmd_report)
-    rej = sub.add_parser("rejudge", help="re-run only gate and report on the same evidence (after a waiver expires, an approval, a new champion)")
+    rej = sub.add_parser(
+        "rejudge",
+        help="re-run only gate and report on the same evidence (after a waiver expires, an approval, a new champion)",
+    )
     rej.set_defaults(func=_cmd_rejudge)
     synth = sub.add_parser("synthesize", help="write the demo dataset (see python -m pipeline.synthesize --help)")
     synth.add_argument("rest", nargs=argparse.REMAINDER)

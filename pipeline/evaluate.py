@@ -135,7 +135,12 @@ class Scorer:
         cat_probs = self.choose(context, CATEGORIES, lambda c: f"category: {c}\n")
         category = max(cat_probs, key=cat_probs.get)
         pri_probs = self.choose(context + f"category: {category}\n", PRIORITIES, lambda p: f"priority: {p}\n")
-        return {"category": category, "category_probs": cat_probs, "priority": max(pri_probs, key=pri_probs.get), "priority_probs": pri_probs}
+        return {
+            "category": category,
+            "category_probs": cat_probs,
+            "priority": max(pri_probs, key=pri_probs.get),
+            "priority_probs": pri_probs,
+        }
 
     def split_common(self, texts: list[str]) -> tuple[list[int], list[list[int]]]:
         """Tokenises texts; returns their longest common token prefix and the remainders."""
@@ -176,7 +181,13 @@ class Scorer:
         mask = torch.cat([state["mask"], ext_mask], -1)
         positions = state["last_pos"][:, None] + 1 + torch.arange(width)
         with torch.no_grad():
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=state["cache"], use_cache=True)
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=state["cache"],
+                use_cache=True,
+            )
         lengths = torch.tensor([len(e) for e in extensions])
         last = (lengths - 1).clamp(min=0)
         logp = torch.log_softmax(out.logits[torch.arange(len(extensions)), last].float(), -1)
@@ -202,10 +213,15 @@ class Scorer:
         mask = torch.cat([state["mask"].repeat_interleave(k, 0), torch.ones((len(flat), length), dtype=torch.long)], -1)
         positions = state["last_pos"].repeat_interleave(k, 0)[:, None] + 1 + torch.arange(length)
         with torch.no_grad():
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+            out = self.model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+            )
         logp = torch.log_softmax(out.logits.float(), -1)
         return [
-            [float(first[i, s[0]]) + sum(float(logp[i * k + j, t - 1, s[t]]) for t in range(1, len(s))) for j, s in enumerate(row)]
+            [
+                float(first[i, s[0]]) + sum(float(logp[i * k + j, t - 1, s[t]]) for t in range(1, len(s)))
+                for j, s in enumerate(row)
+            ]
             for i, row in enumerate(suffixes)
         ]
 
@@ -222,7 +238,10 @@ class Scorer:
             state = self.prefill([p for p, _ in cat])
             cat_probs = [_normalise(CATEGORIES, sc) for sc in self.candidates(state, [r for _, r in cat])]
             picked = [max(p, key=p.get) for p in cat_probs]
-            pri = [self.split_common([c + f"category: {x}\npriority: {y}\n" for y in PRIORITIES]) for c, x in zip(contexts, picked, strict=True)]
+            pri = [
+                self.split_common([c + f"category: {x}\npriority: {y}\n" for y in PRIORITIES])
+                for c, x in zip(contexts, picked, strict=True)
+            ]
             if all(p2[: len(p1)] == p1 for (p2, _), (p1, _) in zip(pri, cat, strict=True)):
                 state = self.extend(state, [p2[len(p1) :] for (p2, _), (p1, _) in zip(pri, cat, strict=True)])
             else:  # the tokenizer merged across the boundary: run the priority prefix afresh
@@ -319,7 +338,12 @@ def metric(value: float | None, n: int, ci: list[float] | None = None, definitio
 
 
 def quality_metrics(
-    preds: list[dict], truths: list[dict], generations: list[str], gen_truths: list[dict], answer_loss: tuple[float, int], boot: Any
+    preds: list[dict],
+    truths: list[dict],
+    generations: list[str],
+    gen_truths: list[dict],
+    answer_loss: tuple[float, int],
+    boot: Any,
 ) -> dict[str, Any]:
     """Scored and generated quality metrics of one model."""
     from sklearn.metrics import f1_score
@@ -339,10 +363,14 @@ def quality_metrics(
     m = len(generations)
     return {
         "category_accuracy": metric(sum(cat_ok) / n, n, wilson(sum(cat_ok), n)),
-        "category_macro_f1": metric(macro_f1(y_true, y_pred), n, bootstrap_ci(macro_f1, y_true, y_pred, everyone, boot)),
+        "category_macro_f1": metric(
+            macro_f1(y_true, y_pred), n, bootstrap_ci(macro_f1, y_true, y_pred, everyone, boot)
+        ),
         "priority_accuracy": metric(sum(pri_ok) / n, n, wilson(sum(pri_ok), n)),
         "answer_loss": metric(answer_loss[0], answer_loss[1]),
-        "well_formed_rate": metric(sum(p is not None for p in parsed) / m if m else None, m, wilson(sum(p is not None for p in parsed), m)),
+        "well_formed_rate": metric(
+            sum(p is not None for p in parsed) / m if m else None, m, wilson(sum(p is not None for p in parsed), m)
+        ),
         "reply_rouge_l": metric(sum(rouge) / m if m else None, m),
     }
 
@@ -354,7 +382,11 @@ def group_fairness(preds: list[dict], truths: list[dict], attrs: list[dict], pol
     """Fairlearn MetricFrame per protected attribute, parity metrics with bootstrap CIs."""
     import numpy as np
     from fairlearn.metrics import (
-        MetricFrame, demographic_parity_difference, demographic_parity_ratio, equalized_odds_difference, selection_rate,
+        MetricFrame,
+        demographic_parity_difference,
+        demographic_parity_ratio,
+        equalized_odds_difference,
+        selection_rate,
     )  # fmt: skip
 
     fav = set(policy.favourable_priorities)
@@ -403,11 +435,16 @@ def group_fairness(preds: list[dict], truths: list[dict], attrs: list[dict], pol
         out[attribute] = {
             "groups": by_group,
             "demographic_parity_difference": metric(
-                demographic_parity_difference(yt, yp, sensitive_features=sf), int(keep.sum()),
+                demographic_parity_difference(yt, yp, sensitive_features=sf),
+                int(keep.sum()),
                 bootstrap_ci(selection_rate, yt, yp, sf, boot, of="difference"),
             ),  # fmt: skip
-            "demographic_parity_ratio": metric(demographic_parity_ratio(yt, yp, sensitive_features=sf), int(keep.sum())),
-            "equalized_odds_difference": metric(equalized_odds_difference(yt, yp, sensitive_features=sf), int(keep.sum())),
+            "demographic_parity_ratio": metric(
+                demographic_parity_ratio(yt, yp, sensitive_features=sf), int(keep.sum())
+            ),
+            "equalized_odds_difference": metric(
+                equalized_odds_difference(yt, yp, sensitive_features=sf), int(keep.sum())
+            ),
             "category_accuracy_difference": metric(float(frame.difference()["category_accuracy"]), int(keep.sum())),
             "small_groups": sorted(g for g, v in by_group.items() if v["too_small"]),
             "parity_over_groups": sorted(set(groups[keep])),
@@ -415,7 +452,9 @@ def group_fairness(preds: list[dict], truths: list[dict], attrs: list[dict], pol
     return out
 
 
-def training_label_bias(priority_by_group: dict[str, dict[str, dict[str, int]]], policy: FairnessPolicy) -> dict[str, Any]:
+def training_label_bias(
+    priority_by_group: dict[str, dict[str, dict[str, int]]], policy: FairnessPolicy
+) -> dict[str, Any]:
     """Examines the training labels for bias: escalation rate per group, the gap, its lower bound.
 
     The model learns what the labels teach, so a label bias shows here even where the model
@@ -437,8 +476,15 @@ def training_label_bias(priority_by_group: dict[str, dict[str, dict[str, int]]],
         groups = {}
         for group, by_priority in sorted(counts.items()):
             n, k = sum(by_priority.values()), sum(v for p, v in by_priority.items() if p in fav)
-            groups[group] = {"n": n, "too_small": n < policy.min_group_size, "escalation_rate": round(k / n, 4), "escalation_rate_ci95": wilson(k, n)}
-        exact = {g: sum(v for p, v in c.items() if p in fav) / sum(c.values()) for g, c in counts.items()}  # unrounded, for the bound
+            groups[group] = {
+                "n": n,
+                "too_small": n < policy.min_group_size,
+                "escalation_rate": round(k / n, 4),
+                "escalation_rate_ci95": wilson(k, n),
+            }
+        exact = {
+            g: sum(v for p, v in c.items() if p in fav) / sum(c.values()) for g, c in counts.items()
+        }  # unrounded, for the bound
         judged = [(g, v["n"], exact[g]) for g, v in groups.items() if not v["too_small"]]
         if len(judged) < 2:
             out[attribute] = {"error": "fewer than two groups with enough training records", "groups": groups}
@@ -510,7 +556,9 @@ def canary_exposure(scorer: Scorer, canaries: list[dict], candidates: int, seed:
     rng = random.Random(seed)
     out = []
     for canary in canaries:
-        context = scorer.prompt_text(canary["message"]) + format_answer(canary["category"], canary["priority"], CANARY_PREFIX)
+        context = scorer.prompt_text(canary["message"]) + format_answer(
+            canary["category"], canary["priority"], CANARY_PREFIX
+        )
         pool = {canary["secret"]}
         while len(pool) < candidates + 1:
             pool.add(f"{rng.randrange(10**6):06d}")
@@ -524,7 +572,9 @@ def canary_exposure(scorer: Scorer, canaries: list[dict], candidates: int, seed:
     return out
 
 
-def regurgitation(generations: list[str], raw_values: set[str], analyzer_fn: Callable[[list[str]], list[int]] | None) -> dict[str, Any]:
+def regurgitation(
+    generations: list[str], raw_values: set[str], analyzer_fn: Callable[[list[str]], list[int]] | None
+) -> dict[str, Any]:
     """Counts generations holding a raw PII value, and the analyzer's PII-like output rate."""
     hits = 0
     for text in generations:
@@ -535,8 +585,11 @@ def regurgitation(generations: list[str], raw_values: set[str], analyzer_fn: Cal
     pii_like = analyzer_fn(generations) if analyzer_fn else None
     return {
         "regurgitated_pii_values": metric(hits, n, definition=DEFINITIONS["regurgitated_pii_values"]),
-        "pii_like_output_rate": metric(sum(1 for c in pii_like if c) / n if pii_like is not None and n else None, n,
-                                       definition=DEFINITIONS["pii_like_output_rate"]),  # fmt: skip
+        "pii_like_output_rate": metric(
+            sum(1 for c in pii_like if c) / n if pii_like is not None and n else None,
+            n,
+            definition=DEFINITIONS["pii_like_output_rate"],
+        ),  # fmt: skip
     }
 
 
@@ -572,11 +625,24 @@ def load_inputs(params: Params) -> Inputs:
         with open(params.data.raw_pii_spans, encoding="utf-8") as handle:
             raw_values = {json.loads(line)["value"] for line in handle}
     if not params.split.report.is_file():
-        raise GovtuneError(str(params.split.report), "missing input", "run `dvc repro evaluate` (it runs the upstream stages)")
+        raise GovtuneError(
+            str(params.split.report), "missing input", "run `dvc repro evaluate` (it runs the upstream stages)"
+        )
     by_group = json.loads(params.split.report.read_text(encoding="utf-8")).get("priority_by_attribute", {}).get("train")
     if by_group is None:
-        raise GovtuneError(str(params.split.report), "no priority_by_attribute.train (written by an older split stage)", "re-run `dvc repro -f split`")
-    return Inputs(test, [attrs.get(t["ticket_id"], {}) for t in test], rows("train.jsonl"), rows("canaries.jsonl"), raw_values, by_group)
+        raise GovtuneError(
+            str(params.split.report),
+            "no priority_by_attribute.train (written by an older split stage)",
+            "re-run `dvc repro -f split`",
+        )
+    return Inputs(
+        test,
+        [attrs.get(t["ticket_id"], {}) for t in test],
+        rows("train.jsonl"),
+        rows("canaries.jsonl"),
+        raw_values,
+        by_group,
+    )
 
 
 def load_models(base_dir: Path, adapter_dir: Path) -> tuple[Any, Any]:
@@ -620,7 +686,9 @@ def quality_and_fairness(name: str, scorer: Scorer, test: list[dict], attrs: lis
 
     preds: list[dict[str, Any]] = []
     for start in tqdm(range(0, len(test), cfg.batch_size), desc=f"score {name}", unit="batch"):
-        preds.extend(scorer.classify_batch([t["message"] for t in test[start : start + cfg.batch_size]], cfg.batch_size))
+        preds.extend(
+            scorer.classify_batch([t["message"] for t in test[start : start + cfg.batch_size]], cfg.batch_size)
+        )
     examples, _ = encode_records(scorer.tokenizer, test[: cfg.loss_examples], cfg.max_seq_len)
     loss = evaluate_loss(scorer.model, examples, scorer.tokenizer.pad_token_id or 0, cfg.batch_size, "cpu")
     gen_sample = test[: cfg.generate_examples]
@@ -653,7 +721,9 @@ def quality_and_fairness(name: str, scorer: Scorer, test: list[dict], attrs: lis
     return result
 
 
-def surviving_signals(inputs: Inputs, fairness: FairnessPolicy, scrub_fn: Callable[[list[str]], list[str]]) -> dict[str, list[str]]:
+def surviving_signals(
+    inputs: Inputs, fairness: FairnessPolicy, scrub_fn: Callable[[list[str]], list[str]]
+) -> dict[str, list[str]]:
     """Which swap terms are still present after scrubbing (the signals the test can probe)."""
     out = {}
     for attribute, pairs in fairness.counterfactual.swaps.items():
@@ -668,7 +738,14 @@ def build_scrub(params: Params) -> tuple[Callable[[list[str]], list[str]], Calla
     from presidio_anonymizer import AnonymizerEngine
 
     from pipeline.common.keys import load_key
-    from pipeline.common.pii import anonymize, build_analyzer, build_operators, clear_of_tags, detect_batch, outside_tags
+    from pipeline.common.pii import (
+        anonymize,
+        build_analyzer,
+        build_operators,
+        clear_of_tags,
+        detect_batch,
+        outside_tags,
+    )
 
     policy = load_pii_policy(params.scrub.policy)
     key = load_key(policy, params.scrub.policy, Path.cwd())
@@ -729,7 +806,10 @@ def save_plots(report: dict[str, Any], out_dir: Path, attributes: list[str]) -> 
                 names = sorted(groups)
                 vals = [groups[g][key] for g in names]
                 cis = [groups[g][f"{key}_ci95"] or [v, v] for g, v in zip(names, vals, strict=True)]
-                err = [[v - c[0] for v, c in zip(vals, cis, strict=True)], [c[1] - v for v, c in zip(vals, cis, strict=True)]]
+                err = [
+                    [v - c[0] for v, c in zip(vals, cis, strict=True)],
+                    [c[1] - v for v, c in zip(vals, cis, strict=True)],
+                ]
                 ax.bar([i + offset for i in range(len(names))], vals, width=0.4, yerr=err, capsize=3, label=model)
                 ax.set_xticks(range(len(names)), [f"{g}\n(n={groups[g]['n']})" for g in names], fontsize=8)
             ax.set_title(f"{key.replace('_', ' ')} by {attribute}")
@@ -772,7 +852,11 @@ def precision_context(cfg: EvaluateParams) -> Any:
 
     import torch
 
-    return torch.autocast("cpu", dtype=torch.bfloat16) if resolve_precision(cfg.precision) == "bf16" else contextlib.nullcontext()
+    return (
+        torch.autocast("cpu", dtype=torch.bfloat16)
+        if resolve_precision(cfg.precision) == "bf16"
+        else contextlib.nullcontext()
+    )
 
 
 def run(params: Params, cfg: EvaluateParams) -> dict[str, Any]:
@@ -791,8 +875,24 @@ def run(params: Params, cfg: EvaluateParams) -> dict[str, Any]:
     generation = generation_settings(params.finetune.out_dir)
     with precision_context(cfg):
         with model.disable_adapter():
-            report["base"] = evaluate_model("base", Scorer(model, tokenizer, generation["max_new_tokens"]), inputs, cfg, fairness, scrub_fn, analyzer_fn)
-        report["finetuned"] = evaluate_model("finetuned", Scorer(model, tokenizer, generation["max_new_tokens"]), inputs, cfg, fairness, scrub_fn, analyzer_fn)
+            report["base"] = evaluate_model(
+                "base",
+                Scorer(model, tokenizer, generation["max_new_tokens"]),
+                inputs,
+                cfg,
+                fairness,
+                scrub_fn,
+                analyzer_fn,
+            )
+        report["finetuned"] = evaluate_model(
+            "finetuned",
+            Scorer(model, tokenizer, generation["max_new_tokens"]),
+            inputs,
+            cfg,
+            fairness,
+            scrub_fn,
+            analyzer_fn,
+        )
     report["precision"] = resolve_precision(cfg.precision)
     report["generation"] = generation
     report["not_testable"] = {
@@ -826,7 +926,12 @@ def main() -> None:
     params = load_params()
     cfg = params.evaluate
     with evidence_of_this_run(cfg.report, cfg.summary):  # no evaluation of an earlier run survives a failed one
-        deps = [params.base_model.out_dir, params.finetune.out_dir, params.split.out_dir / "test.jsonl", cfg.fairness_policy]
+        deps = [
+            params.base_model.out_dir,
+            params.finetune.out_dir,
+            params.split.out_dir / "test.jsonl",
+            cfg.fairness_policy,
+        ]
         with stage_run(params.tracking, "evaluate", deps, [cfg.report, cfg.summary, cfg.plots_dir]) as tracked:
             report = run(params, cfg)
             summary = summarize(report)

@@ -94,7 +94,9 @@ def check_answer_tokens(examples: list[Example], max_len: int) -> int:
     return empty
 
 
-def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, group_factor: int = 50) -> list[list[int]]:
+def epoch_batches(
+    lengths: list[int], batch_size: int, seed: int, epoch: int, group_factor: int = 50
+) -> list[list[int]]:
     """Length-grouped batches of example indices for one epoch (deterministic).
 
     Shuffles all indices, cuts them into mega-batches of ``batch_size * group_factor``, sorts
@@ -133,7 +135,9 @@ def total_steps(cfg: FinetuneParams, n_examples: int, world: int) -> int:
 
 def run_fingerprint(cfg: FinetuneParams, base_sha: str, train_md5: str, world: int) -> str:
     """Identity of a training run: a checkpoint resumes only a run with the same fingerprint."""
-    blob = json.dumps({"cfg": cfg.model_dump(mode="json"), "base": base_sha, "train": train_md5, "world": world}, sort_keys=True)
+    blob = json.dumps(
+        {"cfg": cfg.model_dump(mode="json"), "base": base_sha, "train": train_md5, "world": world}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -195,7 +199,9 @@ def build_model(base_dir: Path, cfg: FinetuneParams, precision: str, device: str
     return model.to(device)
 
 
-def save_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any, state: TrainState, fingerprint: str) -> None:
+def save_checkpoint(
+    path: Path, model: Any, optimizer: Any, scheduler: Any, state: TrainState, fingerprint: str
+) -> None:
     """Writes the resumable state atomically (a crash mid-write keeps the previous one)."""
     import torch
     from peft import get_peft_model_state_dict
@@ -237,7 +243,9 @@ def train(
     device = f"cuda:{dist_info.local_rank}" if torch.cuda.is_available() else "cpu"
     tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    train_ex, truncated = encode_records(tokenizer, train_records, cfg.max_seq_len, count_labels=cfg.label_weight != 1.0)
+    train_ex, truncated = encode_records(
+        tokenizer, train_records, cfg.max_seq_len, count_labels=cfg.label_weight != 1.0
+    )
     no_answer = check_answer_tokens(train_ex, cfg.max_seq_len)
     val_ex, _ = encode_records(tokenizer, val_records[: cfg.eval_max_examples], cfg.max_seq_len)
     model = build_model(base_dir, cfg, precision, device)
@@ -266,7 +274,9 @@ def train(
     per_step = cfg.grad_accum * dist_info.world
     for _ in range(state.step * per_step):  # skip what was already trained on
         next(stream)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16" and device != "cpu" else _null_context()
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16" and device != "cpu" else _null_context()
+    )
     if state.step == 0 and dist_info.main:
         state.evals.append({"step": 0, "val_loss": evaluate_loss(model, val_ex, pad_id, cfg.batch_size, device)})
     model.train()
@@ -304,8 +314,14 @@ def train(
         bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
         bar.update(1)
         if dist_info.main and (state.step % cfg.eval_interval == 0 or state.step == steps):
-            state.evals.append({"step": state.step, "val_loss": evaluate_loss(model, val_ex, pad_id, cfg.batch_size, device)})
-        if dist_info.main and cfg.checkpoint_interval and (state.step % cfg.checkpoint_interval == 0 or state.step == steps):
+            state.evals.append(
+                {"step": state.step, "val_loss": evaluate_loss(model, val_ex, pad_id, cfg.batch_size, device)}
+            )
+        if (
+            dist_info.main
+            and cfg.checkpoint_interval
+            and (state.step % cfg.checkpoint_interval == 0 or state.step == steps)
+        ):
             save_checkpoint(ckpt_path, model, optimizer, scheduler, state, fingerprint)
             if os.environ.get(KILL_AFTER_STEP_ENV) == str(state.step):
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -350,7 +366,10 @@ def save_adapter(model: Any, tokenizer: Any, out_dir: Path, provenance: dict[str
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        provenance = {**provenance, "adapter_files_sha256": {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}}
+        provenance = {
+            **provenance,
+            "adapter_files_sha256": {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()},
+        }
         save_json(tmp / PROVENANCE_FILE, provenance)
 
 
@@ -369,26 +388,40 @@ def base_identity(base_dir: Path) -> tuple[str, str]:
     prov = json.loads((base_dir / "provenance.json").read_text())
     weights = prov["output_files_sha256"].get("model.safetensors")
     if not weights:
-        raise GovtuneError(f"{base_dir}/provenance.json", "no sha256 for model.safetensors", "re-run `dvc repro base_model`")
+        raise GovtuneError(
+            f"{base_dir}/provenance.json", "no sha256 for model.safetensors", "re-run `dvc repro base_model`"
+        )
     return prov["model_id"], weights
 
 
-def log_finetune(tracked: Any, params: Params, cfg: FinetuneParams, metrics: dict, state: TrainState, provenance: dict) -> None:
+def log_finetune(
+    tracked: Any, params: Params, cfg: FinetuneParams, metrics: dict, state: TrainState, provenance: dict
+) -> None:
     """Logs params, per-step metrics, datasets, environment and the logged model to MLflow."""
     import pandas as pd
 
     from pipeline.common.serving import log_triage_model
     from pipeline.common.tracking import flatten
 
-    tracked.log_params({**flatten("finetune", cfg), "base_model.id": provenance["base_model_id"], "base_model.sha256": provenance["base_model_sha256"]})
+    tracked.log_params(
+        {
+            **flatten("finetune", cfg),
+            "base_model.id": provenance["base_model_id"],
+            "base_model.sha256": provenance["base_model_sha256"],
+        }
+    )
     for name, context in (("train", "training"), ("val", "validation")):
         path = params.split.out_dir / f"{name}.jsonl"
         tracked.log_dataset(name, path, pd.read_json(path, lines=True, dtype=False), context=context)
     for row in state.history:
-        tracked.log_metrics({f"finetune/{k}": row[k] for k in ("train_loss", "learning_rate", "tokens_per_s")}, step=row["step"])
+        tracked.log_metrics(
+            {f"finetune/{k}": row[k] for k in ("train_loss", "learning_rate", "tokens_per_s")}, step=row["step"]
+        )
     for row in state.evals:
         tracked.log_metrics({"finetune/val_loss": row["val_loss"]}, step=row["step"])
-    tracked.log_metrics({f"finetune/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    tracked.log_metrics(
+        {f"finetune/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    )
     tracked.log_artifact(Path("requirements.lock"), "environment")
     tracked.log_artifact(cfg.metrics, "reports")
     if cfg.log_model and tracked.run_id:
@@ -415,9 +448,15 @@ def main() -> None:
         train_md5 = dvc_md5(train_path)
         fingerprint = run_fingerprint(cfg, base_sha, train_md5, dist_info.world)
         outs = [cfg.out_dir, cfg.metrics, cfg.plots_dir]
-        context = stage_run(params.tracking, "finetune", [base_dir, train_path, val_path], outs) if dist_info.main else _null_run()
+        context = (
+            stage_run(params.tracking, "finetune", [base_dir, train_path, val_path], outs)
+            if dist_info.main
+            else _null_run()
+        )
         with context as tracked:
-            model, tokenizer, state, summary = train(cfg, base_dir, load_jsonl(train_path), load_jsonl(val_path), fingerprint, dist_info)
+            model, tokenizer, state, summary = train(
+                cfg, base_dir, load_jsonl(train_path), load_jsonl(val_path), fingerprint, dist_info
+            )
             if not dist_info.main:
                 return
             commit, dirty = git_state()
@@ -428,7 +467,9 @@ def main() -> None:
                 "data_md5": {"train": train_md5, "val": dvc_md5(val_path)}, "params_sha256": fingerprint,
                 "generation": {"max_new_tokens": cfg.max_new_tokens},  # how the model answers, served and evaluated
             }  # fmt: skip
-            metrics = train_metrics(state, summary) | {"run": {"mlflow_run_id": getattr(tracked, "run_id", None), "git_commit": commit, "git_dirty": dirty}}
+            metrics = train_metrics(state, summary) | {
+                "run": {"mlflow_run_id": getattr(tracked, "run_id", None), "git_commit": commit, "git_dirty": dirty}
+            }
             save_adapter(model, tokenizer, cfg.out_dir, provenance)
             save_output("train_metrics", cfg.metrics, metrics)
             save_plots(state, cfg.plots_dir)

@@ -75,14 +75,20 @@ def remove_records(raw: Path, sidecar: Path, column: str, value: str) -> tuple[i
             try:
                 record = json.loads(line) if line.strip() else None
             except ValueError as exc:
-                raise GovtuneError(f"{raw}:{number}", "not valid JSON", "fix the raw file (`dvc repro validate` names every problem)") from exc
+                raise GovtuneError(
+                    f"{raw}:{number}", "not valid JSON", "fix the raw file (`dvc repro validate` names every problem)"
+                ) from exc
             if isinstance(record, dict) and str(record.get(column)) == value:
                 removed_ids.add(str(record.get("ticket_id")))
                 continue
             dst.write(line)
     spans = 0
     if sidecar.is_file() and removed_ids:
-        with atomic_path(sidecar) as tmp, open(sidecar, encoding="utf-8") as src, open(tmp, "w", encoding="utf-8") as dst:
+        with (
+            atomic_path(sidecar) as tmp,
+            open(sidecar, encoding="utf-8") as src,
+            open(tmp, "w", encoding="utf-8") as dst,
+        ):
             for line in src:
                 if line.strip() and str(json.loads(line).get("ticket_id")) in removed_ids:
                     spans += 1
@@ -174,8 +180,12 @@ def forget(params: Params, customer_id: str, requested_by: str, reason: str, rep
     if policy.identifier_columns.get(column) == "pseudonymize":
         needles.append(pseudonym_of(column, subject).encode())
     else:
-        erasure.notes.append(f"the PII policy does not pseudonymize {column}: scrubbed data is searched for the raw id only")
-    erasure.records_removed, erasure.spans_removed = remove_records(params.data.raw, params.data.raw_pii_spans, column, value)
+        erasure.notes.append(
+            f"the PII policy does not pseudonymize {column}: scrubbed data is searched for the raw id only"
+        )
+    erasure.records_removed, erasure.spans_removed = remove_records(
+        params.data.raw, params.data.raw_pii_spans, column, value
+    )
     for batch in sorted(params.monitor.incoming.glob("*/tickets.jsonl")):  # batches not yet accepted are raw data too
         records, spans = remove_records(batch, batch.with_name("pii_spans.jsonl"), column, value)
         erasure.records_removed += records

@@ -101,7 +101,9 @@ def hash_manifest(files: list[Path]) -> dict[str, Any]:
     return {"files": listed, "hash": sha256_bytes(dumps_json(listed).encode())}
 
 
-def derive_checks(params: Params, evidence: dict[str, Any], erasures: list[dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+def derive_checks(
+    params: Params, evidence: dict[str, Any], erasures: list[dict[str, Any]] | None = None
+) -> dict[str, dict[str, Any]]:
     """Re-checks the gate does itself: allowlist, hashes, and that the evidence is about this adapter."""
     from pipeline.common.tracking import dvc_md5
 
@@ -185,7 +187,11 @@ def erasure_check(params: Params, entries: list[dict[str, Any]]) -> tuple[str, b
         return name, True, "no erasure request in the audit log"
     column = params.split.group_by
     if load_pii_policy(params.scrub.policy).identifier_columns.get(column) != "pseudonymize":
-        return name, False, f"{len(entries)} erasure request(s), but {column} is not pseudonymized: membership cannot be checked"
+        return (
+            name,
+            False,
+            f"{len(entries)} erasure request(s), but {column} is not pseudonymized: membership cannot be checked",
+        )
     train = params.split.out_dir / "train.jsonl"
     found = erased_in(train, column, entries)
     return name, found == 0, f"{len(entries)} erasure request(s); records of erased subjects in {train}: {found}"
@@ -193,7 +199,15 @@ def erasure_check(params: Params, entries: list[dict[str, Any]]) -> tuple[str, b
 
 def erasure_summary(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The erasure requests honoured so far, for the decision and the report (hash prefix only)."""
-    keep = ("at", "subject", "records_removed", "affected_versions", "unknown_versions", "cache_objects_deleted", "reason")
+    keep = (
+        "at",
+        "subject",
+        "records_removed",
+        "affected_versions",
+        "unknown_versions",
+        "cache_objects_deleted",
+        "reason",
+    )
     return [{k: (e.get(k)[:16] if k == "subject" else e.get(k)) for k in keep} for e in entries]
 
 
@@ -494,7 +508,9 @@ def main() -> None:
             }
             decision["registry"] = record(params, policies, decision, tracked, registry)
             save_output("gate_decision", cfg.decision, decision)
-            tracked.log_params({"policy_hash": decision["policy"]["hash"], "evidence_hash": decision["evidence"]["hash"]})
+            tracked.log_params(
+                {"policy_hash": decision["policy"]["hash"], "evidence_hash": decision["evidence"]["hash"]}
+            )
             tracked.log_metrics({"gate/rules_total": len(decision["rules"]), "gate/rules_failing": len(decision["failing_rules"]),
                                  "gate/rules_waived": len(decision["waived_rules"]), "gate/rules_warning": len(decision["warnings"])})  # fmt: skip
             tracked.set_tags({f"{TAG}decision": decision["decision"], f"{TAG}version": str(version or "")})

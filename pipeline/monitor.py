@@ -134,7 +134,9 @@ def embed(texts: list[str], batch_size: int = 32) -> Any:
     rows = []
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[start : start + batch_size], padding=True, truncation=True, max_length=256, return_tensors="pt")
+            enc = tokenizer(
+                texts[start : start + batch_size], padding=True, truncation=True, max_length=256, return_tensors="pt"
+            )
             hidden = model(**enc).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).float()
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
@@ -170,11 +172,15 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     from pipeline.common.records import iter_jsonl
 
     if not path.is_file():
-        raise GovtuneError(str(path), "missing", "run `dvc repro` first: monitoring compares against the champion's training data")
+        raise GovtuneError(
+            str(path), "missing", "run `dvc repro` first: monitoring compares against the champion's training data"
+        )
     return [record for _, record in iter_jsonl(path, 10**8)]
 
 
-def measure(params: Params, batch_scrubbed: list[dict], batch_pii: dict[str, Any], cfg: Any, labelled: bool = True) -> dict[str, Any]:
+def measure(
+    params: Params, batch_scrubbed: list[dict], batch_pii: dict[str, Any], cfg: Any, labelled: bool = True
+) -> dict[str, Any]:
     """Every drift measure of the batch against the training reference."""
     train = read_jsonl(params.split.out_dir / "train.jsonl")
     val = read_jsonl(params.split.out_dir / "val.jsonl")
@@ -261,7 +267,12 @@ def run(params: Params, batch: Path, out_dir: Path, policy_path: Path, champion:
     pii = scrub.run(cfg, policy, key, batch, sidecar, contract.max_record_bytes)
     scrubbed = read_jsonl(out_dir / "scrubbed.jsonl")
     m = params.monitor
-    settings = {"embedding_sample": m.embedding_sample, "permutations": m.permutations, "seed": m.seed, "champion_examples": m.champion_examples}
+    settings = {
+        "embedding_sample": m.embedding_sample,
+        "permutations": m.permutations,
+        "seed": m.seed,
+        "champion_examples": m.champion_examples,
+    }
     drift = measure(params, scrubbed, pii, settings, labelled)
     report: dict[str, Any] = {
         "batch": str(batch), "records": len(scrubbed), "labelled": labelled,
@@ -308,7 +319,9 @@ def judge(report: dict[str, Any], rules: Any, baselines: dict[str, float] | None
     breached = [r.rule.id for r in results if r.rule.severity == "blocking" and r.status in ("failed", "error")]
     report["rules"] = [r.to_json() for r in results]
     report["breached_blocking_rules"] = breached
-    report["warnings"] = [r.rule.id for r in results if r.rule.severity == "warning" and r.status not in ("passed", "not_applicable")]
+    report["warnings"] = [
+        r.rule.id for r in results if r.rule.severity == "warning" and r.status not in ("passed", "not_applicable")
+    ]
     report["not_applicable"] = [r.rule.id for r in results if r.status == "not_applicable"]
     report["status"] = "needs_review" if breached else "ok"
     report["summary"] = (f"{len(breached)} blocking rule(s) breached ({', '.join(breached)}); retrain recommended"
@@ -346,11 +359,18 @@ def champion_baselines(params: Params, rules: list[Any], champion: Any | None) -
     observed = champion_values(champion)
     if observed is None:
         return None
-    promotion = [*load_promotion_policy(params.gate.promotion_policy).rules, *load_rule_set(params.gate.privacy_policy).rules]
+    promotion = [
+        *load_promotion_policy(params.gate.promotion_policy).rules,
+        *load_rule_set(params.gate.privacy_policy).rules,
+    ]
     by_evidence = {r.evidence: observed[r.id] for r in promotion if r.id in observed}
     out = {}
     for rule in rules:
-        if rule.baseline is not None and rule.baseline.against == "champion" and rule.evidence.startswith("monitoring:champion."):
+        if (
+            rule.baseline is not None
+            and rule.baseline.against == "champion"
+            and rule.evidence.startswith("monitoring:champion.")
+        ):
             source = "evaluation:finetuned." + rule.evidence.removeprefix("monitoring:champion.")
             if source in by_evidence:
                 out[rule.id] = by_evidence[source]
@@ -368,14 +388,20 @@ def champion_adapter(params: Params, champion: Any, dest: Path) -> tuple[Path, P
     source = champion.source  # models:/<logged model id>
     try:
         location = mlflow.get_logged_model(source.removeprefix("models:/")).artifact_location
-        adapter = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/artifacts/adapter", dst_path=str(dest)))
+        adapter = Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/artifacts/adapter", dst_path=str(dest))
+        )
     except Exception as exc:  # noqa: BLE001 - any store error: say which version and what to do
         raise GovtuneError(f"model version {champion.version} ({source})", f"cannot download its adapter: {type(exc).__name__}",
                            "check the tracking store (MLFLOW_TRACKING_URI) holds the logged model") from exc  # fmt: skip
     trained_on = json.loads((adapter / "provenance.json").read_text(encoding="utf-8"))["base_model_sha256"]
     local = params.base_model.out_dir
     local_prov = local / "provenance.json"
-    if local_prov.is_file() and json.loads(local_prov.read_text(encoding="utf-8"))["output_files_sha256"].get("model.safetensors") == trained_on:
+    if (
+        local_prov.is_file()
+        and json.loads(local_prov.read_text(encoding="utf-8"))["output_files_sha256"].get("model.safetensors")
+        == trained_on
+    ):
         return adapter, local
     try:
         base = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/artifacts/base", dst_path=str(dest)))
@@ -430,7 +456,9 @@ def record(params: Params, report: dict[str, Any], out_dir: Path, registry: Any,
     """MLflow run with the metrics and reports, tagged with the champion version; tags the version."""
     from pipeline.common.tracking import TAG, stage_run
 
-    with stage_run(params.tracking, "monitor", [Path(report["batch"])], [out_dir / "monitoring_report.json"]) as tracked:
+    with stage_run(
+        params.tracking, "monitor", [Path(report["batch"])], [out_dir / "monitoring_report.json"]
+    ) as tracked:
         d = report["drift"]
         metrics = {
             "monitor/length_ks": d["message_length"]["ks"], "monitor/oov_increase": d["vocabulary"]["oov_increase"],
@@ -487,7 +515,10 @@ def accept(params: Params, batch: Path) -> dict[str, Any]:
     for source, target in pairs:
         old = target.read_text(encoding="utf-8") if target.is_file() else ""
         with atomic_path(target) as tmp:
-            tmp.write_text(old + ("" if not old or old.endswith("\n") else "\n") + source.read_text(encoding="utf-8"), encoding="utf-8")
+            tmp.write_text(
+                old + ("" if not old or old.endswith("\n") else "\n") + source.read_text(encoding="utf-8"),
+                encoding="utf-8",
+            )
     entry = append_entry(params.gate.audit_log, "batch_accepted", {
         "batch": str(batch), "batch_sha256": sha256_file(batch), "records": len(new),
         "raw": str(params.data.raw), "raw_md5_after": dvc_md5(params.data.raw),
@@ -508,7 +539,11 @@ def incoming_batches(params: Params) -> tuple[list[Path], list[Path]]:
 
     batches = sorted(params.monitor.incoming.glob("*/tickets.jsonl"))
     log_path = Path(params.gate.audit_log)
-    accepted_sha = {e.get("batch_sha256") for e in read_log(log_path) if e.get("event") == "batch_accepted"} if log_path.is_file() else set()
+    accepted_sha = (
+        {e.get("batch_sha256") for e in read_log(log_path) if e.get("event") == "batch_accepted"}
+        if log_path.is_file()
+        else set()
+    )
     accepted = [b for b in batches if sha256_file(b) in accepted_sha]
     return [b for b in batches if b not in accepted], accepted
 
@@ -517,7 +552,9 @@ def monitor_incoming(params: Params) -> dict[str, Any]:
     """Monitors every pending batch; writes each one's reports and ``summary.json`` to ``monitor.out_dir``."""
     m = params.monitor
     if not m.incoming.is_dir():
-        raise GovtuneError(str(m.incoming), "missing folder", f"create it (batches go in {m.incoming}/<name>/tickets.jsonl)")
+        raise GovtuneError(
+            str(m.incoming), "missing folder", f"create it (batches go in {m.incoming}/<name>/tickets.jsonl)"
+        )
     pending, accepted = incoming_batches(params)
     registry, champion = current_champion(params)
     entries = []
@@ -553,7 +590,9 @@ def main() -> None:
     for e in summary["batches"]:
         print(f"monitor: {e['batch']}: {e['status'].upper()} - {e['summary']}; report {e['report']}")
     if not summary["batches"]:
-        print(f"monitor: no new batch in {params.monitor.incoming} ({len(summary['accepted_batches'])} already accepted)")
+        print(
+            f"monitor: no new batch in {params.monitor.incoming} ({len(summary['accepted_batches'])} already accepted)"
+        )
     if summary["status"] == "needs_review" and params.monitor.fail_on_breach:
         sys.exit(1)
 

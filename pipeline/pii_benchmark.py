@@ -45,10 +45,18 @@ def load_corpus(path: Path, max_record_bytes: int) -> list[dict[str, Any]]:
     rows = []
     for line_no, row in iter_jsonl(path, max_record_bytes):
         if not isinstance(row.get("text"), str) or not isinstance(row.get("spans"), list):
-            raise GovtuneError(f"{path}:{line_no}", "a corpus line needs a text and a list of spans", "write {\"text\": ..., \"spans\": [...]} per line")
+            raise GovtuneError(
+                f"{path}:{line_no}",
+                "a corpus line needs a text and a list of spans",
+                'write {"text": ..., "spans": [...]} per line',
+            )
         for span in row["spans"]:
             if row["text"][span["start"] : span["end"]] != span.get("value"):
-                raise GovtuneError(f"{path}:{line_no}", f"a {span.get('entity_type')} span does not point at its value", "fix the span's start/end")
+                raise GovtuneError(
+                    f"{path}:{line_no}",
+                    f"a {span.get('entity_type')} span does not point at its value",
+                    "fix the span's start/end",
+                )
         rows.append(row)
     return rows
 

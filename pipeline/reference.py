@@ -42,7 +42,11 @@ def yaml_comments(path: Path) -> dict[str, str]:
         path_key = ".".join(k for _, k in stack) + ("." if stack else "") + m["key"]
         path_key = path_key.replace(".[]", "[]")
         rest = m["rest"]
-        comment = rest.split(" #", 1)[1].strip() if " #" in rest else (rest.strip()[1:].strip() if rest.strip().startswith("#") else "")
+        comment = (
+            rest.split(" #", 1)[1].strip()
+            if " #" in rest
+            else (rest.strip()[1:].strip() if rest.strip().startswith("#") else "")
+        )
         if comment and path_key not in out:
             out[path_key] = comment
         stack.append((indent, m["key"]))
@@ -85,7 +89,9 @@ def fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str
     rows = []
     for name, info in model.model_fields.items():
         key = f"{prefix}{info.alias or name}"
-        default = "required" if info.is_required() else ("" if info.default is PydanticUndefined else repr(info.default))
+        default = (
+            "required" if info.is_required() else ("" if info.default is PydanticUndefined else repr(info.default))
+        )
         if info.default_factory is not None:
             default = repr(info.default_factory())
         rows.append((key, _type_name(info.annotation), default, ""))
@@ -117,7 +123,14 @@ def render_params(repo: Path = Path(".")) -> str:
              "`dvc exp run -S section.key=value`.", ""]  # fmt: skip
     for name, info in Params.model_fields.items():
         section = info.alias or name
-        parts += [f"## {section}", "", comments.get(section, ""), "", table(info.annotation, {k.removeprefix(section + "."): v for k, v in comments.items()}), ""]
+        parts += [
+            f"## {section}",
+            "",
+            comments.get(section, ""),
+            "",
+            table(info.annotation, {k.removeprefix(section + "."): v for k, v in comments.items()}),
+            "",
+        ]
     return "\n".join(parts)
 
 
@@ -145,7 +158,12 @@ def render_cli() -> str:
     from pipeline.cli import build_parser
 
     os.environ["COLUMNS"] = "100"  # argparse wraps to the terminal: fix the width so the page is stable
-    parts = ["# Reference: the `govtune` command", "", "Generated from `pipeline/cli.py` by `python -m pipeline.reference`.", ""]
+    parts = [
+        "# Reference: the `govtune` command",
+        "",
+        "Generated from `pipeline/cli.py` by `python -m pipeline.reference`.",
+        "",
+    ]
 
     def walk(parser: argparse.ArgumentParser, name: str) -> None:
         parts.extend([f"## `{name}`", "", "```text", parser.format_help().rstrip(), "```", ""])
@@ -159,7 +177,11 @@ def render_cli() -> str:
 
 
 def pages(repo: Path = Path(".")) -> dict[Path, str]:
-    return {OUT_DIR / "params.md": render_params(repo), OUT_DIR / "policies.md": render_policies(repo), OUT_DIR / "cli.md": render_cli()}
+    return {
+        OUT_DIR / "params.md": render_params(repo),
+        OUT_DIR / "policies.md": render_policies(repo),
+        OUT_DIR / "cli.md": render_cli(),
+    }
 
 
 def main() -> None:

@@ -33,7 +33,18 @@ from pipeline.common.params import Params, load_params
 log = logging.getLogger(__name__)
 
 # The DAG in dvc.yaml's order; monitor runs after promotion, on each new batch against the champion.
-STAGES = ("base_model", "validate", "scrub", "pii_benchmark", "split", "finetune", "evaluate", "gate", "report", "monitor")
+STAGES = (
+    "base_model",
+    "validate",
+    "scrub",
+    "pii_benchmark",
+    "split",
+    "finetune",
+    "evaluate",
+    "gate",
+    "report",
+    "monitor",
+)
 
 # What the report documents for the EU AI Act items the issue names, and what it leaves out.
 AI_ACT_COVERAGE = [
@@ -82,7 +93,11 @@ def fairness_section(evaluation: dict[str, Any]) -> dict[str, Any]:
     for attr, f in evaluation["finetuned"]["fairness"].items():
         b = evaluation["base"]["fairness"].get(attr, {})
         if "groups" not in f:
-            out[attr] = {"not_judged": f.get("error", "no fairness result"), "group_sizes": f.get("group_sizes", {}), "metrics": {}}
+            out[attr] = {
+                "not_judged": f.get("error", "no fairness result"),
+                "group_sizes": f.get("group_sizes", {}),
+                "metrics": {},
+            }
             continue
         out[attr] = {
             "metrics": {k: {"base": _v(b.get(k, {})), "finetuned": _v(f[k])} for k in f if isinstance(f[k], dict) and "value" in f[k]},

@@ -78,7 +78,9 @@ class RecordStats:
 # --- pure core --------------------------------------------------------------------------
 
 
-def span_outcome(text: str, scrubbed_record_text: str, span: dict[str, Any], detections: list[Detection]) -> SpanOutcome:
+def span_outcome(
+    text: str, scrubbed_record_text: str, span: dict[str, Any], detections: list[Detection]
+) -> SpanOutcome:
     """Judges one ground-truth span against the detections and the scrubbed output."""
     covered = {i for d in detections for i in range(d.start, d.end)}
     alnum = [i for i in range(span["start"], span["end"]) if text[i].isalnum()]
@@ -88,7 +90,9 @@ def span_outcome(text: str, scrubbed_record_text: str, span: dict[str, Any], det
     return SpanOutcome(span["entity_type"], span["field"], hit == len(alnum), hit, len(alnum), leaked)
 
 
-def precision_counts(text: str, detections: list[Detection], true_spans: list[dict[str, Any]], stats: RecordStats) -> None:
+def precision_counts(
+    text: str, detections: list[Detection], true_spans: list[dict[str, Any]], stats: RecordStats
+) -> None:
     """Counts detected alphanumeric characters per entity, and how many lie in a true span."""
     truth = {i for s in true_spans for i in range(s["start"], s["end"])}
     for d in detections:
@@ -126,7 +130,9 @@ def scrub_chunk(chunk: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> lis
     for name in policy.fields:
         texts = [r.get(name) for r in records]
         detections[name] = (
-            detect_batch(_WORKER["analyzer"], policy, texts, _WORKER["batch_size"]) if policy.enabled else [[] for _ in texts]
+            detect_batch(_WORKER["analyzer"], policy, texts, _WORKER["batch_size"])
+            if policy.enabled
+            else [[] for _ in texts]
         )
     scrubbed_records = []
     for i, record in enumerate(records):
@@ -143,7 +149,9 @@ def scrub_chunk(chunk: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> lis
     residual: dict[str, list[list[Detection]]] = {}
     if _WORKER["rescan"] and policy.enabled:
         for name in policy.fields:
-            residual[name] = detect_batch(_WORKER["analyzer"], policy, [r.get(name) for r in scrubbed_records], _WORKER["batch_size"])
+            residual[name] = detect_batch(
+                _WORKER["analyzer"], policy, [r.get(name) for r in scrubbed_records], _WORKER["batch_size"]
+            )
     results = []
     for i, ((record, spans), out) in enumerate(zip(chunk, scrubbed_records, strict=True)):
         stats = RecordStats()
@@ -287,7 +295,9 @@ class Totals:
             self.leaked[s.entity] += s.leaked
 
 
-def build_report(totals: Totals, policy: PiiPolicy, key: PseudonymKey, cfg: ScrubParams, has_truth: bool) -> dict[str, Any]:
+def build_report(
+    totals: Totals, policy: PiiPolicy, key: PseudonymKey, cfg: ScrubParams, has_truth: bool
+) -> dict[str, Any]:
     """The PII report: counts, rates and score histograms; never a value."""
     per_entity = {}
     for entity in sorted(set(policy.entities) | set(totals.spans)):
@@ -302,7 +312,9 @@ def build_report(totals: Totals, policy: PiiPolicy, key: PseudonymKey, cfg: Scru
             "residual_detections": totals.residual[entity],
             "true_spans": n,
             "recall": round(totals.spans_removed[entity] / n, 4) if n else None,
-            "char_recall": round(totals.chars_covered[entity] / totals.chars[entity], 4) if totals.chars[entity] else None,
+            "char_recall": round(totals.chars_covered[entity] / totals.chars[entity], 4)
+            if totals.chars[entity]
+            else None,
             "precision": round(totals.true_detected_chars[entity] / detected, 4) if detected else None,
             "leaked_values": totals.leaked[entity],
         }
@@ -331,7 +343,9 @@ def build_report(totals: Totals, policy: PiiPolicy, key: PseudonymKey, cfg: Scru
             "leaked_values": sum(totals.leaked.values()),
             "residual_detections": residual_total,
             "residual_rate": round(residual_total / totals.records, 4) if totals.records else None,
-            "min_recall": min((v["recall"] for v in per_entity.values() if v["in_policy"] and v["recall"] is not None), default=None),
+            "min_recall": min(
+                (v["recall"] for v in per_entity.values() if v["in_policy"] and v["recall"] is not None), default=None
+            ),
         },
         "entities": per_entity,
     }
@@ -344,7 +358,9 @@ def resolve_workers(requested: int) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def run(cfg: ScrubParams, policy: PiiPolicy, key: PseudonymKey, raw: Path, sidecar_path: Path, max_record_bytes: int) -> dict[str, Any]:
+def run(
+    cfg: ScrubParams, policy: PiiPolicy, key: PseudonymKey, raw: Path, sidecar_path: Path, max_record_bytes: int
+) -> dict[str, Any]:
     """Scrubs ``raw`` into ``cfg.out`` (atomically) and returns the report."""
     from tqdm import tqdm
 
@@ -416,14 +432,25 @@ def independent_corpus(path: Path) -> dict[str, Any]:
         return {"measured": False, "reason": f"no {path}: run `dvc repro pii_benchmark`"}
     bench = json.loads(path.read_text(encoding="utf-8"))
     keys = ("direct_identifier_recall", "non_pii_chars_kept", "verbatim_leaks_direct", "direct_identifiers", "entities")
-    return {"measured": True, "report": str(path), "corpus": bench.get("corpus"), "caught_share": bench.get("caught_share")} | {k: bench.get(k) for k in keys}
+    return {
+        "measured": True,
+        "report": str(path),
+        "corpus": bench.get("corpus"),
+        "caught_share": bench.get("caught_share"),
+    } | {k: bench.get(k) for k in keys}
 
 
 def log_scrub(tracked: NullRun, cfg: ScrubParams, report: dict[str, Any]) -> None:
     """Logs the scrubbed dataset, per-entity recall/residual metrics and the report (no values)."""
     import pandas as pd
 
-    tracked.log_params({**flatten("scrub", cfg), "scrub.key_source": report["key"]["source"], "scrub.key_fingerprint": report["key"]["fingerprint"]})
+    tracked.log_params(
+        {
+            **flatten("scrub", cfg),
+            "scrub.key_source": report["key"]["source"],
+            "scrub.key_fingerprint": report["key"]["fingerprint"],
+        }
+    )
     tracked.log_dataset("scrubbed", cfg.out, pd.read_json(cfg.out, lines=True, dtype=False), context="scrubbed")
     metrics = {f"scrub/{k}": v for k, v in report["totals"].items() if isinstance(v, (int, float))}
     for entity, row in report["entities"].items():
@@ -447,7 +474,9 @@ def main() -> None:
         policy = load_pii_policy(cfg.policy)
         key = load_key(policy, cfg.policy, Path.cwd())
         if key.source == "demo":
-            log.warning("using the public demo pseudonymisation key (policy allows it); set %s for real data", policy.key.env)
+            log.warning(
+                "using the public demo pseudonymisation key (policy allows it); set %s for real data", policy.key.env
+            )
         contract = load_data_contract(params.validate_.contract)
         deps = [params.data.raw, params.data.raw_pii_spans, cfg.policy, params.pii_benchmark.report]
         with stage_run(params.tracking, "scrub", deps, [cfg.out, cfg.report]) as tracked:

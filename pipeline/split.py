@@ -105,7 +105,11 @@ def split_records(records: list[dict[str, Any]], cfg: SplitParams) -> SplitResul
     """Splits scrubbed records and adds the canaries to train; pure (no I/O)."""
     missing = [c for c in (cfg.group_by, cfg.stratify_by) if records and c not in records[0]]
     if missing:
-        raise GovtuneError("params.yaml: split", f"column(s) {missing} not in the scrubbed data", "fix split.group_by / split.stratify_by")
+        raise GovtuneError(
+            "params.yaml: split",
+            f"column(s) {missing} not in the scrubbed data",
+            "fix split.group_by / split.stratify_by",
+        )
     assignment = assign_customers(records, cfg)
     splits: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
     test_attributes = []
@@ -139,10 +143,15 @@ def label_table(labels: Counter) -> dict[str, Any]:
 
 
 def build_report(
-    splits: dict[str, list[dict[str, Any]]], test_attributes: list[dict[str, Any]], assignment: dict[str, str], cfg: SplitParams
+    splits: dict[str, list[dict[str, Any]]],
+    test_attributes: list[dict[str, Any]],
+    assignment: dict[str, str],
+    cfg: SplitParams,
 ) -> dict[str, Any]:
     """Sizes, class balance, customer overlap (must be 0) and attribute coverage of the split."""
-    customers = {name: {r[cfg.group_by] for r in rows if r["ticket_id"][:6] != "CANARY"} for name, rows in splits.items()}
+    customers = {
+        name: {r[cfg.group_by] for r in rows if r["ticket_id"][:6] != "CANARY"} for name, rows in splits.items()
+    }
     overlap = sum(len(customers[a] & customers[b]) for i, a in enumerate(SPLITS) for b in SPLITS[i + 1 :])
     total = sum(len(rows) for rows in splits.values())
     return {
@@ -152,8 +161,12 @@ def build_report(
         "record_share": {name: round(len(rows) / total, 4) if total else 0.0 for name, rows in splits.items()},
         "customers": {name: len(c) for name, c in customers.items()},
         "customer_overlap": overlap,
-        "category_counts": {name: dict(sorted(Counter(r[cfg.stratify_by] for r in rows).items())) for name, rows in splits.items()},
-        "priority_counts": {name: dict(sorted(Counter(r["priority"] for r in rows).items())) for name, rows in splits.items()},
+        "category_counts": {
+            name: dict(sorted(Counter(r[cfg.stratify_by] for r in rows).items())) for name, rows in splits.items()
+        },
+        "priority_counts": {
+            name: dict(sorted(Counter(r["priority"] for r in rows).items())) for name, rows in splits.items()
+        },
         "protected_attributes_in_training_text": False,
         "test_attribute_counts": {
             c: dict(sorted(Counter(str(a[c]) for a in test_attributes).items())) for c in ATTRIBUTE_COLUMNS

@@ -80,7 +80,14 @@ PRODUCTS = ("Nimbus Router X2", "AeroDesk Pro", "Lumen Smart Bulb", "Orbit Earbu
             "Pulse Fitness Band", "Atlas Backup Drive", "Nova Coffee Maker", "Zephyr Air Purifier")  # fmt: skip
 # A shifted batch (``--shift``, for drift monitoring): another category mix, a new product line,
 # and account ids in a new format the scrubber's recognizer does not know.
-SHIFT_CATEGORY_WEIGHTS = {"refund": 8, "shipping": 6, "billing": 1, "technical_issue": 1, "account_access": 1, "product_question": 1}
+SHIFT_CATEGORY_WEIGHTS = {
+    "refund": 8,
+    "shipping": 6,
+    "billing": 1,
+    "technical_issue": 1,
+    "account_access": 1,
+    "product_question": 1,
+}
 SHIFT_PRODUCTS = ("Quasar Home Hub", "Helix VR Headset", "Tundra E-Scooter", "Comet Drone Mini", "Solace Sleep Mask")
 DEVICES = ("iPhone", "Android phone", "Windows laptop", "MacBook", "Chromebook", "iPad")
 
@@ -169,7 +176,12 @@ AGE_RANGES = {"18-29": (18, 29), "30-44": (30, 44), "45-59": (45, 59), "60+": (6
 HONORIFIC = {"female": "Ms.", "male": "Mr.", "nonbinary": "Mx."}
 GREETINGS = ("Hi!", "Hello.", "Good morning.", "Hi there!", "Dear support team,")
 SIGNOFFS = ("Thanks, {name}", "Regards, {name}", "Best, {first}", "{name}", "Cheers, {first}")
-CONTACT_LINES = ("You can reach me at {phone}.", "My email is {email}.", "Call me back on {phone}.", "Reply to {email} please.")
+CONTACT_LINES = (
+    "You can reach me at {phone}.",
+    "My email is {email}.",
+    "Call me back on {phone}.",
+    "Reply to {email} please.",
+)
 
 REPLY_TEMPLATES: dict[str, tuple[str, ...]] = {
     "billing": ("I've reviewed the charges on account {account} and raised a correction with our billing team.",
@@ -336,9 +348,13 @@ class Generator:
         def ascii_of(s: str) -> str:
             return unicodedata.normalize("NFKD", s).encode("ascii", "ignore").decode().lower().replace(" ", "")
 
-        f, l = ascii_of(first) or "user", ascii_of(last) or "mail"
-        local = self.rng.choice((f"{f}.{l}", f"{f[0]}{l}", f"{f}{self.rng.randrange(1, 99)}", f"{l}.{f}"))
-        domain = self.rng.choice(("gmail.com", "outlook.com", "yahoo.com", "proton.me", fake.free_email_domain(), fake.domain_name()))
+        given, family = ascii_of(first) or "user", ascii_of(last) or "mail"
+        local = self.rng.choice(
+            (f"{given}.{family}", f"{given[0]}{family}", f"{given}{self.rng.randrange(1, 99)}", f"{family}.{given}")
+        )
+        domain = self.rng.choice(
+            ("gmail.com", "outlook.com", "yahoo.com", "proton.me", fake.free_email_domain(), fake.domain_name())
+        )
         return f"{local}@{domain}"
 
     def customer(self) -> Customer:
@@ -428,7 +444,10 @@ def generate(cfg: SynthesizeParams, shift: bool = False) -> tuple[list[dict[str,
     r = gen.rng
     n_customers = max(1, math.ceil(cfg.rows / cfg.tickets_per_customer))
     customers = [gen.customer() for _ in range(n_customers)]
-    agents = [(f"{gen.fakers['en_US'].first_name()} {gen.fakers['en_US'].last_name()}", gen._unique("EMP-", 5)) for _ in range(25)]
+    agents = [
+        (f"{gen.fakers['en_US'].first_name()} {gen.fakers['en_US'].last_name()}", gen._unique("EMP-", 5))
+        for _ in range(25)
+    ]
     start = dt.datetime.fromisoformat(cfg.start_date).replace(tzinfo=dt.UTC)
     # Heavy-tailed: a few customers write many tickets, most write one or two.
     weights = [r.paretovariate(3.0) for _ in customers]
@@ -443,7 +462,11 @@ def generate(cfg: SynthesizeParams, shift: bool = False) -> tuple[list[dict[str,
     tickets: list[dict[str, Any]] = []
     spans: list[dict[str, Any]] = []
     for number, (when, c) in zip(ticket_numbers, drawn, strict=True):
-        category = r.choices(CATEGORIES, weights=[SHIFT_CATEGORY_WEIGHTS[k] for k in CATEGORIES])[0] if shift else r.choice(CATEGORIES)
+        category = (
+            r.choices(CATEGORIES, weights=[SHIFT_CATEGORY_WEIGHTS[k] for k in CATEGORIES])[0]
+            if shift
+            else r.choice(CATEGORIES)
+        )
         priority = r.choices(PRIORITIES, weights=PRIORITY_WEIGHTS[category])[0]
         values = gen._values(c, r.choice(agents))
         if shift:
@@ -467,7 +490,9 @@ def generate(cfg: SynthesizeParams, shift: bool = False) -> tuple[list[dict[str,
     return tickets, spans
 
 
-def inject_defects(tickets: list[dict[str, Any]], spans: list[dict[str, Any]], cfg: SynthesizeParams, rng: random.Random) -> None:
+def inject_defects(
+    tickets: list[dict[str, Any]], spans: list[dict[str, Any]], cfg: SynthesizeParams, rng: random.Random
+) -> None:
     """Injects the configured defects in place (nulls, duplicates, over-long messages)."""
     d = cfg.defects
     if not (d.null_rate or d.duplicate_rate or d.overlong_rate):
@@ -485,7 +510,9 @@ def inject_defects(tickets: list[dict[str, Any]], spans: list[dict[str, Any]], c
         tickets.insert(rng.randrange(len(tickets) + 1), dup)
 
 
-def save_dataset(tickets: list[dict[str, Any]], spans: list[dict[str, Any]], tickets_path: Path, spans_path: Path) -> None:
+def save_dataset(
+    tickets: list[dict[str, Any]], spans: list[dict[str, Any]], tickets_path: Path, spans_path: Path
+) -> None:
     """Writes both files atomically (spans first: tickets are the files other tools look for)."""
     save_jsonl(spans_path, spans)
     save_jsonl(tickets_path, tickets)
@@ -499,7 +526,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bias-strength", type=float, help="override synthesize.label_bias.strength")
     parser.add_argument("--bias-levels", type=int, help="override synthesize.label_bias.levels")
     parser.add_argument("--out-dir", type=Path, help="write here instead of the data.raw paths (same file names)")
-    parser.add_argument("--shift", action="store_true", help="a drifted batch: other category mix, new products, new account-id format")
+    parser.add_argument(
+        "--shift", action="store_true", help="a drifted batch: other category mix, new products, new account-id format"
+    )
     args = parser.parse_args(argv)
     params = load_params()
     cfg = params.synthesize

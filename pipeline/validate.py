@@ -24,8 +24,17 @@ from pipeline.common.io import evidence_of_this_run, save_text, sha256_file
 from pipeline.common.outputs import save_output
 from pipeline.common.params import ValidateParams, load_params
 from pipeline.common.policy import (
-    ContractRule, CoverageRule, DataContract, DuplicateRateRule, InSetRule, LengthRule, MinRowsPerClassRule,
-    NotNullRule, RegexRule, UniqueRule, load_data_contract,
+    ContractRule,
+    CoverageRule,
+    DataContract,
+    DuplicateRateRule,
+    InSetRule,
+    LengthRule,
+    MinRowsPerClassRule,
+    NotNullRule,
+    RegexRule,
+    UniqueRule,
+    load_data_contract,
 )  # fmt: skip
 from pipeline.common.records import load_records
 from pipeline.common.tracking import NullRun, flatten, stage_run
@@ -104,17 +113,36 @@ def compile_rule(rule: ContractRule, contract: DataContract, rows: int) -> list[
     if isinstance(rule, NotNullRule):
         return [(rule.id, ex.ExpectColumnValuesToNotBeNull(column=col, meta=meta(rule.id)))]
     if isinstance(rule, LengthRule):
-        return [(rule.id, ex.ExpectColumnValueLengthsToBeBetween(column=col, min_value=rule.min, max_value=rule.max, meta=meta(rule.id)))]
+        return [
+            (
+                rule.id,
+                ex.ExpectColumnValueLengthsToBeBetween(
+                    column=col, min_value=rule.min, max_value=rule.max, meta=meta(rule.id)
+                ),
+            )
+        ]
     if isinstance(rule, InSetRule):
         return [(rule.id, ex.ExpectColumnValuesToBeInSet(column=col, value_set=rule.values, meta=meta(rule.id)))]
     if isinstance(rule, DuplicateRateRule):
         # Records repeating an earlier one = rows - distinct, so rate = 1 - distinct / rows.
-        return [(rule.id, ex.ExpectColumnProportionOfUniqueValuesToBeBetween(column=col, min_value=1.0 - rule.max_rate, meta=meta(rule.id)))]
+        return [
+            (
+                rule.id,
+                ex.ExpectColumnProportionOfUniqueValuesToBeBetween(
+                    column=col, min_value=1.0 - rule.max_rate, meta=meta(rule.id)
+                ),
+            )
+        ]
     if isinstance(rule, MinRowsPerClassRule):
         # "At least min_rows are v" == "at least min_rows/rows of the values are in {v}".
         mostly = min(1.0, rule.min_rows / max(rows, 1))
         return [
-            (f"{rule.id}[{value}]", ex.ExpectColumnValuesToBeInSet(column=col, value_set=[value], mostly=mostly, meta=meta(f"{rule.id}[{value}]")))
+            (
+                f"{rule.id}[{value}]",
+                ex.ExpectColumnValuesToBeInSet(
+                    column=col, value_set=[value], mostly=mostly, meta=meta(f"{rule.id}[{value}]")
+                ),
+            )
             for value in contract.allowed_values(col)
         ]
     if isinstance(rule, CoverageRule):
@@ -136,7 +164,9 @@ def run_suite(contract: DataContract, records: list[dict[str, Any]], max_failing
     )
     suite = context.suites.add(gx.ExpectationSuite(name="data_contract"))
     by_rule = {r.id: r for r in contract.rules}
-    compiled = [(check_id, rule, exp) for rule in contract.rules for check_id, exp in compile_rule(rule, contract, len(records))]
+    compiled = [
+        (check_id, rule, exp) for rule in contract.rules for check_id, exp in compile_rule(rule, contract, len(records))
+    ]
     for _, _, expectation in compiled:
         suite.add_expectation(expectation)
     definition = context.validation_definitions.add(gx.ValidationDefinition(name="raw", data=batch, suite=suite))
@@ -146,7 +176,9 @@ def run_suite(contract: DataContract, records: list[dict[str, Any]], max_failing
     )
     # GX may reorder results; each carries its check id in meta.
     results = {r.expectation_config.meta["check_id"]: r.to_json_dict() for r in outcome.results}
-    checks = [summarize(cid, by_rule[rule.id], results[cid], contract.id_column, max_failing_ids) for cid, rule, _ in compiled]
+    checks = [
+        summarize(cid, by_rule[rule.id], results[cid], contract.id_column, max_failing_ids) for cid, rule, _ in compiled
+    ]
     return ValidationResult(rows=len(records), checks=checks)
 
 
@@ -154,11 +186,16 @@ def summarize(check_id: str, rule: ContractRule, result: dict[str, Any], id_colu
     """Keeps counts, rates and failing ids of a GX result; drops every raw value."""
     raw = result.get("result", {})
     observed = {k: v for k, v in raw.items() if k not in _RAW_VALUE_KEYS and not isinstance(v, list)}
-    ids = [row[id_column] for row in raw.get("unexpected_index_list") or [] if isinstance(row, dict) and id_column in row]
+    ids = [
+        row[id_column] for row in raw.get("unexpected_index_list") or [] if isinstance(row, dict) and id_column in row
+    ]
     kwargs = {k: v for k, v in result["expectation_config"]["kwargs"].items() if k != "batch_id"}
     if isinstance(rule, MinRowsPerClassRule):
         # The "unexpected" rows here are the other classes: report this class's count instead.
-        observed = {"class_rows": raw.get("element_count", 0) - raw.get("unexpected_count", 0), "min_rows": rule.min_rows}
+        observed = {
+            "class_rows": raw.get("element_count", 0) - raw.get("unexpected_count", 0),
+            "min_rows": rule.min_rows,
+        }
         ids = []
     if result.get("exception_info", {}).get("raised_exception"):
         observed["error"] = "expectation raised an exception (column missing or of the wrong type)"
@@ -195,12 +232,16 @@ def run(cfg: ValidateParams, contract: DataContract, raw_path: Path) -> Validati
     return run_suite(contract, records, cfg.max_failing_ids)
 
 
-def log_validation(tracked: NullRun, raw: Path, contract: DataContract, report: dict[str, Any], cfg: ValidateParams) -> None:
+def log_validation(
+    tracked: NullRun, raw: Path, contract: DataContract, report: dict[str, Any], cfg: ValidateParams
+) -> None:
     """Logs the raw dataset (digest and schema only), the summary metrics and the reports."""
     import pandas as pd
 
     tracked.log_params(flatten("validate", cfg))
-    tracked.log_dataset("raw", raw, pd.DataFrame({c: pd.Series(dtype="object") for c in contract.columns}), context="raw")
+    tracked.log_dataset(
+        "raw", raw, pd.DataFrame({c: pd.Series(dtype="object") for c in contract.columns}), context="raw"
+    )
     tracked.log_metrics({
         "validate/rows": report["rows"], "validate/expectations_failed": report["expectations_failed"],
         "validate/blocking_failures": len(report["blocking_failures"]), "validate/success": float(report["success"]),
@@ -212,12 +253,14 @@ def log_validation(tracked: NullRun, raw: Path, contract: DataContract, report: 
 def check_blocking(result: ValidationResult, raw: Path, cfg: ValidateParams) -> None:
     """Logs warnings; raises on blocking failures (naming rule, column and count)."""
     for check in result.warnings:
-        log.warning("warning rule %s (column %s): %s failing rows", check.rule_id, check.column, check.observed.get("unexpected_count", "n/a"))
+        log.warning(
+            "warning rule %s (column %s): %s failing rows",
+            check.rule_id,
+            check.column,
+            check.observed.get("unexpected_count", "n/a"),
+        )
     if result.blocking_failures:
-        lines = [
-            f"rule {c.rule_id} (column {c.column}): " + describe_failure(c)
-            for c in result.blocking_failures
-        ]
+        lines = [f"rule {c.rule_id} (column {c.column}): " + describe_failure(c) for c in result.blocking_failures]
         raise GovtuneError(
             str(raw),
             "data contract failed:\n    " + "\n    ".join(lines),

@@ -47,7 +47,11 @@ PAGE = """<!DOCTYPE html>
 
 def fetch(package: str, member: str, folder: Path) -> tuple[str, str]:
     """The file ``member`` of the npm package, and the package's licence text."""
-    name = subprocess.run(["npm", "pack", package, "--silent"], cwd=folder, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    name = (
+        subprocess.run(["npm", "pack", package, "--silent"], cwd=folder, capture_output=True, text=True, check=True)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     with tarfile.open(folder / name) as tar:
         script = tar.extractfile(member).read().decode("utf-8")  # type: ignore[union-attr]
         licence = tar.extractfile("package/LICENSE").read().decode("utf-8")  # type: ignore[union-attr]

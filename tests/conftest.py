@@ -142,7 +142,15 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: list[str])
 
 # Stage outputs: never copied, even when DVC has not git-ignored them yet in this checkout.
 # The audit log too: a copy must start its own chain, not continue a local run's.
-OUTPUT_PREFIXES = ("models/adapter", "models/base", "models/checkpoints", "reports/", "data/scrubbed/", "data/splits/", "audit/")
+OUTPUT_PREFIXES = (
+    "models/adapter",
+    "models/base",
+    "models/checkpoints",
+    "reports/",
+    "data/scrubbed/",
+    "data/splits/",
+    "audit/",
+)
 
 
 def copy_project(dest: Path) -> Path:

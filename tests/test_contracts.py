@@ -106,19 +106,25 @@ def _uncommented_keys(path: Path) -> list[str]:
     walk(yaml.compose(path.read_text()), "")
     # Keys that are data, not schema (entity names, file names, columns) sit under a mapping
     # whose own key is commented; only fields of the schema are checked.
-    return sorted(f"{path.name}: {field}" for field, ok in seen.items() if not ok and not _is_data_key(path.name, field))
+    return sorted(
+        f"{path.name}: {field}" for field, ok in seen.items() if not ok and not _is_data_key(path.name, field)
+    )
 
 
 def _is_data_key(file: str, field: str) -> bool:
     parent = field.rsplit(".", 1)[0] if "." in field else ""
     data_maps = {
-        "data_contract.yaml": ("columns",), "pii.yaml": ("entities", "identifier_columns"),
-        "models.yaml": ("models[].files",), "fairness.yaml": ("counterfactual.swaps",),
+        "data_contract.yaml": ("columns",),
+        "pii.yaml": ("entities", "identifier_columns"),
+        "models.yaml": ("models[].files",),
+        "fairness.yaml": ("counterfactual.swaps",),
     }
     return any(parent == m or parent.startswith(m + ".") for m in data_maps.get(file, ()))
 
 
-@pytest.mark.parametrize("path", [REPO / "params.yaml", *sorted((REPO / "policies").glob("*.yaml"))], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", [REPO / "params.yaml", *sorted((REPO / "policies").glob("*.yaml"))], ids=lambda p: p.name
+)
 def test_every_key_is_commented(path):
     assert _uncommented_keys(path) == []
 
@@ -127,7 +133,12 @@ def test_every_key_is_commented(path):
 BAD_PARAMS = [
     ("unknown key", lambda d: d["base_model"].update(idd="x"), "base_model.idd", "unknown key"),
     ("wrong type", lambda d: d["synthesize"].update(rows="many"), "synthesize.rows", "integer"),
-    ("out of range", lambda d: d["synthesize"]["label_bias"].update(strength=1.5), "synthesize.label_bias.strength", "less than or equal"),
+    (
+        "out of range",
+        lambda d: d["synthesize"]["label_bias"].update(strength=1.5),
+        "synthesize.label_bias.strength",
+        "less than or equal",
+    ),
     ("bad enum", lambda d: d["base_model"].update(dtype="int3"), "base_model.dtype", "float32"),
     ("missing section", lambda d: d.pop("data"), "data", "Field required"),
 ]
@@ -176,7 +187,7 @@ def test_policy_typo_is_rejected_with_line(tmp_path):
     bad.write_text(text)
     with pytest.raises(GovtuneError) as info:
         load_allowlist(bad)
-    line = next(i + 1 for i, l in enumerate(text.splitlines()) if "intended_usage:" in l)
+    line = next(i + 1 for i, row in enumerate(text.splitlines()) if "intended_usage:" in row)
     assert f"line {line}: models.0.intended_usage: unknown key" in str(info.value)
 
 
@@ -236,7 +247,11 @@ def test_lint_refuses_duplicate_keys_and_quoted_numbers(tmp_path, monkeypatch, n
     [
         ("models.yaml", lambda t: t.replace("license:", "licence:", 1), ["models.yaml", "licence: unknown key"]),
         ("promotion.yaml", _duplicate_threshold, ["promotion.yaml:35", "(lines 34 and 35)"]),
-        ("promotion.yaml", lambda t: t.replace("threshold: 0.80 ", 'threshold: "0.80"', 1), ["promotion.yaml", "without quotes"]),
+        (
+            "promotion.yaml",
+            lambda t: t.replace("threshold: 0.80 ", 'threshold: "0.80"', 1),
+            ["promotion.yaml", "without quotes"],
+        ),
     ],
     ids=["typo", "duplicate key", "quoted number"],
 )

@@ -69,7 +69,9 @@ def imported_files(path: Path) -> set[Path]:
                     target = module_file(node.module)
                     if target is not None:
                         found.add(target)
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module":
+        elif (
+            isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
+        ):
             arg = node.args[0] if node.args else None
             prefix = ""
             if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
@@ -152,7 +154,11 @@ def test_the_contract_sees_imports_inside_functions():
     """The checker itself: a function-level import and a dynamic package import are found."""
     assert Path("pipeline/common/training.py") in closure(Path("pipeline/evaluate.py"))  # imported inside a function
     report = closure(Path("pipeline/report.py"))
-    assert {TEMPLATES / "compliance_report.html.j2", TEMPLATES / "fairness.html.j2", TEMPLATES / "macros.html.j2"} <= report
+    assert {
+        TEMPLATES / "compliance_report.html.j2",
+        TEMPLATES / "fairness.html.j2",
+        TEMPLATES / "macros.html.j2",
+    } <= report
     assert TEMPLATES / "monitoring_report.html.j2" not in report
     recognizers = {p for p in closure(Path("pipeline/scrub.py")) if p.parent == Path("pipeline/recognizers")}
     assert Path("pipeline/recognizers/street_address.py") in recognizers  # loaded by import_module

@@ -23,7 +23,18 @@ def tiny_project(tmp_path, tiny_built):
 @pytest.mark.slow
 def test_dvc_repro_tiny_profile(tiny_built, tiny_project):
     first = tiny_built  # the full `dvc repro` of a fresh tiny-profile project
-    for stage in ("base_model", "validate", "scrub", "pii_benchmark", "split", "finetune", "evaluate", "gate", "report", "monitor"):
+    for stage in (
+        "base_model",
+        "validate",
+        "scrub",
+        "pii_benchmark",
+        "split",
+        "finetune",
+        "evaluate",
+        "gate",
+        "report",
+        "monitor",
+    ):
         assert f"Running stage '{stage}'" in first.stdout
     assert read_json(tiny_project / "reports" / "data_validation.json")["success"] is True
     pii = read_json(tiny_project / "reports" / "pii_report.json")
@@ -79,7 +90,11 @@ def test_dvc_repro_tiny_profile(tiny_built, tiny_project):
     pii_policy.write_text(pii_policy.read_text().replace("US_SSN: {min_score: 0.3", "US_SSN: {min_score: 0.35"))
     edited = run_cmd(["dvc", "repro"], cwd=tiny_project, check=True)
     ran = set(re.findall(r"Running stage '(\w+)'", edited.stdout))
-    assert {"scrub", "pii_benchmark"} <= ran <= {"scrub", "pii_benchmark", "split", "finetune", "evaluate", "gate", "report", "monitor"}, ran
+    assert (
+        {"scrub", "pii_benchmark"}
+        <= ran
+        <= {"scrub", "pii_benchmark", "split", "finetune", "evaluate", "gate", "report", "monitor"}
+    ), ran
 
     # Bad data stops the pipeline at validate: nothing downstream runs.
     raw = tiny_project / "data" / "raw" / "tickets.jsonl"

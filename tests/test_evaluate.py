@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import math
-
 import random
 
 import pytest
 
 from pipeline.common.policy import load_fairness_policy
 from pipeline.evaluate import (
-    bootstrap_ci, canary_exposure, flip_age_statements, group_fairness, make_variant, regurgitation, rouge_l,
-    swap_terms, training_label_bias, wilson,
+    bootstrap_ci,
+    canary_exposure,
+    flip_age_statements,
+    group_fairness,
+    make_variant,
+    regurgitation,
+    rouge_l,
+    swap_terms,
+    training_label_bias,
+    wilson,
 )  # fmt: skip
 from tests.conftest import REPO
 
@@ -35,7 +42,11 @@ def test_gender_swaps(text, expected):
 
 @pytest.mark.parametrize(
     "text,expected",
-    [("I'm 71 and retired.", "I'm 24 and retired."), ("I'm 23 and a student.", "I'm 72 and a student."), ("No age here.", "No age here.")],
+    [
+        ("I'm 71 and retired.", "I'm 24 and retired."),
+        ("I'm 23 and a student.", "I'm 72 and a student."),
+        ("No age here.", "No age here."),
+    ],
 )
 def test_age_statement_flip(text, expected):
     assert flip_age_statements(text, FAIRNESS) == expected
@@ -43,7 +54,10 @@ def test_age_statement_flip(text, expected):
 
 def test_variant_of_a_message_without_signal_is_unchanged():
     assert make_variant("The router keeps disconnecting.", "gender", FAIRNESS) == "The router keeps disconnecting."
-    assert make_variant("I'm 71 and retired, my grandkids help.", "age_band", FAIRNESS) == "I'm 24 and employed, my kids help."
+    assert (
+        make_variant("I'm 71 and retired, my grandkids help.", "age_band", FAIRNESS)
+        == "I'm 24 and employed, my kids help."
+    )
 
 
 @pytest.mark.parametrize(
@@ -166,7 +180,13 @@ class FakeScorer:
 
 
 def test_canary_exposure_is_high_when_memorised_and_low_when_not():
-    canary = {"ticket_id": "CANARY-1", "message": "m", "category": "account_access", "priority": "medium", "secret": "000096"}
+    canary = {
+        "ticket_id": "CANARY-1",
+        "message": "m",
+        "category": "account_access",
+        "priority": "medium",
+        "secret": "000096",
+    }
     hi = canary_exposure(FakeScorer("000096", True), [canary], 100, seed=1)[0]
     lo = canary_exposure(FakeScorer("000096", False), [canary], 100, seed=1)[0]
     assert hi["rank"] == 1 and hi["exposure"] == pytest.approx(math.log2(101), abs=1e-3)
@@ -174,7 +194,11 @@ def test_canary_exposure_is_high_when_memorised_and_low_when_not():
 
 
 def test_regurgitation_counts_raw_values():
-    out = regurgitation(["reply with john.doe@example.com", "nothing here", "Ana said hi"], {"john.doe@example.com", "Ana", "Banana"}, None)
+    out = regurgitation(
+        ["reply with john.doe@example.com", "nothing here", "Ana said hi"],
+        {"john.doe@example.com", "Ana", "Banana"},
+        None,
+    )
     assert out["regurgitated_pii_values"]["value"] == 2 and out["regurgitated_pii_values"]["n"] == 3
     clean = regurgitation(["<PERSON_0123456789> will call"], {"john.doe@example.com"}, lambda texts: [0 for _ in texts])
     assert clean["regurgitated_pii_values"]["value"] == 0 and clean["pii_like_output_rate"]["value"] == 0.0
@@ -195,17 +219,25 @@ def _labels(rows, attribute="gender"):
         ({"female": 0.40, "male": 0.45}, {"female": 400, "male": 400}, False),  # a gap within chance
         ({"female": 0.15, "male": 0.45}, {"female": 400, "male": 400}, True),  # label bias
         ({"female": 0.15, "male": 0.45}, {"female": 40, "male": 40}, False),  # the same gap on few records: not certain
-        ({"female": 0.45, "male": 0.45, "nonbinary": 0.0}, {"female": 400, "male": 400, "nonbinary": 10}, False),  # too small to judge
+        (
+            {"female": 0.45, "male": 0.45, "nonbinary": 0.0},
+            {"female": 400, "male": 400, "nonbinary": 10},
+            False,
+        ),  # too small to judge
     ],
 )
 def test_training_label_bias_flags_only_gaps_beyond_chance(rates, sizes, flagged):
     rows = []
     for group, rate in rates.items():
         escalated = round(rate * sizes[group])
-        rows += [{"gender": group, "priority": "high"}] * escalated + [{"gender": group, "priority": "low"}] * (sizes[group] - escalated)
+        rows += [{"gender": group, "priority": "high"}] * escalated + [{"gender": group, "priority": "low"}] * (
+            sizes[group] - escalated
+        )
     policy = FAIRNESS.model_copy(update={"protected_attributes": ["gender"]})
     out = training_label_bias(_labels(rows), policy)["gender"]
-    gap = max(r for g, r in rates.items() if sizes[g] >= policy.min_group_size) - min(r for g, r in rates.items() if sizes[g] >= policy.min_group_size)
+    gap = max(r for g, r in rates.items() if sizes[g] >= policy.min_group_size) - min(
+        r for g, r in rates.items() if sizes[g] >= policy.min_group_size
+    )
     assert out["escalation_gap"]["value"] == pytest.approx(gap, abs=0.01)
     assert (out["escalation_gap_lower_bound"]["value"] > 0.10) == flagged
     assert out["escalation_gap_lower_bound"]["value"] <= out["escalation_gap"]["value"]

@@ -12,6 +12,7 @@ from pipeline.common.training import Example, answer_loss, collate, encode_recor
 from pipeline.finetune import epoch_batches, run_fingerprint, total_steps
 from tests.conftest import REPO, TINY_FINETUNE, VENV_BIN, make_tiny_project, read_json, run_cmd, write_yaml
 
+
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, tiny_model):  # its tests share (and reset) it: one xdist group
     """A tiny project with every stage up to split done (shared by the tests below)."""
@@ -69,12 +70,21 @@ def test_answer_loss_is_a_weighted_mean_when_weighted():
     import torch
 
     torch.manual_seed(0)
-    examples = [Example([1, 2, 3, 4], [-100, 2, 3, 4], label_tokens=1), Example([1, 2, 3], [-100, 2, 3], label_tokens=2)]
+    examples = [
+        Example([1, 2, 3, 4], [-100, 2, 3, 4], label_tokens=1),
+        Example([1, 2, 3], [-100, 2, 3], label_tokens=2),
+    ]
     model = _FixedLogits(torch.randn(2, 4, 6))
     plain_sum, plain_n = answer_loss(model, collate(examples, pad_id=0))
     weighted_sum, weighted_n = answer_loss(model, collate(examples, pad_id=0, label_weight=3.0))
     logp = torch.log_softmax(model.logits[:, :-1], dim=-1)
-    ce = {(0, 1): -logp[0, 0, 2], (0, 2): -logp[0, 1, 3], (0, 3): -logp[0, 2, 4], (1, 1): -logp[1, 0, 2], (1, 2): -logp[1, 1, 3]}
+    ce = {
+        (0, 1): -logp[0, 0, 2],
+        (0, 2): -logp[0, 1, 3],
+        (0, 3): -logp[0, 2, 4],
+        (1, 1): -logp[1, 0, 2],
+        (1, 2): -logp[1, 1, 3],
+    }
     assert plain_n == 5 and float(plain_sum) == pytest.approx(float(sum(ce.values())), rel=1e-5)
     expected = 3 * ce[0, 1] + ce[0, 2] + ce[0, 3] + 3 * ce[1, 1] + 3 * ce[1, 2]
     assert weighted_n == pytest.approx(11.0) and float(weighted_sum) == pytest.approx(float(expected), rel=1e-5)
@@ -83,8 +93,14 @@ def test_answer_loss_is_a_weighted_mean_when_weighted():
 @pytest.mark.parametrize(
     "text,expected",
     [
-        ("category: billing\npriority: high\nreply: Done.", {"category": "billing", "priority": "high", "reply": "Done."}),
-        ("  category: refund \n priority: low\nreply: We refunded\nyou.", {"category": "refund", "priority": "low", "reply": "We refunded\nyou."}),
+        (
+            "category: billing\npriority: high\nreply: Done.",
+            {"category": "billing", "priority": "high", "reply": "Done."},
+        ),
+        (
+            "  category: refund \n priority: low\nreply: We refunded\nyou.",
+            {"category": "refund", "priority": "low", "reply": "We refunded\nyou."},
+        ),
         ("category: billing\nreply: missing priority", None),
         ("I think this is billing.", None),
         ("", None),
@@ -95,15 +111,21 @@ def test_parse_answer_table(text, expected):
 
 
 def test_format_round_trips():
-    assert parse_answer(format_answer("shipping", "urgent", "On its way.")) == {"category": "shipping", "priority": "urgent", "reply": "On its way."}
+    assert parse_answer(format_answer("shipping", "urgent", "On its way.")) == {
+        "category": "shipping",
+        "priority": "urgent",
+        "reply": "On its way.",
+    }
 
 
 def test_encode_masks_the_prompt(tiny_model):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model[0])
-    ids, labels, cut = encode_example(tok, "My card was charged twice.", format_answer("billing", "high", "Refunded."), 512)
-    answer = [t for t, l in zip(ids, labels, strict=True) if l != -100]
+    ids, labels, cut = encode_example(
+        tok, "My card was charged twice.", format_answer("billing", "high", "Refunded."), 512
+    )
+    answer = [t for t, label in zip(ids, labels, strict=True) if label != -100]
     assert not cut and labels[0] == -100 and answer
     assert "category: billing" in tok.decode(answer)
     ids2, labels2, cut2 = encode_example(tok, "x " * 400, format_answer("billing", "high", "ok"), 64)
@@ -131,12 +153,19 @@ def test_examples_whose_prompt_fills_max_seq_len_are_counted_and_all_of_them_is_
         check_answer_tokens(examples[1:], max_len)
 
 
-@pytest.mark.parametrize("category,priority", [("billing", "high"), ("product_question", "urgent"), ("account_access", "low")])
+@pytest.mark.parametrize(
+    "category,priority", [("billing", "high"), ("product_question", "urgent"), ("account_access", "low")]
+)
 def test_label_tokens_are_the_category_and_priority_lines(tiny_model, category, priority):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model[0])
-    record = {"message": "My card was charged twice.", "category": category, "priority": priority, "reply": "Refunded, sorry."}
+    record = {
+        "message": "My card was charged twice.",
+        "category": category,
+        "priority": priority,
+        "reply": "Refunded, sorry.",
+    }
     ids, labels, _ = encode_example(tok, record["message"], format_answer(category, priority, record["reply"]), 512)
     n = label_token_count(tok, record["message"], category, priority, ids, labels)
     first = next(i for i, label in enumerate(labels) if label != -100)
@@ -243,12 +272,16 @@ def test_lineage_walk_from_logged_model_to_dvc_lock(tmp_path, tiny_built, monkey
     # The producing stage's outs (stages not re-run here may still list older deps).
     md5 = {o["path"]: o["md5"] for name in ("scrub", "split") for o in lock[name]["outs"]}
     md5.update({d["path"]: d["md5"] for d in lock["validate"]["deps"]})
-    assert {d["path"]: d["md5"] for d in lock["finetune"]["deps"]}["data/splits/train.jsonl"] == md5["data/splits/train.jsonl"]
+    assert {d["path"]: d["md5"] for d in lock["finetune"]["deps"]}["data/splits/train.jsonl"] == md5[
+        "data/splits/train.jsonl"
+    ]
 
     uri = f"sqlite:///{project / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     client = mlflow.MlflowClient(tracking_uri=uri)
-    runs = client.search_runs([client.get_experiment_by_name("govtune").experiment_id], "tags.`govtune.stage` = 'finetune'")
+    runs = client.search_runs(
+        [client.get_experiment_by_name("govtune").experiment_id], "tags.`govtune.stage` = 'finetune'"
+    )
     model_id = runs[0].data.tags["govtune.logged_model_id"]
     logged = client.get_logged_model(model_id)
     run = client.get_run(logged.source_run_id)
@@ -260,7 +293,17 @@ def test_lineage_walk_from_logged_model_to_dvc_lock(tmp_path, tiny_built, monkey
     stages = client.search_runs([run.info.experiment_id], f"tags.`govtune.execution_id` = '{exec_id}'")
     by_stage = {r.data.tags["govtune.stage"]: r for r in stages}
     # Every stage of that one `dvc repro` that logs a run carries its execution id (monitor logs none without a batch).
-    assert set(by_stage) == {"base_model", "validate", "scrub", "pii_benchmark", "split", "finetune", "evaluate", "gate", "report"}
+    assert set(by_stage) == {
+        "base_model",
+        "validate",
+        "scrub",
+        "pii_benchmark",
+        "split",
+        "finetune",
+        "evaluate",
+        "gate",
+        "report",
+    }
     split_digests = {d.dataset.name: d.dataset.digest for d in by_stage["split"].inputs.dataset_inputs}
     assert split_digests["test"] == md5["data/splits/test.jsonl"]
     raw = {d.dataset.name: d.dataset.digest for d in by_stage["validate"].inputs.dataset_inputs}
@@ -284,5 +327,7 @@ def test_lineage_walk_from_logged_model_to_dvc_lock(tmp_path, tiny_built, monkey
     assert generation_settings(adapter) == {"max_new_tokens": TINY_FINETUNE["max_new_tokens"]}
     assert read_json(project / "reports" / "evaluation.json")["generation"] == generation_settings(adapter)
     lm, tokenizer = load_models(project / "models" / "base", adapter)
-    evaluated = Scorer(lm, tokenizer, generation_settings(adapter)["max_new_tokens"]).generate(["My card was charged twice for order ORD-12345678."], 8)
+    evaluated = Scorer(lm, tokenizer, generation_settings(adapter)["max_new_tokens"]).generate(
+        ["My card was charged twice for order ORD-12345678."], 8
+    )
     assert out["raw"].tolist() == evaluated

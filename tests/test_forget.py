@@ -80,7 +80,9 @@ def test_forget_end_to_end(tmp_path, tiny_built):
     raw_path = project / "data" / "raw" / "tickets.jsonl"
     train_ids = {r["customer_id"] for r in _rows(project / "data" / "splits" / "train.jsonl")}
     raw = _rows(raw_path)
-    subject = next(r["customer_id"] for r in raw if scrub.scrub_identifier(KEY, "customer_id", r["customer_id"]) in train_ids)
+    subject = next(
+        r["customer_id"] for r in raw if scrub.scrub_identifier(KEY, "customer_id", r["customer_id"]) in train_ids
+    )
     records = sum(r["customer_id"] == subject for r in raw)
     digest = subject_hash(KEY, "customer_id", subject)
     pseudo = pseudonym_of("customer_id", digest)
@@ -89,10 +91,17 @@ def test_forget_end_to_end(tmp_path, tiny_built):
     batch = project / "data" / "raw" / "incoming" / "b1" / "tickets.jsonl"
     batch.parent.mkdir(parents=True)
     others = [r for r in raw if r["customer_id"] != subject][:3]
-    batch.write_text("".join(json.dumps({**r, "ticket_id": f"TCK-99{i:05d}"}) + "\n" for i, r in enumerate([mine, *others])))
+    batch.write_text(
+        "".join(json.dumps({**r, "ticket_id": f"TCK-99{i:05d}"}) + "\n" for i, r in enumerate([mine, *others]))
+    )
     scrubbed_copy = project / "reports" / "monitoring" / "b1" / "scrubbed.jsonl"
     scrubbed_copy.parent.mkdir(parents=True)
-    scrubbed_copy.write_text(json.dumps({"ticket_id": "TCK-9900000", "customer_id": pseudo}) + "\n" + json.dumps({"customer_id": "CUSTOMER-Pother"}) + "\n")
+    scrubbed_copy.write_text(
+        json.dumps({"ticket_id": "TCK-9900000", "customer_id": pseudo})
+        + "\n"
+        + json.dumps({"customer_id": "CUSTOMER-Pother"})
+        + "\n"
+    )
 
     out = run_cmd(["govtune", "forget", "--customer-id", subject, "--requested-by", "DPO desk", "--reason", "ticket DSR-7"],
                   cwd=project, check=True)  # fmt: skip
@@ -103,7 +112,9 @@ def test_forget_end_to_end(tmp_path, tiny_built):
     request = [e for e in map(json.loads, audit_text.splitlines()) if e["event"] == "erasure_request"]
     assert len(request) == 1 and request[0]["subject"] == digest and request[0]["affected_versions"] == ["1"]
     assert request[0]["records_removed"] == records + 1 and subject not in audit_text
-    assert [r["customer_id"] for r in _rows(batch)] == [r["customer_id"] for r in others]  # the batch's other records stay
+    assert [r["customer_id"] for r in _rows(batch)] == [
+        r["customer_id"] for r in others
+    ]  # the batch's other records stay
     assert _rows(scrubbed_copy) == [{"customer_id": "CUSTOMER-Pother"}]
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     client = mlflow.MlflowClient()

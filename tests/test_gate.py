@@ -16,8 +16,8 @@ import yaml
 from pipeline.common.audit import append_entry, read_log, verify_chain
 from pipeline.common.config import validate
 from pipeline.common.errors import GovtuneError
-from pipeline.common.policy import Approval, PromotionPolicy, Rule, RuleSet, Waiver
 from pipeline.common.outputs import Status
+from pipeline.common.policy import Approval, PromotionPolicy, Rule, RuleSet, Waiver
 from pipeline.common.rules import judge_rule, resolve
 from pipeline.gate import APPROVED, PENDING, REJECTED, apply_waivers, count_approvals, decide
 from tests.conftest import REPO, read_json, run_cmd, write_yaml
@@ -74,7 +74,11 @@ def test_resolve_fans_out_and_names_keys():
         resolve(EVIDENCE, "evaluation:finetuned.fairness.gender.dpd.ci95.2")
     with pytest.raises(KeyError, match="not an object"):
         resolve(EVIDENCE, "evaluation:finetuned.fairness.gender.dpd.value.0")
-    unmeasured = {"evaluation": {"finetuned": {"fairness": {"region": {"error": "fewer than two groups with enough test records"}}}}}
+    unmeasured = {
+        "evaluation": {
+            "finetuned": {"fairness": {"region": {"error": "fewer than two groups with enough test records"}}}
+        }
+    }
     with pytest.raises(KeyError, match="not measured: region: fewer than two groups with enough test records"):
         resolve(unmeasured, "evaluation:finetuned.fairness.*.dpd.value")
 
@@ -112,8 +116,15 @@ def test_rule_titles_are_rendered_from_the_rule(template, threshold, max_regress
     from pipeline.common.policy import render_title
 
     assert render_title(template, threshold, max_regression) == shown
-    fields = {"title": template, "threshold": threshold} if max_regression is None else {
-        "title": template, "threshold": None, "baseline": {"against": "champion", "max_regression": max_regression}}
+    fields = (
+        {"title": template, "threshold": threshold}
+        if max_regression is None
+        else {
+            "title": template,
+            "threshold": None,
+            "baseline": {"against": "champion", "max_regression": max_regression},
+        }
+    )
     if isinstance(threshold, bool):
         fields |= {"evidence": "data_validation:success", "comparator": "=="}
     assert rule(**fields).title == shown
@@ -433,7 +444,9 @@ def test_gate_fails_closed_on_bad_policy_and_stale_evidence(tmp_path, tiny_built
     indent = lines[at][: len(lines[at]) - len(lines[at].lstrip())]
     promotion.write_text("".join(lines[: at + 1] + [f"{indent}threshold: false\n"] + lines[at + 1 :]))
     doubled = run_cmd(["python", "-m", "pipeline.gate"], cwd=project)
-    assert doubled.returncode == 2 and f"duplicate key 'rules.0.threshold' (lines {at + 1} and {at + 2})" in doubled.stderr
+    assert (
+        doubled.returncode == 2 and f"duplicate key 'rules.0.threshold' (lines {at + 1} and {at + 2})" in doubled.stderr
+    )
     assert not (project / "reports" / "gate_decision.json").exists()
 
 
@@ -533,7 +546,11 @@ def test_injected_label_bias_is_rejected_and_the_alias_stays(tmp_path, tiny_buil
     rule = next(r for r in decision["rules"] if r["id"] == "training_label_parity")
     assert rule["failing_keys"] == ["gender"] and rule["observed"]["gender"] > 0.10, rule
     assert "EU AI Act Art. 10(2)(f)" in rule["controls"] and rule["waiver"] is None
-    assert decision["registry"]["champion_after"] == approved["registry"]["champion_after"] != decision["candidate_version"]
+    assert (
+        decision["registry"]["champion_after"]
+        == approved["registry"]["champion_after"]
+        != decision["candidate_version"]
+    )
     examined = read_json(project / "reports" / "evaluation.json")["training_labels"]["gender"]["groups"]
     assert examined["female"]["escalation_rate"] < examined["male"]["escalation_rate"] - 0.2
 
@@ -548,7 +565,10 @@ def test_files_audit_log_and_registry_agree_after_edit_revert_and_rejudge(tmp_pa
     decision_path = project / "reports" / "gate_decision.json"
     promotion = project / "policies" / "promotion.yaml"
     original = promotion.read_text()
-    edited_text = original.replace("    threshold: 0.80              # share 0..1; raising it", "    threshold: 0.85              # share 0..1; raising it")
+    edited_text = original.replace(
+        "    threshold: 0.80              # share 0..1; raising it",
+        "    threshold: 0.85              # share 0..1; raising it",
+    )
     assert edited_text != original
 
     def title(rule_id: str) -> str:
@@ -560,7 +580,9 @@ def test_files_audit_log_and_registry_agree_after_edit_revert_and_rejudge(tmp_pa
     assert _ran(edited) == {"gate", "report"}, edited.stdout
     assert title("category_accuracy_floor") == "Category accuracy at least 0.85"
     ok = run_cmd(["govtune", "verify"], cwd=project)
-    assert ok.returncode == 0 and "UNSIGNED" in ok.stdout and "agree on the last decision" in ok.stdout, ok.stdout + ok.stderr
+    assert ok.returncode == 0 and "UNSIGNED" in ok.stdout and "agree on the last decision" in ok.stdout, (
+        ok.stdout + ok.stderr
+    )
 
     # 2. Revert it: DVC runs the gate again (no run-cache restore of the old files), and the files,
     # the audit log and the registry all carry the reverted decision.
@@ -576,9 +598,14 @@ def test_files_audit_log_and_registry_agree_after_edit_revert_and_rejudge(tmp_pa
     name, version = "govtune-ticket-triage", decision["registry"]["version"]
     tags = client.get_model_version(name, version).tags
     manifest = read_json(project / "reports" / "evidence_manifest.json")
-    assert tags["govtune.policy_hash"] == decision["policy"]["hash"] and tags["govtune.manifest_hash"] == manifest["manifest_hash"]
+    assert (
+        tags["govtune.policy_hash"] == decision["policy"]["hash"]
+        and tags["govtune.manifest_hash"] == manifest["manifest_hash"]
+    )
     training_run = client.get_model_version(name, version).run_id
-    assert tags["govtune.compliance_report"] == f"runs:/{training_run}/compliance/compliance_report.html"  # the artifact the auditor walks to
+    assert (
+        tags["govtune.compliance_report"] == f"runs:/{training_run}/compliance/compliance_report.html"
+    )  # the artifact the auditor walks to
     assert run_cmd(["govtune", "verify"], cwd=project).returncode == 0
 
     # 3. A hand-made disagreement fails verify, naming the tag and both values.
@@ -588,7 +615,9 @@ def test_files_audit_log_and_registry_agree_after_edit_revert_and_rejudge(tmp_pa
     assert decision["policy"]["hash"][:12] in bad.stderr
     client.set_model_version_tag(name, version, "govtune.policy_hash", decision["policy"]["hash"])
     decisions = project / "audit" / "audit_log.jsonl"
-    append_entry(decisions, "gate_decision", {"decision": PENDING, "version": version, "policy_hash": "x", "evidence_hash": "y"})
+    append_entry(
+        decisions, "gate_decision", {"decision": PENDING, "version": version, "policy_hash": "x", "evidence_hash": "y"}
+    )
     forged = run_cmd(["govtune", "verify"], cwd=project)
     assert forged.returncode == 1 and f"its last gate decision has decision {PENDING}" in forged.stderr, forged.stderr
 
@@ -596,8 +625,16 @@ def test_files_audit_log_and_registry_agree_after_edit_revert_and_rejudge(tmp_pa
     versions = len(client.search_model_versions(f"name='{name}'"))
     rejudged = run_cmd(["govtune", "rejudge"], cwd=project, check=True)
     assert _ran(rejudged) == {"gate", "report"}, rejudged.stdout
-    assert read_json(decision_path)["registry"]["version"] == version and len(client.search_model_versions(f"name='{name}'")) == versions
-    assert client.get_model_version(name, version).tags["govtune.weights_sha256"] == read_json(project / "reports/evaluation.json")["inputs"]["adapter_sha256"]
+    assert (
+        read_json(decision_path)["registry"]["version"] == version
+        and len(client.search_model_versions(f"name='{name}'")) == versions
+    )
+    assert (
+        client.get_model_version(name, version).tags["govtune.weights_sha256"]
+        == read_json(project / "reports/evaluation.json")["inputs"]["adapter_sha256"]
+    )
     assert run_cmd(["govtune", "verify"], cwd=project).returncode == 0
     piped = run_cmd(["bash", "-c", f"set -o pipefail; govtune lineage {version} | head -1"], cwd=project)
-    assert piped.returncode == 0 and piped.stdout.startswith("model govtune-ticket-triage") and "Error" not in piped.stderr, piped.stderr
+    assert (
+        piped.returncode == 0 and piped.stdout.startswith("model govtune-ticket-triage") and "Error" not in piped.stderr
+    ), piped.stderr

@@ -139,4 +139,6 @@ def test_no_planted_pii_or_secret_outside_raw(tmp_path, tiny_model, monkeypatch)
     assert hits == [], "\n".join(hits[:50])
     # The search finds what is there: every planted value in data/raw when it is not skipped.
     control = search(project, needles, "", skip=(".git",))
-    assert {h.split(" (")[0] for h in control} >= {f"data/raw/tickets.jsonl: {n.split(' (')[0]}" for n in needles if n.startswith("canary")}
+    assert {h.split(" (")[0] for h in control} >= {
+        f"data/raw/tickets.jsonl: {n.split(' (')[0]}" for n in needles if n.startswith("canary")
+    }

@@ -109,7 +109,9 @@ def test_rules_on_what_a_batch_cannot_have_are_not_applicable():
     judge(no_champion, _rules(), None)
     statuses = _statuses(no_champion)
     assert no_champion["status"] == "ok", no_champion["rules"]
-    assert {k for k, v in statuses.items() if v == "not_applicable"} == {r.id for r in _rules().rules if r.id.startswith("champion_")}
+    assert {k for k, v in statuses.items() if v == "not_applicable"} == {
+        r.id for r in _rules().rules if r.id.startswith("champion_")
+    }
     unlabelled = _report(labelled=False, champion={"skipped": "unlabelled batch"})
     judge(unlabelled, _rules(), None)
     statuses = _statuses(unlabelled)
@@ -161,7 +163,9 @@ def test_monitor_flags_a_shifted_batch_and_passes_a_same_source_one(tmp_path, ti
     shifted_text = (project / "data" / "raw" / "incoming" / "shifted" / "tickets.jsonl").read_text()
     assert any(p in shifted_text for p in SHIFT_PRODUCTS)
 
-    same = run_cmd(["govtune", "monitor", "data/raw/incoming/same/tickets.jsonl", "--out", "reports/monitoring/same"], cwd=project)
+    same = run_cmd(
+        ["govtune", "monitor", "data/raw/incoming/same/tickets.jsonl", "--out", "reports/monitoring/same"], cwd=project
+    )
     assert same.returncode == 0, same.stdout + same.stderr[-3000:]
     report = read_json(project / "reports" / "monitoring" / "same" / "monitoring_report.json")
     assert report["status"] == "ok" and report["breached_blocking_rules"] == []
@@ -170,7 +174,9 @@ def test_monitor_flags_a_shifted_batch_and_passes_a_same_source_one(tmp_path, ti
     # metrics, and the decay rule judged against the value v1 was promoted on.
     champ = report["champion"]
     assert champ["version"] == "1" and champ["n"] == 200 and champ["quality"]["category_accuracy"]["n"] == 200
-    assert champ["adapter_sha256"] == sha256_file(project / "models" / "adapter" / "adapter_model.safetensors")  # v1's adapter
+    assert champ["adapter_sha256"] == sha256_file(
+        project / "models" / "adapter" / "adapter_model.safetensors"
+    )  # v1's adapter
     assert set(champ["fairness"]) == {"gender", "age_band", "region"} and "gender" in champ["counterfactual"]
     decay = next(r for r in report["rules"] if r["id"] == "champion_category_accuracy_holds")
     v1_accuracy = next(r for r in v1["rules"] if r["id"] == "category_accuracy_not_below_champion")["observed"]
@@ -178,7 +184,10 @@ def test_monitor_flags_a_shifted_batch_and_passes_a_same_source_one(tmp_path, ti
     assert decay["observed"] == champ["quality"]["category_accuracy"]["value"]
     assert decay["target"] == pytest.approx(v1_accuracy - 0.10, abs=1e-4)
 
-    shifted = run_cmd(["govtune", "monitor", "data/raw/incoming/shifted/tickets.jsonl", "--out", "reports/monitoring/shifted"], cwd=project)
+    shifted = run_cmd(
+        ["govtune", "monitor", "data/raw/incoming/shifted/tickets.jsonl", "--out", "reports/monitoring/shifted"],
+        cwd=project,
+    )
     assert shifted.returncode == 1, shifted.stdout + shifted.stderr[-3000:]
     drifted = read_json(project / "reports" / "monitoring" / "shifted" / "monitoring_report.json")
     breached = set(drifted["breached_blocking_rules"])
@@ -193,7 +202,9 @@ def test_monitor_flags_a_shifted_batch_and_passes_a_same_source_one(tmp_path, ti
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     client = mlflow.MlflowClient()
-    tags = client.get_model_version(read_json(project / "reports" / "gate_decision.json")["registry"]["registered_model"], "1").tags
+    tags = client.get_model_version(
+        read_json(project / "reports" / "gate_decision.json")["registry"]["registered_model"], "1"
+    ).tags
     assert tags["govtune.needs_review"] == "true" and tags["govtune.monitoring.status"] == "needs_review"
     run = client.get_run(tags["govtune.monitoring.run_id"])
     assert run.data.metrics["monitor/category_tvd"] == pytest.approx(d["category"]["tvd"])
@@ -203,15 +214,26 @@ def test_monitor_flags_a_shifted_batch_and_passes_a_same_source_one(tmp_path, ti
 
     # An unlabelled batch: checked on everything but the labels; label and champion rules are
     # not applicable (said so), the PII mix compares messages with messages.
-    rows = [json.loads(line) for line in (project / "data" / "raw" / "incoming" / "same" / "tickets.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for line in (project / "data" / "raw" / "incoming" / "same" / "tickets.jsonl").read_text().splitlines()
+    ]
     unlabelled = project / "data" / "raw" / "incoming" / "unlabelled" / "tickets.jsonl"
     unlabelled.parent.mkdir()
-    unlabelled.write_text("".join(json.dumps({**r, "category": None, "priority": None, "reply": None}) + "\n" for r in rows))
+    unlabelled.write_text(
+        "".join(json.dumps({**r, "category": None, "priority": None, "reply": None}) + "\n" for r in rows)
+    )
     plain = run_cmd(["govtune", "monitor", str(unlabelled.relative_to(project))], cwd=project)
     assert plain.returncode == 0, plain.stdout + plain.stderr[-3000:]
     blind = read_json(project / "reports" / "monitoring" / "unlabelled" / "monitoring_report.json")
-    assert not blind["labelled"] and "skipped" in blind["champion"] and blind["drift"]["pii_entity_mix"]["fields"] == ["message"]
-    assert {"category_mix_stable", "champion_category_accuracy_holds", "champion_demographic_parity_gap"} <= set(blind["not_applicable"])
+    assert (
+        not blind["labelled"]
+        and "skipped" in blind["champion"]
+        and blind["drift"]["pii_entity_mix"]["fields"] == ["message"]
+    )
+    assert {"category_mix_stable", "champion_category_accuracy_holds", "champion_demographic_parity_gap"} <= set(
+        blind["not_applicable"]
+    )
     unlabelled.unlink()
 
     # The DVC stage: every batch in data/raw/incoming, one summary; it exits 0 (fail_on_breach: false).
@@ -242,5 +264,7 @@ def test_an_accepted_batch_retrains_and_is_judged_against_the_champion(tmp_path,
     assert rule["baseline"]["value"] == pytest.approx(v1_value)
     events = [json.loads(line)["event"] for line in (project / "audit" / "audit_log.jsonl").read_text().splitlines()]
     assert "batch_accepted" in events
-    summary = read_json(project / "reports" / "monitoring" / "incoming" / "summary.json")  # the stage re-ran on the new data
+    summary = read_json(
+        project / "reports" / "monitoring" / "incoming" / "summary.json"
+    )  # the stage re-ran on the new data
     assert summary["accepted_batches"] == ["same"] and [b["batch"] for b in summary["batches"]] == ["shifted"]

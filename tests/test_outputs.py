@@ -62,11 +62,16 @@ def test_lint_names_the_file_line_and_nearest_path(tmp_path, monkeypatch):
     text = privacy.read_text()
     assert "pii_report:totals.residual_rate" in text
     privacy.write_text(text.replace("pii_report:totals.residual_rate", "pii_report:totals.residual_rat", 1))
-    line = next(i for i, t in enumerate(privacy.read_text().splitlines(), 1) if "residual_rat" in t and "residual_rate" not in t)
+    line = next(
+        i for i, t in enumerate(privacy.read_text().splitlines(), 1) if "residual_rat" in t and "residual_rate" not in t
+    )
     monkeypatch.chdir(project)
     problems = lint_policies()
     assert len(problems) == 1, problems
-    assert f"policies/privacy.yaml:{line}:" in problems[0] and "did you mean 'pii_report:totals.residual_rate'" in problems[0]
+    assert (
+        f"policies/privacy.yaml:{line}:" in problems[0]
+        and "did you mean 'pii_report:totals.residual_rate'" in problems[0]
+    )
 
 
 def test_a_stage_output_that_breaks_its_model_is_not_written(tmp_path):
@@ -107,7 +112,10 @@ DECISION_BREAKS = [
     ("rules.0.status", lambda d: d | {"rules": [d["rules"][0] | {"status": "ok"}]}),
     ("summary", lambda d: {k: v for k, v in d.items() if k != "summary"}),
     ("approved_by", lambda d: d | {"approved_by": "someone"}),
-    ("checks.adapter_files_intact.value", lambda d: d | {"checks": d["checks"] | {"adapter_files_intact": {"value": "yes", "detail": ""}}}),
+    (
+        "checks.adapter_files_intact.value",
+        lambda d: d | {"checks": d["checks"] | {"adapter_files_intact": {"value": "yes", "detail": ""}}},
+    ),
 ]
 
 

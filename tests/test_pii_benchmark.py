@@ -16,12 +16,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_judge_counts_a_span_caught_at_80_percent_of_its_characters_and_the_rest_kept():
-    rows = [{"text": "call Anna Berg now", "spans": [{"start": 5, "end": 14, "entity_type": "PERSON", "value": "Anna Berg"}]}]
+    rows = [
+        {
+            "text": "call Anna Berg now",
+            "spans": [{"start": 5, "end": 14, "entity_type": "PERSON", "value": "Anna Berg"}],
+        }
+    ]
     assert judge(rows, [[(5, 13)]])["entities"]["PERSON"]["recall"] == 1.0  # 7 of 8 letters
     assert judge(rows, [[(5, 12)]])["entities"]["PERSON"]["recall"] == 0.0  # 6 of 8: under 80 %
     assert judge(rows, [[(5, 9)]])["entities"]["PERSON"]["recall"] == 0.0  # "Anna" alone: half
     over = judge(rows, [[(0, 18)]])
-    assert over["direct_identifier_recall"] == 1.0 and over["non_pii_chars_kept"] == 0.0  # a detector that matches everything
+    assert (
+        over["direct_identifier_recall"] == 1.0 and over["non_pii_chars_kept"] == 0.0
+    )  # a detector that matches everything
 
 
 def test_scrubbing_switched_off_measures_nothing_found(tmp_path):
@@ -29,9 +36,18 @@ def test_scrubbing_switched_off_measures_nothing_found(tmp_path):
     from pipeline.pii_benchmark import measure
 
     policy = load_pii_policy(REPO / "policies" / "pii.yaml").model_copy(update={"enabled": False})
-    rows = [{"text": "call Anna Berg now", "spans": [{"start": 5, "end": 14, "entity_type": "PERSON", "value": "Anna Berg"}]}]
+    rows = [
+        {
+            "text": "call Anna Berg now",
+            "spans": [{"start": 5, "end": 14, "entity_type": "PERSON", "value": "Anna Berg"}],
+        }
+    ]
     result = measure(policy, rows, 8)
-    assert result["direct_identifier_recall"] == 0.0 and result["verbatim_leaks_direct"] == 1 and result["non_pii_chars_kept"] == 1.0
+    assert (
+        result["direct_identifier_recall"] == 0.0
+        and result["verbatim_leaks_direct"] == 1
+        and result["non_pii_chars_kept"] == 1.0
+    )
 
 
 def test_a_missing_or_mislabelled_corpus_is_refused_with_file_and_line(tmp_path):
@@ -57,23 +73,48 @@ def test_the_gate_judges_the_independent_figure_and_the_report_shows_both(tiny_b
     assert rules["pii_keeps_other_text_independent_corpus"]["observed"] == bench["non_pii_chars_kept"]
     assert rules["pii_keeps_other_text_independent_corpus"]["status"] == "passed"
     recall_rule = rules["pii_recall_independent_corpus"]
-    assert recall_rule["severity"] == "blocking" and recall_rule["status"] == "passed" and bench["direct_identifier_recall"] >= 0.95, recall_rule
+    assert (
+        recall_rule["severity"] == "blocking"
+        and recall_rule["status"] == "passed"
+        and bench["direct_identifier_recall"] >= 0.95
+    ), recall_rule
     # the PII report shows the same policy's figures on both corpora
     pii = json.loads((project / "reports/pii_report.json").read_text())
-    assert pii["independent_corpus"]["measured"] and pii["independent_corpus"]["direct_identifier_recall"] == bench["direct_identifier_recall"]
-    assert pii["independent_corpus"]["entities"]["PERSON"] == bench["entities"]["PERSON"] and pii["entities"]["PERSON"]["recall"] is not None
+    assert (
+        pii["independent_corpus"]["measured"]
+        and pii["independent_corpus"]["direct_identifier_recall"] == bench["direct_identifier_recall"]
+    )
+    assert (
+        pii["independent_corpus"]["entities"]["PERSON"] == bench["entities"]["PERSON"]
+        and pii["entities"]["PERSON"]["recall"] is not None
+    )
     report = json.loads((project / "reports/compliance_report.json").read_text())
     side = report["datasheet"]["pii"]["independent_corpus"]
-    assert side["direct_identifier_recall"] == bench["direct_identifier_recall"] and side["corpus"]["sha256"] == bench["corpus"]["sha256"]
-    assert "PII recall on our data and on a corpus we did not write" in (project / "reports/compliance_report.html").read_text()
+    assert (
+        side["direct_identifier_recall"] == bench["direct_identifier_recall"]
+        and side["corpus"]["sha256"] == bench["corpus"]["sha256"]
+    )
+    assert (
+        "PII recall on our data and on a corpus we did not write"
+        in (project / "reports/compliance_report.html").read_text()
+    )
     # counts only: no labelled value of the corpus reaches the stage's report or the compliance report
     values = {s["value"] for line in (project / "data/eval/pii_benchmark.jsonl").read_text().splitlines() for s in json.loads(line)["spans"]
               if s["entity_type"] in ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD") and len(s["value"]) >= 8}  # fmt: skip
-    for name in ("reports/pii_benchmark.json", "reports/pii_report.json", "reports/compliance_report.json", "reports/compliance_report.html"):
+    for name in (
+        "reports/pii_benchmark.json",
+        "reports/pii_report.json",
+        "reports/compliance_report.json",
+        "reports/compliance_report.html",
+    ):
         text = (project / name).read_text()
         assert not [v for v in values if v in text], name
     # fail closed: without its corpus the stage stops, names the file, and leaves no stale report
     (project / "data/eval/pii_benchmark.jsonl").unlink()
     proc = run_cmd(["python", "-m", "pipeline.pii_benchmark"], cwd=project)
-    assert proc.returncode == 2 and "data/eval/pii_benchmark.jsonl" in proc.stderr and "no PII benchmark corpus" in proc.stderr, proc.stderr[-2000:]
+    assert (
+        proc.returncode == 2
+        and "data/eval/pii_benchmark.jsonl" in proc.stderr
+        and "no PII benchmark corpus" in proc.stderr
+    ), proc.stderr[-2000:]
     assert not (project / "reports/pii_benchmark.json").exists()

@@ -45,7 +45,11 @@ def test_it_is_not_the_synthesizers_text():
     "marked,text,spans",
     [
         ("call [[PERSON:Ann Lee]] now", "call Ann Lee now", [(5, 12, "PERSON")]),
-        ("[[PHONE_NUMBER:+44 20]] or [[EMAIL_ADDRESS:a@b.co]]", "+44 20 or a@b.co", [(0, 6, "PHONE_NUMBER"), (10, 16, "EMAIL_ADDRESS")]),
+        (
+            "[[PHONE_NUMBER:+44 20]] or [[EMAIL_ADDRESS:a@b.co]]",
+            "+44 20 or a@b.co",
+            [(0, 6, "PHONE_NUMBER"), (10, 16, "EMAIL_ADDRESS")],
+        ),
         ("at [[STREET_ADDRESS:1 A St\nTown]]", "at 1 A St\nTown", [(3, 14, "STREET_ADDRESS")]),
         ("no marks [here]", "no marks [here]", []),
     ],
@@ -84,7 +88,12 @@ def test_the_committed_presidio_evaluator_corpus_is_labelled_and_not_ours():
 
     from pipeline.synthesize import generate  # noqa: F401  (the synthesizer exists; its text must not be here)
 
-    rows = [json.loads(line) for line in (Path(__file__).resolve().parents[1] / "data/eval/pii_benchmark.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows = [
+        json.loads(line)
+        for line in (Path(__file__).resolve().parents[1] / "data/eval/pii_benchmark.jsonl")
+        .read_text(encoding="utf-8")
+        .splitlines()
+    ]
     assert len(rows) == 1000 and {r["source"] for r in rows} == {"presidio-evaluator"}
     for row in rows:
         for span in row["spans"]:

@@ -56,4 +56,3 @@ def test_canary_exposure_rises_with_memorisation(tmp_path):
     assert base_again == base
     assert memorised >= one_pass + 2.0 and memorised >= base + 2.0
     assert memorised >= ceiling - 1.5  # at most ~3 of 101 candidates rank above a secret
-

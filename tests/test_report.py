@@ -84,7 +84,11 @@ def test_report_verify_and_tampering(tmp_path, tiny_built, monkeypatch):
     rendered = render_html(report, {})
     assert "<script>" not in rendered and rendered.count("&lt;script&gt;alert(1)&lt;/script&gt;") == 4
     examined = report["datasheet"]["label_examination"]["gender"]
-    assert "Training labels examined for bias" in page and examined["groups"]["female"]["n"] > 0 and "escalation_gap_lower_bound" in examined
+    assert (
+        "Training labels examined for bias" in page
+        and examined["groups"]["female"]["n"] > 0
+        and "escalation_gap_lower_bound" in examined
+    )
     assert (
         'class="badge APPROVED"' in page
         and "data:image/png;base64," in page
@@ -114,7 +118,7 @@ def test_report_verify_and_tampering(tmp_path, tiny_built, monkeypatch):
     } <= set(manifest["files"])
 
     # No raw PII in any report: search for every ground-truth value of the sidecar.
-    values = {json.loads(l)["value"] for l in (project / "data/raw/pii_spans.jsonl").read_text().splitlines()}
+    values = {json.loads(row)["value"] for row in (project / "data/raw/pii_spans.jsonl").read_text().splitlines()}
     values = {v for v in values if len(v) >= 6}
     for path in (
         reports / "compliance_report.json",
@@ -193,7 +197,13 @@ def test_fairness_section_carries_an_unjudged_attribute():
     from pipeline.report import fairness_html, fairness_section
 
     metric = {"value": 0.1, "n": 60, "ci95": [0.0, 0.2]}
-    group = {"n": 30, "category_accuracy": 0.5, "escalation_rate": 0.2, "escalation_rate_ci95": [0.1, 0.4], "too_small": False}
+    group = {
+        "n": 30,
+        "category_accuracy": 0.5,
+        "escalation_rate": 0.2,
+        "escalation_rate_ci95": [0.1, 0.4],
+        "too_small": False,
+    }
     judged = {"groups": {"female": group, "male": group}, "demographic_parity_difference": metric, "small_groups": []}
     unjudged = {"error": "fewer than two groups with enough test records", "group_sizes": {"18-34": 24, "65+": 6}}
     evaluation = {"base": {"fairness": {"gender": judged, "age_band": unjudged}},
@@ -205,4 +215,6 @@ def test_fairness_section_carries_an_unjudged_attribute():
     assert section["age_band"]["group_sizes"] == {"18-34": 24, "65+": 6}
     page = fairness_html(section, {"fairness_gender": "R0VO", "fairness_age_band": "R0VO"})
     assert '<img alt="fairness_gender"' in page and '<img alt="fairness_age_band"' not in page
-    assert "Not judged: fewer than two groups with enough test records (test records per group: 18-34: 24, 65+: 6)" in page
+    assert (
+        "Not judged: fewer than two groups with enough test records (test records per group: 18-34: 24, 65+: 6)" in page
+    )

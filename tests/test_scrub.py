@@ -36,7 +36,11 @@ RECOGNIZER_ROWS = [
     ("Kind regards, Ann Lee, support team, ID EMP-48213", "EMP-48213", "EMPLOYEE_ID"),
     ("I was born 03/14/1985 in spring.", "03/14/1985", "DATE_OF_BIRTH"),
     ("Card 2221 0000 0000 0009 was charged.", "2221 0000 0000 0009", "CREDIT_CARD"),
-    ("Send it to 494 Stafford Pine Apt. 691, Whitneyton, WY 71183.", "494 Stafford Pine Apt. 691, Whitneyton, WY 71183", "STREET_ADDRESS"),
+    (
+        "Send it to 494 Stafford Pine Apt. 691, Whitneyton, WY 71183.",
+        "494 Stafford Pine Apt. 691, Whitneyton, WY 71183",
+        "STREET_ADDRESS",
+    ),
     ("I live at PSC 5668, Box 4430, APO AP 72985.", "PSC 5668, Box 4430, APO AP 72985", "STREET_ADDRESS"),
     ("Refund to IBAN DE89 3704 0044 0532 0130 00 please.", "DE89 3704 0044 0532 0130 00", "IBAN_CODE"),
     ("Hi Gilberto, thanks for reaching out.", "Gilberto", "PERSON"),
@@ -89,12 +93,20 @@ def _scrub(records, key=KEY, policy=POLICY):
 
 
 def _record(tid, message):
-    return {"ticket_id": tid, "customer_id": "CUST-000001", "message": message, "reply": "Hi there, done. Regards, Support"}
+    return {
+        "ticket_id": tid,
+        "customer_id": "CUST-000001",
+        "message": message,
+        "reply": "Hi there, done. Regards, Support",
+    }
 
 
 @pytest.mark.slow
 def test_same_name_same_surrogate_and_other_key_other_surrogate():
-    records = [_record("TCK-1", "My name is Maria Lopez and I need help."), _record("TCK-2", "Hello. My name is Maria Lopez, again.")]
+    records = [
+        _record("TCK-1", "My name is Maria Lopez and I need help."),
+        _record("TCK-2", "Hello. My name is Maria Lopez, again."),
+    ]
     a, b = _scrub(records)
     tags_a = re.findall(r"<PERSON_[0-9a-f]{10}>", a["message"])
     tags_b = re.findall(r"<PERSON_[0-9a-f]{10}>", b["message"])
@@ -114,7 +126,11 @@ def test_key_sources(tmp_path, monkeypatch):
         load_key(strict, POLICY_PATH, REPO)
     monkeypatch.setenv(POLICY.key.env, "s3cret-value")
     key = load_key(strict, POLICY_PATH, REPO)
-    assert key.source == "env" and "s3cret" not in repr(key) and key.fingerprint != PseudonymKey(DEMO_KEY, "demo").fingerprint
+    assert (
+        key.source == "env"
+        and "s3cret" not in repr(key)
+        and key.fingerprint != PseudonymKey(DEMO_KEY, "demo").fingerprint
+    )
     monkeypatch.delenv(POLICY.key.env)
     inside = strict.model_copy(update={"key": strict.key.model_copy(update={"file": REPO / "key.txt"})})
     with pytest.raises(GovtuneError, match="inside the repository"):
@@ -128,13 +144,15 @@ def test_key_sources(tmp_path, monkeypatch):
 def default_scrub_run(tmp_path_factory):
     """The real scrub stage (2 workers) on the committed default data, in a project copy."""
     project = copy_project(tmp_path_factory.mktemp("scrub") / "p")
-    run_cmd([str(VENV_BIN / "python"), "-m", "pipeline.validate"], cwd=project, check=True)  # scrub reads what it certified
+    run_cmd(
+        [str(VENV_BIN / "python"), "-m", "pipeline.validate"], cwd=project, check=True
+    )  # scrub reads what it certified
     proc = run_cmd([str(VENV_BIN / "python"), "-m", "pipeline.scrub"], cwd=project, check=True)
     return project, proc
 
 
 def _sidecar(project: Path) -> list[dict]:
-    return [json.loads(l) for l in (project / "data" / "raw" / "pii_spans.jsonl").read_text().splitlines()]
+    return [json.loads(row) for row in (project / "data" / "raw" / "pii_spans.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.slow
@@ -142,7 +160,16 @@ def _sidecar(project: Path) -> list[dict]:
 def test_default_data_recall_meets_the_bar(default_scrub_run):
     project, _ = default_scrub_run
     report = read_json(project / "reports" / "pii_report.json")
-    strict = {"EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS", "ACCOUNT_ID", "EMPLOYEE_ID"}
+    strict = {
+        "EMAIL_ADDRESS",
+        "PHONE_NUMBER",
+        "CREDIT_CARD",
+        "IBAN_CODE",
+        "US_SSN",
+        "IP_ADDRESS",
+        "ACCOUNT_ID",
+        "EMPLOYEE_ID",
+    }
     for entity, row in report["entities"].items():
         if row["in_policy"] and row["true_spans"]:
             assert row["recall"] >= (0.99 if entity in strict else 0.95), (entity, row["recall"])
@@ -178,9 +205,18 @@ def test_report_is_honest_and_holds_no_values(default_scrub_run):
 def test_scrubbing_disabled_is_measured_as_zero_recall(tmp_path):
     policy = POLICY.model_copy(update={"enabled": False})
     records = [_record("TCK-1", "My name is Maria Lopez, email maria@example.com.")]
-    spans = [{"ticket_id": "TCK-1", "field": "message", "start": 11, "end": 22, "entity_type": "PERSON", "value": "Maria Lopez"}]
+    spans = [
+        {
+            "ticket_id": "TCK-1",
+            "field": "message",
+            "start": 11,
+            "end": 22,
+            "entity_type": "PERSON",
+            "value": "Maria Lopez",
+        }
+    ]
     scrub.init_worker(policy, KEY, batch_size=8, rescan=True)
-    (line, stats), = scrub.scrub_chunk([(records[0], spans)])
+    ((line, stats),) = scrub.scrub_chunk([(records[0], spans)])
     assert "Maria Lopez" in line
     assert stats.spans[0].removed is False and stats.spans[0].leaked is True
 
@@ -194,7 +230,14 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def _span(ticket: str, start: int) -> dict:
-    return {"ticket_id": ticket, "field": "message", "start": start, "end": start + 3, "entity_type": "PERSON", "value": "Ann"}
+    return {
+        "ticket_id": ticket,
+        "field": "message",
+        "start": start,
+        "end": start + 3,
+        "entity_type": "PERSON",
+        "value": "Ann",
+    }
 
 
 @pytest.mark.parametrize("order", ["raw order", "shuffled"])
@@ -259,7 +302,11 @@ def _validation(raw: Path, success: bool = True, sha: str | None = "auto") -> di
     from pipeline.common.io import sha256_file
 
     digest = sha256_file(raw) if sha == "auto" else sha
-    return {"success": success, "blocking_failures": [] if success else ["category_allowed"], "input": {"sha256": digest}}
+    return {
+        "success": success,
+        "blocking_failures": [] if success else ["category_allowed"],
+        "input": {"sha256": digest},
+    }
 
 
 # (case, validation report, phrase of the refusal; None: accepted)
@@ -303,7 +350,10 @@ def test_scrub_stage_refuses_raw_data_changed_after_validation_and_leaves_no_rep
     run_cmd([python, "-m", "pipeline.validate"], cwd=project, check=True)
     run_cmd([python, "-m", "pipeline.scrub"], cwd=project, check=True)
     pii_report = project / "reports" / "pii_report.json"
-    assert read_json(pii_report)["input"]["sha256"] == read_json(project / "reports" / "data_validation.json")["input"]["sha256"]
+    assert (
+        read_json(pii_report)["input"]["sha256"]
+        == read_json(project / "reports" / "data_validation.json")["input"]["sha256"]
+    )
 
     run_cmd([python, "-m", "pipeline.split"], cwd=project, check=True)
     assert (project / "reports" / "split_report.json").is_file()
@@ -323,7 +373,9 @@ def test_scrub_stage_refuses_raw_data_changed_after_validation_and_leaves_no_rep
     raw.write_text(raw.read_text().replace('"category":"billing"', '"category":"complaints"', 1))
     assert run_cmd([python, "-m", "pipeline.validate"], cwd=project).returncode == 2
     failed = run_cmd([python, "-m", "pipeline.scrub"], cwd=project)
-    assert failed.returncode == 2 and "the raw data failed validation (category_allowed)" in failed.stderr, failed.stderr[-2000:]
+    assert failed.returncode == 2 and "the raw data failed validation (category_allowed)" in failed.stderr, (
+        failed.stderr[-2000:]
+    )
 
 
 def test_scrubbing_scrubbed_text_again_never_rewrites_a_tag(analyzer):

@@ -68,7 +68,11 @@ def test_labels_per_group_are_counted_per_split(records):
         for attribute in ATTRIBUTE_COLUMNS:
             assert sum(n for by_priority in table[name][attribute].values() for n in by_priority.values()) == len(real)
     by_id = {r["ticket_id"]: r for r in records}
-    females = Counter(by_id[r["ticket_id"]]["priority"] for r in result.splits["train"] if by_id.get(r["ticket_id"], {}).get("gender") == "female")
+    females = Counter(
+        by_id[r["ticket_id"]]["priority"]
+        for r in result.splits["train"]
+        if by_id.get(r["ticket_id"], {}).get("gender") == "female"
+    )
     assert table["train"]["gender"]["female"] == dict(females)
 
 
@@ -88,7 +92,9 @@ def test_fractions_must_leave_a_test_split(train, val):
 
 def test_canaries_only_in_train_replies(records):
     result = split_records(records, CFG)
-    assert len(result.canaries) == CFG.canaries.count and len({c["secret"] for c in result.canaries}) == CFG.canaries.count
+    assert (
+        len(result.canaries) == CFG.canaries.count and len({c["secret"] for c in result.canaries}) == CFG.canaries.count
+    )
     for c in result.canaries:
         in_train = [r for r in result.splits["train"] if r["ticket_id"] == c["ticket_id"]]
         assert len(in_train) == CFG.canaries.repeats and c["secret"] in in_train[0]["reply"]

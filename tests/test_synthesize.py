@@ -9,7 +9,14 @@ import pytest
 
 from pipeline.common.params import load_params
 from pipeline.synthesize import (
-    CATEGORIES, COLUMNS, OVERLONG_CHARS, PRIORITIES, generate, join_rendered, main, render,
+    CATEGORIES,
+    COLUMNS,
+    OVERLONG_CHARS,
+    PRIORITIES,
+    generate,
+    join_rendered,
+    main,
+    render,
 )  # fmt: skip
 from tests.conftest import REPO
 
@@ -74,7 +81,12 @@ def test_text_carries_demographic_signals_but_not_the_attribute_columns():
     "template,values,text,spans",
     [
         ("Hi {first}!", {"first": "Ana"}, "Hi Ana!", [(3, 6, "PERSON")]),
-        ("{email} or {phone}", {"email": "a@b.co", "phone": "1"}, "a@b.co or 1", [(0, 6, "EMAIL_ADDRESS"), (10, 11, "PHONE_NUMBER")]),
+        (
+            "{email} or {phone}",
+            {"email": "a@b.co", "phone": "1"},
+            "a@b.co or 1",
+            [(0, 6, "EMAIL_ADDRESS"), (10, 11, "PHONE_NUMBER")],
+        ),
         ("order {order}", {"order": "ORD-1"}, "order ORD-1", []),  # not PII: no span
         ("no slots", {}, "no slots", []),
     ],
@@ -86,7 +98,9 @@ def test_render_table(template, values, text, spans):
 
 
 def test_join_shifts_spans():
-    text, spans = join_rendered([render("Hi {first}.", {"first": "Bo"}, "m"), render("I am {last}", {"last": "Li"}, "m")])
+    text, spans = join_rendered(
+        [render("Hi {first}.", {"first": "Bo"}, "m"), render("I am {last}", {"last": "Li"}, "m")]
+    )
     assert text == "Hi Bo. I am Li"
     assert [text[s.start : s.end] for s in spans] == ["Bo", "Li"]
 

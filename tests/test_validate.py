@@ -72,7 +72,7 @@ def _nul_byte(p, rs):
 
 def _control_char(p, rs):
     lines = write_lines(p, rs).read_text().splitlines()
-    lines[5] = lines[5].replace(": \"", ": \"\x01", 1)
+    lines[5] = lines[5].replace(': "', ': "\x01', 1)
     p.write_text("\n".join(lines) + "\n")
 
 

@@ -20,7 +20,9 @@ CHAT_TEMPLATE = (
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
-def build_tiny_model(out_dir: Path, corpus: list[str], vocab_size: int = 600, seed: int = 0, hidden: int = 32) -> dict[str, str]:
+def build_tiny_model(
+    out_dir: Path, corpus: list[str], vocab_size: int = 600, seed: int = 0, hidden: int = 32
+) -> dict[str, str]:
     """Trains a tokenizer on ``corpus``, builds a random tiny LlamaForCausalLM, saves both.
 
     ``hidden`` is the model width (the MLP is twice as wide); the tests use 32.

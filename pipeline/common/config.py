@@ -48,7 +48,9 @@ def load_yaml(path: str | Path) -> tuple[Any, yaml.Node | None]:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
-        raise GovtuneError(where, f"invalid YAML: {problem}", "fix the YAML syntax (indentation, quotes, colons)") from exc
+        raise GovtuneError(
+            where, f"invalid YAML: {problem}", "fix the YAML syntax (indentation, quotes, colons)"
+        ) from exc
     check_unique_keys(node, path)
     return data, node
 
@@ -97,7 +99,9 @@ def line_of(node: yaml.Node | None, keys: tuple[Any, ...]) -> int | None:
     return line
 
 
-def validate(model: type[M], data: Any, path: str | Path, node: yaml.Node | None = None, prefix: tuple[Any, ...] = ()) -> M:
+def validate(
+    model: type[M], data: Any, path: str | Path, node: yaml.Node | None = None, prefix: tuple[Any, ...] = ()
+) -> M:
     """Validates parsed data into ``model``; errors name file, line and key.
 
     Raises:

@@ -25,7 +25,9 @@ def generation_settings(adapter_dir: Path) -> dict[str, int]:
     return provenance.get("generation") or {"max_new_tokens": LEGACY_MAX_NEW_TOKENS}
 
 
-def generate_answers(model: Any, tokenizer: Any, messages: Sequence[str], max_new_tokens: int, batch_size: int) -> list[str]:
+def generate_answers(
+    model: Any, tokenizer: Any, messages: Sequence[str], max_new_tokens: int, batch_size: int
+) -> list[str]:
     """Greedy answers to ticket messages through the chat template, in left-padded batches."""
     import torch
 
@@ -36,6 +38,8 @@ def generate_answers(model: Any, tokenizer: Any, messages: Sequence[str], max_ne
                    for m in messages[start : start + batch_size]]  # fmt: skip
         batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
-            gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            gen = model.generate(
+                **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
         outs.extend(tokenizer.batch_decode(gen[:, batch["input_ids"].shape[1] :], skip_special_tokens=True))
     return outs

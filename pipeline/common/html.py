@@ -47,7 +47,10 @@ def environment() -> Any:
     )
     env.tests.update(plain_list=_is_plain_list, list_of_parts=_is_list_of_parts)
     env.filters.update(listed=_listed, scalar=_scalar)
-    env.policies["json.dumps_kwargs"] = {"sort_keys": False, "ensure_ascii": False}  # `tojson` keeps the evidence's key order
+    env.policies["json.dumps_kwargs"] = {
+        "sort_keys": False,
+        "ensure_ascii": False,
+    }  # `tojson` keeps the evidence's key order
     return env
 
 

@@ -51,12 +51,22 @@ def load_key(policy: PiiPolicy, policy_path: Path, repo_root: Path) -> Pseudonym
     if policy.key.file is not None:
         path = policy.key.file.expanduser().resolve()
         if path.is_relative_to(repo_root.resolve()):
-            raise GovtuneError(f"{policy_path}: key.file", "the key file lies inside the repository", "move it outside the repository and point key.file at it")
+            raise GovtuneError(
+                f"{policy_path}: key.file",
+                "the key file lies inside the repository",
+                "move it outside the repository and point key.file at it",
+            )
         if not path.is_file():
-            raise GovtuneError(f"{policy_path}: key.file", f"key file {path} not found", f"create it, or set {policy.key.env}")
+            raise GovtuneError(
+                f"{policy_path}: key.file", f"key file {path} not found", f"create it, or set {policy.key.env}"
+            )
         secret = path.read_bytes().strip()
         if not secret:
-            raise GovtuneError(f"{policy_path}: key.file", f"key file {path} is empty", "write a random key into it (e.g. `openssl rand -hex 32`)")
+            raise GovtuneError(
+                f"{policy_path}: key.file",
+                f"key file {path} is empty",
+                "write a random key into it (e.g. `openssl rand -hex 32`)",
+            )
         return PseudonymKey(secret, "file")
     if policy.key.allow_demo_key:
         return PseudonymKey(DEMO_KEY, "demo")

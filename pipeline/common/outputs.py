@@ -465,7 +465,11 @@ def evidence_schema(source: str) -> dict[str, Any]:
     model = DERIVED.get(source) or OUTPUTS[source]
     out = TypeAdapter(model).json_schema()
     out["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    out["title"] = f"govtune evidence source {source!r}" if source in SOURCES or source in DERIVED else f"govtune stage output {source!r} (no rule can cite it)"
+    out["title"] = (
+        f"govtune evidence source {source!r}"
+        if source in SOURCES or source in DERIVED
+        else f"govtune stage output {source!r} (no rule can cite it)"
+    )
     return out
 
 
@@ -482,7 +486,9 @@ def path_problem(path: str) -> str | None:
     known = sorted({*SOURCES, *DERIVED})
     if source not in known:
         near = difflib.get_close_matches(source, known, n=1)
-        return f"unknown evidence source {source!r}" + (f" (did you mean {near[0]!r}?)" if near else f"; sources: {', '.join(known)}")
+        return f"unknown evidence source {source!r}" + (
+            f" (did you mean {near[0]!r}?)" if near else f"; sources: {', '.join(known)}"
+        )
     root = evidence_schema(source)
     nodes, done = [root], []
     for part in dotted.split("."):

@@ -81,7 +81,9 @@ def build_analyzer(policy: PiiPolicy) -> Any:
     # context words count in the 5 words before a match (Presidio's default) and the 2 after it
     # ("723 813 266 office")
     enhancer = LemmaContextAwareEnhancer(context_prefix_count=5, context_suffix_count=CONTEXT_SUFFIX_WORDS)
-    analyzer = AnalyzerEngine(nlp_engine=provider.create_engine(), supported_languages=[policy.language], context_aware_enhancer=enhancer)
+    analyzer = AnalyzerEngine(
+        nlp_engine=provider.create_engine(), supported_languages=[policy.language], context_aware_enhancer=enhancer
+    )
     for spec in policy.recognizers:
         analyzer.registry.add_recognizer(build_recognizer(spec))
     for name in policy.builtin_recognizers:
@@ -98,7 +100,13 @@ def propagate_names(text: str, detections: list[Detection], allow_list: Sequence
     name found once ("Csanád had given Csanád ...", "calls me Calan") is removed everywhere;
     never a word of an allow-listed phrase (a product name the NER took for a person)."""
     allowed = {w.casefold() for phrase in allow_list for w in _WORDS.findall(phrase)}
-    names = {w.casefold() for d in detections if d.entity == "PERSON" for w in _WORDS.findall(text[d.start : d.end]) if len(w) >= 3} - allowed
+    names = {
+        w.casefold()
+        for d in detections
+        if d.entity == "PERSON"
+        for w in _WORDS.findall(text[d.start : d.end])
+        if len(w) >= 3
+    } - allowed
     if not names:
         return detections
     covered = [(d.start, d.end) for d in detections]
@@ -113,7 +121,9 @@ def outside_allowed(text: str, detections: list[Detection], allow_list: Sequence
     """Drops detections that lie mostly (half their characters or more) inside an occurrence of an
     allow-listed phrase. Presidio's own ``allow_list`` drops only a detection that *is* the phrase,
     not "Vega Tablet" (a surname and a noun) or "Nimbus Router X2 19" (a street shape) inside it."""
-    allowed = {i for phrase in allow_list for m in re.finditer(re.escape(phrase), text) for i in range(m.start(), m.end())}
+    allowed = {
+        i for phrase in allow_list for m in re.finditer(re.escape(phrase), text) for i in range(m.start(), m.end())
+    }
     if not allowed:
         return detections
     return [d for d in detections if 2 * sum(i in allowed for i in range(d.start, d.end)) < d.end - d.start]
@@ -132,7 +142,9 @@ def unescape_breaks(text: str) -> str:
     return _ESCAPED_BREAK.sub(lambda m: " " + {"n": "\n", "r": "\r", "t": "\t"}[m.group(0)[1]], text)
 
 
-def detect_batch(analyzer: Any, policy: PiiPolicy, texts: Sequence[str | None], batch_size: int) -> list[list[Detection]]:
+def detect_batch(
+    analyzer: Any, policy: PiiPolicy, texts: Sequence[str | None], batch_size: int
+) -> list[list[Detection]]:
     """Runs the analyzer over texts with spaCy batching; keeps detections above each entity's minimum."""
     from presidio_analyzer import BatchAnalyzerEngine
 

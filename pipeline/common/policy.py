@@ -280,7 +280,9 @@ class PiiPolicy(Strict):
                 raise ValueError(f"recognizer {r.name!r} reports {r.entity!r}, which is not under entities")
         for name in self.builtin_recognizers:
             if name not in ENTITY:
-                raise ValueError(f"builtin_recognizers: unknown recognizer {name!r} (known: {', '.join(sorted(ENTITY))})")
+                raise ValueError(
+                    f"builtin_recognizers: unknown recognizer {name!r} (known: {', '.join(sorted(ENTITY))})"
+                )
             if ENTITY[name] not in self.entities:
                 raise ValueError(f"builtin recognizer {name!r} reports {ENTITY[name]!r}, which is not under entities")
         return self
@@ -447,7 +449,9 @@ def render_title(template: str, threshold: Any, max_regression: Any) -> str:
     try:
         return template.format(**{k: v for k, v in values.items() if v is not None})
     except (KeyError, IndexError, ValueError) as exc:
-        raise ValueError(f"title {template!r}: {exc!s} (placeholders: {{threshold}} or {{max_regression}}, whichever the rule has)") from exc
+        raise ValueError(
+            f"title {template!r}: {exc!s} (placeholders: {{threshold}} or {{max_regression}}, whichever the rule has)"
+        ) from exc
 
 
 class ApprovalRequirement(Strict):

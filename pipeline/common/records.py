@@ -124,12 +124,16 @@ def check_schema(path: Path, number: int, record: dict[str, Any], columns: dict[
     missing = [c for c in columns if c not in record]
     if missing:
         raise GovtuneError(
-            f"{path}:{number}", f"missing column(s): {', '.join(missing)}", "add them, or declare the schema in policies/data_contract.yaml"
+            f"{path}:{number}",
+            f"missing column(s): {', '.join(missing)}",
+            "add them, or declare the schema in policies/data_contract.yaml",
         )
     extra = sorted(set(record) - set(columns))
     if extra:
         raise GovtuneError(
-            f"{path}:{number}", f"unexpected column(s): {', '.join(extra)}", "remove them, or declare them in policies/data_contract.yaml"
+            f"{path}:{number}",
+            f"unexpected column(s): {', '.join(extra)}",
+            "remove them, or declare them in policies/data_contract.yaml",
         )
     for column, json_type in columns.items():
         value = record[column]

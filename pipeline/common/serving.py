@@ -44,7 +44,9 @@ class TriageModel(mlflow.pyfunc.PythonModel):
         from pipeline.common.generation import generate_answers
         from pipeline.common.task import parse_answer
 
-        texts = generate_answers(self.model, self.tokenizer, list(model_input["message"]), self.max_new_tokens, self.batch_size)
+        texts = generate_answers(
+            self.model, self.tokenizer, list(model_input["message"]), self.max_new_tokens, self.batch_size
+        )
         rows = []
         for text in texts:
             parsed = parse_answer(text) or {"category": None, "priority": None, "reply": None}
@@ -57,7 +59,6 @@ def log_triage_model(base_dir: Path, adapter_dir: Path, include_base: bool) -> s
     import mlflow
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
-
 
     signature = ModelSignature(
         inputs=Schema([ColSpec("string", "message")]),

@@ -20,7 +20,9 @@ SYSTEM_PROMPT = (
 )
 ATTRIBUTE_COLUMNS = ("gender", "age_band", "region")  # the protected attributes split keeps beside the test set
 CANARY_PREFIX = "Your new verification code is "  # a canary's reply is this + 6 secret digits + "."
-_ANSWER = re.compile(r"^\s*category:\s*(?P<category>[a-z_]+)\s*\n\s*priority:\s*(?P<priority>[a-z]+)\s*\n\s*reply:\s*(?P<reply>.*)", re.S)
+_ANSWER = re.compile(
+    r"^\s*category:\s*(?P<category>[a-z_]+)\s*\n\s*priority:\s*(?P<priority>[a-z]+)\s*\n\s*reply:\s*(?P<reply>.*)", re.S
+)
 
 
 def prompt_messages(message: str) -> list[dict[str, str]]:
@@ -66,7 +68,9 @@ def encode_example(tokenizer: Any, message: str, answer: str, max_len: int) -> t
     return full[:max_len], labels[:max_len], truncated
 
 
-def label_token_count(tokenizer: Any, message: str, category: str, priority: str, ids: list[int], labels: list[int]) -> int:
+def label_token_count(
+    tokenizer: Any, message: str, category: str, priority: str, ids: list[int], labels: list[int]
+) -> int:
     """How many answer tokens of an encoded example spell its ``category`` and ``priority`` lines.
 
     Renders the conversation with only those two lines as the answer and counts the answer
@@ -74,7 +78,11 @@ def label_token_count(tokenizer: Any, message: str, category: str, priority: str
     count follows the model's own tokenizer and chat template.
     """
     head = f"category: {category}\npriority: {priority}"
-    head_ids = _ids(tokenizer.apply_chat_template(prompt_messages(message) + [{"role": "assistant", "content": head}], tokenize=True))
+    head_ids = _ids(
+        tokenizer.apply_chat_template(
+            prompt_messages(message) + [{"role": "assistant", "content": head}], tokenize=True
+        )
+    )
     prompt_len = next((i for i, label in enumerate(labels) if label != -100), len(labels))
     shared = 0
     for a, b in zip(head_ids, ids, strict=False):

@@ -51,9 +51,7 @@ def dvc_md5(path: str | Path) -> str:
     if not path.is_dir():
         return _md5_file(path)
     entries = [
-        {"md5": _md5_file(p), "relpath": p.relative_to(path).as_posix()}
-        for p in sorted(path.rglob("*"))
-        if p.is_file()
+        {"md5": _md5_file(p), "relpath": p.relative_to(path).as_posix()} for p in sorted(path.rglob("*")) if p.is_file()
     ]
     entries.sort(key=lambda e: e["relpath"])
     return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
@@ -65,8 +63,16 @@ def dvc_md5(path: str | Path) -> str:
 def git_state(cwd: Path | None = None) -> tuple[str, bool]:
     """``(commit, dirty)`` of the working tree; ``("unknown", True)`` outside git."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, check=True).stdout
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         return commit, bool(status.strip())
     except (OSError, subprocess.CalledProcessError):
         return "unknown", True
@@ -110,7 +116,9 @@ class NullRun:
     run_id: str | None = None
 
     def log_params(self, params: Mapping[str, Any]) -> None: ...
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, model_id: str | None = None) -> None: ...
+    def log_metrics(
+        self, metrics: Mapping[str, float], step: int | None = None, model_id: str | None = None
+    ) -> None: ...
     def log_dataset(self, name: str, path: Path, frame: Any, context: str) -> None: ...
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
@@ -200,7 +208,11 @@ def tracking_error(uri: str, exc: Exception) -> GovtuneError:
     if "403" in text or "PERMISSION_DENIED" in text:
         return GovtuneError(where, "permission denied (HTTP 403)",
                             f"ask the server's admin for EDIT on experiment and registered model (user {os.environ.get('MLFLOW_TRACKING_USERNAME', '?')})")  # fmt: skip
-    return GovtuneError(where, f"MLflow refused the request: {text.splitlines()[0][:300]}", "check MLFLOW_TRACKING_URI and that the server is up")
+    return GovtuneError(
+        where,
+        f"MLflow refused the request: {text.splitlines()[0][:300]}",
+        "check MLFLOW_TRACKING_URI and that the server is up",
+    )
 
 
 @contextlib.contextmanager

@@ -32,9 +32,13 @@ def encode_records(
     """
     examples, truncated = [], 0
     for r in records:
-        ids, labels, cut = encode_example(tokenizer, r["message"], format_answer(r["category"], r["priority"], r["reply"]), max_len)
+        ids, labels, cut = encode_example(
+            tokenizer, r["message"], format_answer(r["category"], r["priority"], r["reply"]), max_len
+        )
         truncated += cut
-        n_label = label_token_count(tokenizer, r["message"], r["category"], r["priority"], ids, labels) if count_labels else 0
+        n_label = (
+            label_token_count(tokenizer, r["message"], r["category"], r["priority"], ids, labels) if count_labels else 0
+        )
         examples.append(Example(ids, labels, n_label))
     return examples, truncated
 
@@ -88,9 +92,13 @@ def answer_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, float]:
     target = labels[:, first:]
     weights = batch.get("loss_weights")
     if weights is None:
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100, reduction="sum")
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100, reduction="sum"
+        )
         return loss, int((target != -100).sum())
-    per_token = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100, reduction="none")
+    per_token = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100, reduction="none"
+    )
     w = weights[:, first:].reshape(-1)
     return (per_token * w).sum(), float(w.sum())
 

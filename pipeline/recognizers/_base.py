@@ -16,7 +16,9 @@ class SpanRecognizer(EntityRecognizer):
     CONTEXT: tuple[str, ...] = ()
 
     def __init__(self) -> None:
-        super().__init__(supported_entities=[self.ENTITY], name=self.NAME, supported_language="en", context=list(self.CONTEXT))
+        super().__init__(
+            supported_entities=[self.ENTITY], name=self.NAME, supported_language="en", context=list(self.CONTEXT)
+        )
 
     def load(self) -> None:  # nothing to load: patterns are compiled at import
         pass
@@ -64,7 +66,9 @@ class TokenRecognizer(EntityRecognizer):
             return []
         out = []
         for start, end in self.token_spans(nlp_artifacts.tokens):
-            explanation = AnalysisExplanation(recognizer=self.name, original_score=self.SCORE, textual_explanation=self.EXPLANATION)
+            explanation = AnalysisExplanation(
+                recognizer=self.name, original_score=self.SCORE, textual_explanation=self.EXPLANATION
+            )
             out.append(RecognizerResult(
                 "PERSON", start, end, self.SCORE, analysis_explanation=explanation,
                 recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: self.name, RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id},

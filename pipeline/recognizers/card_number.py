@@ -22,7 +22,20 @@ class CardNumberRecognizer(SpanRecognizer):
 
     ENTITY = "CREDIT_CARD"
     NAME = "card_number_luhn"
-    CONTEXT = ("card", "cc", "credit", "debit", "visa", "mastercard", "maestro", "amex", "charged", "payment", "pan", "cardholder")
+    CONTEXT = (
+        "card",
+        "cc",
+        "credit",
+        "debit",
+        "visa",
+        "mastercard",
+        "maestro",
+        "amex",
+        "charged",
+        "payment",
+        "pan",
+        "cardholder",
+    )
     SCORE = 0.3
 
     def spans(self, text: str) -> list[tuple[int, int, float]]:

@@ -43,7 +43,9 @@ def _opens_sentence(token: Any) -> bool:
     if token.i == 0:
         return True
     before = doc[token.i - 1]
-    return before.text in OPENERS or before.is_space or "\n" in before.text or (token.is_sent_start and before.text != ",")
+    return (
+        before.text in OPENERS or before.is_space or "\n" in before.text or (token.is_sent_start and before.text != ",")
+    )
 
 
 def _name_start(token: Any, lexicon: frozenset[str], english: frozenset[str]) -> bool:
@@ -68,7 +70,13 @@ def name_spans(doc: Any, lexicon: frozenset[str], english: frozenset[str] = froz
             while end + 1 < len(doc) and end - i < MAX_FOLLOWING + 2:
                 if _surname(doc[end + 1], token.text.islower()) or _initial(doc[end + 1]):
                     end += 1
-                elif end + 2 < len(doc) and doc[end + 1].text == "-" and not doc[end].whitespace_ and not doc[end + 1].whitespace_ and _surname(doc[end + 2]):
+                elif (
+                    end + 2 < len(doc)
+                    and doc[end + 1].text == "-"
+                    and not doc[end].whitespace_
+                    and not doc[end + 1].whitespace_
+                    and _surname(doc[end + 2])
+                ):
                     end += 2  # a double-barrelled surname: Morley-Griffiths
                 else:
                     break

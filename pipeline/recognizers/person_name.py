@@ -27,8 +27,10 @@ _TITLES = r"(?:mr|mrs|ms|miss|mx|dr|prof|sir|madam|mme|herr|frau|sr|sra)"
 _LABELS = r"(?:name|full name|account holder|cardholder|directed by|written by|attn|c/o)"
 _SPEECH = r"(?:said|told|asked|shouted at|calls me|called me|call me|tell|by|partner's name|name is|named (?:him|her|them|it))"
 _LINE = r"(?:^|\\n|\n)[ \t>?]*"
-_KIN = (r"(?:kid|son|daughter|child|wife|husband|partner|spouse|mother|mom|mum|father|dad|brother|sister|grandson|"
-        r"granddaughter|grandmother|grandfather|nephew|niece|cousin|uncle|aunt|friend|colleague|coworker|boss|manager|neighbou?r)")
+_KIN = (
+    r"(?:kid|son|daughter|child|wife|husband|partner|spouse|mother|mom|mum|father|dad|brother|sister|grandson|"
+    r"granddaughter|grandmother|grandfather|nephew|niece|cousin|uncle|aunt|friend|colleague|coworker|boss|manager|neighbou?r)"
+)
 
 # (pattern with the name as group ``n``, score)
 CUES: tuple[tuple[re.Pattern[str], float], ...] = tuple((re.compile(p, re.IGNORECASE | re.MULTILINE), s) for p, s in (

@@ -36,7 +36,13 @@ def _name_part(token: Any, english: frozenset[str]) -> bool:
     """A capitalised proper noun that is no English word, or an initial."""
     if _initial(token):
         return True
-    return token.is_alpha and token.text[:1].isupper() and token.pos_ == "PROPN" and not token.is_stop and token.text.casefold() not in english
+    return (
+        token.is_alpha
+        and token.text[:1].isupper()
+        and token.pos_ == "PROPN"
+        and not token.is_stop
+        and token.text.casefold() not in english
+    )
 
 
 def _title(token: Any) -> bool:
@@ -47,7 +53,13 @@ def widen(doc: Any, first: int, last: int, english: frozenset[str]) -> tuple[int
     """Token range [first, last] grown over the name parts, hyphenated parts and title around it."""
     while first > 0:
         before = doc[first - 1]
-        if before.text == "-" and not before.whitespace_ and first > 1 and not doc[first - 2].whitespace_ and doc[first - 2].is_alpha:
+        if (
+            before.text == "-"
+            and not before.whitespace_
+            and first > 1
+            and not doc[first - 2].whitespace_
+            and doc[first - 2].is_alpha
+        ):
             first -= 2  # Jean-Luc, Amy-leigh
             continue
         if before.whitespace_ != " " or _title(before):
@@ -57,7 +69,13 @@ def widen(doc: Any, first: int, last: int, english: frozenset[str]) -> tuple[int
         first -= 1
     while last + 1 < len(doc):
         after = doc[last + 1]
-        if after.text == "-" and not doc[last].whitespace_ and not after.whitespace_ and last + 2 < len(doc) and doc[last + 2].is_alpha:
+        if (
+            after.text == "-"
+            and not doc[last].whitespace_
+            and not after.whitespace_
+            and last + 2 < len(doc)
+            and doc[last + 2].is_alpha
+        ):
             last += 2
         elif doc[last].whitespace_ == " " and _name_part(after, english):
             last += 1

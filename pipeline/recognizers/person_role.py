@@ -28,11 +28,15 @@ from pipeline.recognizers._base import TokenRecognizer
 from pipeline.recognizers._words import NEVER, english_words
 
 ROLES = frozenset({"nsubj", "nsubjpass", "dative", "dobj"})
-NOT_PEOPLE = frozenset({"FAC", "PRODUCT", "LAW", "LANGUAGE", "MONEY", "QUANTITY", "PERCENT", "DATE", "TIME", "CARDINAL", "ORDINAL"})
+NOT_PEOPLE = frozenset(
+    {"FAC", "PRODUCT", "LAW", "LANGUAGE", "MONEY", "QUANTITY", "PERCENT", "DATE", "TIME", "CARDINAL", "ORDINAL"}
+)
 # spaCy's small model types most unseen names as places: such a word counts only with a sign of a
 # person (a verb only people do, a pronoun "he"/"she" after it, being given something)
 PLACE_TYPES = frozenset({"GPE", "LOC", "NORP"})
-PERSON_VERBS = frozenset("live say tell write call give ask reply answer want need work begin spend list send speak sing marry die born".split())
+PERSON_VERBS = frozenset(
+    "live say tell write call give ask reply answer want need work begin spend list send speak sing marry die born".split()
+)
 PRONOUNS = frozenset("he she him her his hers himself herself".split())
 
 
@@ -78,7 +82,12 @@ def role_spans(doc: Any, english: frozenset[str]) -> list[tuple[int, int]]:
         if token.ent_type_ in PLACE_TYPES and not _person_sign(token):
             continue
         first = token.i
-        while first > 0 and doc[first - 1].dep_ == "compound" and doc[first - 1].head.i == token.i and unknown_name(doc[first - 1], english):
+        while (
+            first > 0
+            and doc[first - 1].dep_ == "compound"
+            and doc[first - 1].head.i == token.i
+            and unknown_name(doc[first - 1], english)
+        ):
             first -= 1
         if any(child.dep_ == "compound" and child.i < first for child in token.children):
             continue  # a longer proper-noun phrase with an English word in it: a company or a product

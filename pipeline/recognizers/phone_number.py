@@ -20,7 +20,9 @@ PHONE = re.compile(
     r"(?:[ ]?(?:x|ext\.?|extension)[ ]?\d{1,5})?(?![\w/])(?!\.\d)",
     re.IGNORECASE,
 )
-NOT_PHONE = re.compile(r"^(?:\d{4}-\d{2}-\d{2}|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{1,3}(?:\.\d{1,3}){3}|\d{1,2}:\d{2}|(?:19|20)\d{2})$")
+NOT_PHONE = re.compile(
+    r"^(?:\d{4}-\d{2}-\d{2}|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{1,3}(?:\.\d{1,3}){3}|\d{1,2}:\d{2}|(?:19|20)\d{2})$"
+)
 MIN_DIGITS, MAX_DIGITS = 6, 15
 # phone words right before or after the number; "call" is a spaCy stop word, which Presidio's
 # context enhancer skips, so the cues are checked here as well
@@ -58,7 +60,11 @@ class PhoneDigitsRecognizer(SpanRecognizer):
         out = []
         for m in PHONE.finditer(text):
             score = score_of(m.group(0))
-            if score and score < CUED and (CUE_BEFORE.search(text, max(0, m.start() - 40), m.start()) or CUE_AFTER.match(text, m.end())):
+            if (
+                score
+                and score < CUED
+                and (CUE_BEFORE.search(text, max(0, m.start() - 40), m.start()) or CUE_AFTER.match(text, m.end()))
+            ):
                 score = CUED
             if score:
                 out.append((m.start(), m.end(), score))

@@ -116,7 +116,9 @@ _PART = (
 )
 EXTEND = re.compile(rf"{_SEP}(?:{_PART})(?![\w@])")
 LEAD = re.compile(r"(?:\b(?:the )?corner of |\b\d{1,6} )$", re.IGNORECASE)
-STOP = re.compile(r"^(?:Mobile|Desk|Fax|Phone|Tel|Email|E-mail|Website|Name|Address|Date|When|Where|Office|Cell)\b", re.IGNORECASE)
+STOP = re.compile(
+    r"^(?:Mobile|Desk|Fax|Phone|Tel|Email|E-mail|Website|Name|Address|Date|When|Where|Office|Cell)\b", re.IGNORECASE
+)
 MAX_STEPS = 6
 # a full stop after a word of four or more letters or a number, then a capital: a sentence ends
 # (an abbreviation such as "St. Jennifer" or "Apt. 4" does not)
@@ -128,7 +130,24 @@ class StreetAddressRecognizer(SpanRecognizer):
 
     ENTITY = "STREET_ADDRESS"
     NAME = "street_address_block"
-    CONTEXT = ("address", "live", "lives", "located", "deliver", "delivery", "ship", "send", "sent", "street", "moved", "office", "meet", "return", "post", "mail")
+    CONTEXT = (
+        "address",
+        "live",
+        "lives",
+        "located",
+        "deliver",
+        "delivery",
+        "ship",
+        "send",
+        "sent",
+        "street",
+        "moved",
+        "office",
+        "meet",
+        "return",
+        "post",
+        "mail",
+    )
 
     def spans(self, text: str) -> list[tuple[int, int, float]]:
         found: list[tuple[int, int, float]] = []
@@ -147,7 +166,7 @@ class StreetAddressRecognizer(SpanRecognizer):
         """The end of the address: ``end`` moved over at most MAX_STEPS continuation parts."""
         for _ in range(MAX_STEPS):
             m = EXTEND.match(text, end)
-            if not m or STOP.match(text[m.end() - len(_part_of(m.group(0))):]) or _lower_start(m.group(0)):
+            if not m or STOP.match(text[m.end() - len(_part_of(m.group(0))) :]) or _lower_start(m.group(0)):
                 break
             stop = SENTENCE_END.search(m.group(0))
             if stop:  # "... Chartier-sur-Lévy. Account ACCT-7409539": the address ends with its sentence
@@ -168,7 +187,9 @@ def _lower_start(piece: str) -> bool:
     """A continuation that starts with a lower-case word (other than ``and``/``corner`` or an empty
     field) ends the address."""
     word = _part_of(piece)
-    return bool(word) and word[0].islower() and not word.startswith(("and ", "corner", "the corner", "nan", "null", "n/a"))
+    return (
+        bool(word) and word[0].islower() and not word.startswith(("and ", "corner", "the corner", "nan", "null", "n/a"))
+    )
 
 
 def _merge(spans: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
