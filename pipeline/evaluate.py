@@ -26,6 +26,7 @@ Run:     ``python -m pipeline.evaluate`` or ``dvc repro evaluate``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -848,8 +849,6 @@ def resolve_precision(requested: str, native_bf16: bool | None = None) -> str:
 
 def precision_context(cfg: EvaluateParams) -> Any:
     """bf16 CPU autocast, or nothing for fp32 (``evaluate.precision``, resolved)."""
-    import contextlib
-
     import torch
 
     return (
@@ -874,25 +873,10 @@ def run(params: Params, cfg: EvaluateParams) -> dict[str, Any]:
     # both models answer as the served model will: its adapter's generation settings
     generation = generation_settings(params.finetune.out_dir)
     with precision_context(cfg):
-        with model.disable_adapter():
-            report["base"] = evaluate_model(
-                "base",
-                Scorer(model, tokenizer, generation["max_new_tokens"]),
-                inputs,
-                cfg,
-                fairness,
-                scrub_fn,
-                analyzer_fn,
-            )
-        report["finetuned"] = evaluate_model(
-            "finetuned",
-            Scorer(model, tokenizer, generation["max_new_tokens"]),
-            inputs,
-            cfg,
-            fairness,
-            scrub_fn,
-            analyzer_fn,
-        )
+        for name in ("base", "finetuned"):
+            with model.disable_adapter() if name == "base" else contextlib.nullcontext():
+                scorer = Scorer(model, tokenizer, generation["max_new_tokens"])
+                report[name] = evaluate_model(name, scorer, inputs, cfg, fairness, scrub_fn, analyzer_fn)
     report["precision"] = resolve_precision(cfg.precision)
     report["generation"] = generation
     report["not_testable"] = {

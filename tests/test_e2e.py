@@ -12,6 +12,7 @@ import re
 import pytest
 import yaml
 
+from pipeline.report import STAGES
 from tests.conftest import read_json, run_cmd, write_yaml
 
 
@@ -23,18 +24,7 @@ def tiny_project(tmp_path, tiny_built):
 @pytest.mark.slow
 def test_dvc_repro_tiny_profile(tiny_built, tiny_project):
     first = tiny_built  # the full `dvc repro` of a fresh tiny-profile project
-    for stage in (
-        "base_model",
-        "validate",
-        "scrub",
-        "pii_benchmark",
-        "split",
-        "finetune",
-        "evaluate",
-        "gate",
-        "report",
-        "monitor",
-    ):
+    for stage in STAGES:  # the DAG as the report lists it
         assert f"Running stage '{stage}'" in first.stdout
     assert read_json(tiny_project / "reports" / "data_validation.json")["success"] is True
     pii = read_json(tiny_project / "reports" / "pii_report.json")
