@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from benchmarks.tiny_model import build_tiny_model
     from pipeline import finetune
-    from tests.tiny_model import build_tiny_model
 
     params = load_params(Path("params.yaml"))
     out: dict[str, Any] = {"args": vars(args), "models": {}}

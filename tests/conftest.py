@@ -130,7 +130,7 @@ def build_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Calla
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: list[str]) -> tuple[Path, dict[str, str]]:
     """A tiny random Llama model directory and its ``{file: sha256}`` (one per test run)."""
-    from tests.tiny_model import build_tiny_model
+    from benchmarks.tiny_model import build_tiny_model
 
     def build(path: Path) -> None:
         files = build_tiny_model(path / "model", tiny_corpus)
@@ -202,7 +202,7 @@ TINY_EVALUATE = {
 
 def make_tiny_project(root, tiny_model, rows=300, finetune=None):
     """A project copy on the tiny profile: tiny model, `rows` tickets, small contract and training."""
-    from tests.tiny_model import allowlist_entry
+    from benchmarks.tiny_model import allowlist_entry
 
     project = copy_project(root)
     run_cmd(["python", "-m", "pipeline.synthesize", "--rows", str(rows)], cwd=project, check=True)

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from benchmarks.tiny_model import allowlist_entry
 from pipeline.base_model import is_governed, resolve_source_dir, run, verify_files
 from pipeline.common.errors import GovtuneError
 from pipeline.common.io import sha256_file
 from pipeline.common.params import load_params
 from pipeline.common.policy import ModelAllowlist, load_allowlist
 from tests.conftest import REPO, VENV_BIN, copy_project, read_json, run_cmd, write_yaml
-from tests.tiny_model import allowlist_entry
 
 ALLOWLIST = REPO / "policies" / "models.yaml"
 DEFAULT_ID = "smollm2-135m-instruct"

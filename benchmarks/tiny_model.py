@@ -1,4 +1,4 @@
-"""A tiny random Llama-architecture model and tokenizer, built offline for fast tests.
+"""A tiny random Llama-architecture model and tokenizer, built offline for fast tests and CPU benchmarks.
 
 The tokenizer is a byte-level BPE trained on a few synthetic tickets, with ChatML special
 tokens and a chat template like SmolLM2's, so the real stages (chat formatting, LoRA on
@@ -63,7 +63,7 @@ def build_tiny_model(
 def allowlist_entry(model_id: str, path: Path, files: dict[str, str]) -> dict:
     """An allowlist entry (``policies/models.yaml`` shape) for a local HF directory."""
     return {
-        "id": model_id, "name": "Tiny random Llama (tests)", "upstream": "built by tests/tiny_model.py",
+        "id": model_id, "name": "Tiny random Llama (tests)", "upstream": "built by benchmarks/tiny_model.py",
         "version": "0", "source": {"kind": "local_dir", "path": str(path)}, "format": "hf",
         "files": files, "license": "apache-2.0", "intended_use": "tests only", "owner": "tests",
     }  # fmt: skip
