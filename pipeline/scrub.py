@@ -13,7 +13,11 @@ our own data it copies the same policy's figures on the independent corpus (stag
 ``pii_benchmark``), so one report shows both.
 
 Fast and streaming: records flow in chunks through worker processes (one per core) that batch
-the NLP with ``nlp.pipe``; memory does not grow with the input.
+the NLP with ``nlp.pipe``; memory does not grow with the input. With ``scrub.engine: ray`` the
+same chunks run on Ray Data instead: the raw file is read as a Ray dataset, an actor pool runs
+the same engines (each actor builds them once, as a local worker does), and the driver writes
+the results in input order, so the output is byte-identical to the local engine's. Ray runs
+locally unless ``RAY_ADDRESS`` names a cluster.
 
 Inputs:  params ``data.*``, ``scrub.*``; ``policies/pii.yaml``; raw tickets and PII sidecar;
          ``reports/pii_benchmark.json`` (optional: "not measured" without it);
@@ -371,14 +375,17 @@ def run(
         sidecar_lookup(raw, sidecar_path, max_record_bytes) as (spans_of, has_truth),
         atomic_path(cfg.out) as tmp,
         open(tmp, "w", encoding="utf-8") as sink,
-        tqdm(unit="rec", desc="scrub") as bar,
+        tqdm(unit="rec", desc=f"scrub ({cfg.engine})") as bar,
     ):
-        chunks = iter_chunks(raw, spans_of, cfg.chunk_records, max_record_bytes)
-        if workers == 1:
+        if cfg.engine == "ray":
+            results: Iterator = ray_results(init_args, raw, sidecar_path, max_record_bytes, cfg.chunk_records, workers)
+            pool = None
+        elif workers == 1:
             init_worker(*init_args)
-            results: Iterator = map(scrub_chunk, chunks)
+            results = map(scrub_chunk, iter_chunks(raw, spans_of, cfg.chunk_records, max_record_bytes))
             pool = None
         else:
+            chunks = iter_chunks(raw, spans_of, cfg.chunk_records, max_record_bytes)
             pool = multiprocessing.get_context("fork").Pool(workers, initializer=init_worker, initargs=init_args)
             results = bounded_imap(pool, scrub_chunk, chunks, window=2 * workers)
         try:
@@ -391,8 +398,87 @@ def run(
             if pool is not None:
                 pool.close()
                 pool.join()
-    log.info("scrubbed %d records with %d worker(s)", totals.records, workers)
+    log.info("scrubbed %d records with %d worker(s), engine %s", totals.records, workers, cfg.engine)
     return build_report(totals, policy, key, cfg, has_truth=has_truth)
+
+
+# --- the Ray Data engine ----------------------------------------------------------------------
+
+
+class RayScrubber:
+    """A Ray Data actor: builds the engines once (``init_worker``), then scrubs batches of raw lines.
+
+    The ground-truth sidecar (only labelled data has one) is loaded by each actor, by ticket.
+    """
+
+    def __init__(self, init_args: tuple, sidecar: str, max_record_bytes: int) -> None:
+        init_worker(*init_args)
+        self.max_record_bytes = max_record_bytes
+        self.spans: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        if Path(sidecar).is_file():
+            with open(sidecar, encoding="utf-8") as handle:
+                for line in handle:
+                    span = json.loads(line)
+                    self.spans[str(span["ticket_id"])].append(span)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import pickle
+
+        import numpy as np
+
+        from pipeline.common.records import parse_line
+
+        records = [parse_line(0, line.encode("utf-8"), self.max_record_bytes) for line in batch["text"]]
+        chunk = [(r, self.spans.get(str(r.get("ticket_id")), [])) for r in records if r is not None]
+        results = scrub_chunk(chunk)
+        return {
+            "line": np.array([line for line, _ in results], dtype=object),
+            "stats": np.array([pickle.dumps(stats) for _, stats in results], dtype=object),
+        }
+
+
+def ray_results(
+    init_args: tuple, raw: Path, sidecar: Path, max_record_bytes: int, chunk_records: int, workers: int
+) -> Iterator[list[tuple[str, RecordStats]]]:
+    """The raw file through Ray Data: read as lines, scrubbed by ``workers`` actors, streamed back
+    in input order (``preserve_order``) as ``(JSON line, stats)`` per record, one batch at a time.
+
+    Raises:
+        GovtuneError: Ray could not start or reach the cluster in ``RAY_ADDRESS``.
+    """
+    import pickle
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no telemetry: nothing leaves the machine
+    import ray
+
+    address = os.environ.get("RAY_ADDRESS")
+    try:
+        # a local Ray gets one CPU per actor and one for the reading tasks (else the actors hold every
+        # CPU and the read never runs); a cluster schedules on what it has
+        local = (
+            {} if address else {"num_cpus": workers + 1, "_node_ip_address": "127.0.0.1"}
+        )  # a local Ray stays on loopback
+        ray.init(address=address or None, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+                 configure_logging=False, **local)  # fmt: skip
+    except Exception as exc:
+        raise GovtuneError("RAY_ADDRESS" if address else "params.yaml: scrub.engine", f"Ray did not start ({type(exc).__name__})",
+                           "check that the cluster in RAY_ADDRESS is up (`ray status`), or unset it for a local Ray") from None  # fmt: skip
+    try:
+        # by module path, not __main__ (``python -m pipeline.scrub``): actors import it, and the
+        # stats they send back unpickle here
+        from pipeline.scrub import RayScrubber as actor
+
+        context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True
+        context.enable_progress_bars = False  # the stage's own bar counts records
+        dataset = ray.data.read_text(str(raw.resolve())).map_batches(
+            actor, fn_constructor_args=(init_args, str(sidecar.resolve()), max_record_bytes),
+            batch_size=chunk_records, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1, batch_format="numpy",
+        )  # fmt: skip
+        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            yield [(str(line), pickle.loads(stats)) for line, stats in zip(batch["line"], batch["stats"], strict=True)]
+    finally:
+        ray.shutdown()
 
 
 def load_validation(path: Path) -> dict[str, Any]:

@@ -76,6 +76,7 @@ class ScrubParams(Strict):
     policy: Path
     out: Path
     report: Path
+    engine: Literal["local", "ray"]
     workers: int = Field(ge=0)
     batch_size: int = Field(ge=1)
     chunk_records: int = Field(ge=1)

@@ -1,0 +1,101 @@
+"""The scrub on Ray Data (``scrub.engine: ray``): the same bytes as the local engine, whether the
+stage starts its own Ray or joins a cluster in ``RAY_ADDRESS`` (a head and a second worker node
+started here on loopback with ``ray start``, stopped after)."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import VENV_BIN, copy_project, run_cmd, subprocess_env
+
+RECORDS = 400  # the contract asks for >= 50 tickets per category and priority
+
+
+def _set_engine(project: Path, engine: str) -> None:
+    params = project / "params.yaml"
+    text, count = re.subn(r"(?m)^(  engine: )\w+", rf"\g<1>{engine}", params.read_text())
+    assert count == 1, "params.yaml: scrub.engine not found"
+    params.write_text(text)
+
+
+def _scrub(project: Path, engine: str, env: dict[str, str] | None = None) -> tuple[bytes, dict]:
+    _set_engine(project, engine)
+    done = run_cmd([str(VENV_BIN / "python"), "-m", "pipeline.scrub"], cwd=project, env=env, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"engine {engine}" in done.stderr, done.stderr[-2000:]
+    return (project / "data/scrubbed/tickets.jsonl").read_bytes(), json.loads(
+        (project / "reports/pii_report.json").read_text()
+    )
+
+
+@pytest.fixture(scope="module")
+def small_project(tmp_path_factory) -> Path:
+    """A project copy with the first 400 default tickets (and their labelled spans), validated."""
+    project = copy_project(tmp_path_factory.mktemp("ray") / "p")
+    raw = project / "data/raw/tickets.jsonl"
+    lines = raw.read_text().splitlines()[:RECORDS]
+    raw.write_text("\n".join(lines) + "\n")
+    ids = {json.loads(line)["ticket_id"] for line in lines}
+    sidecar = project / "data/raw/pii_spans.jsonl"
+    sidecar.write_text("".join(s + "\n" for s in sidecar.read_text().splitlines() if json.loads(s)["ticket_id"] in ids))
+    run_cmd([str(VENV_BIN / "python"), "-m", "pipeline.validate"], cwd=project, check=True)
+    return project
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.enable_socket
+@pytest.mark.allow_hosts(["127.0.0.1"])
+@pytest.mark.xdist_group("ray")
+def test_ray_engine_writes_the_local_engines_bytes(small_project):
+    local_out, local_report = _scrub(small_project, "local")
+    assert local_out.count(b"\n") == RECORDS and local_report["records"] == RECORDS
+
+    # RAY_ADDRESS unset: the stage starts a local Ray of its own and shuts it down.
+    env = {k: v for k, v in subprocess_env().items() if k != "RAY_ADDRESS"}
+    ray_out, ray_report = _scrub(small_project, "ray", env)
+    assert ray_out == local_out
+    assert ray_report == local_report  # recall, detections, residuals: the same whichever engine ran
+
+    # RAY_ADDRESS set: a cluster of two nodes (head + a worker joining it) on this host.
+    ray = str(VENV_BIN / "ray")
+    port, temp = _free_port(), small_project / "ray-tmp"
+    # Ray's token authentication: every node and every client (the stage) holds the token.
+    cluster_env = env | {
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+    }
+    start = [ray, "start", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
+    try:
+        subprocess.run([*start, "--head", "--port", str(port), "--num-cpus", "2", "--include-dashboard", "false", "--temp-dir", str(temp)],
+                       check=True, capture_output=True, env=cluster_env, timeout=300)  # fmt: skip
+        subprocess.run([*start, "--address", f"127.0.0.1:{port}", "--num-cpus", "1"],
+                       check=True, capture_output=True, env=cluster_env, timeout=300)  # fmt: skip
+        for _ in range(60):  # the second node registers with the head shortly after `ray start` returns
+            status = subprocess.run(
+                [ray, "status", "--address", f"127.0.0.1:{port}"], capture_output=True, text=True, env=cluster_env
+            )
+            if status.stdout.count(" node_") >= 2:
+                break
+            time.sleep(1)
+        assert status.stdout.count(" node_") >= 2, status.stdout + status.stderr
+        cluster_out, cluster_report = _scrub(small_project, "ray", cluster_env | {"RAY_ADDRESS": f"127.0.0.1:{port}"})
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, env=cluster_env, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+    assert cluster_out == local_out and cluster_report == local_report
