@@ -192,6 +192,8 @@ def _cmd_forget(args: argparse.Namespace) -> int:
     )
     print(f"  tagged {', '.join(done.affected_versions + done.unknown_versions) or 'none'} erasure_pending; "
           f"DVC cache objects holding the subject deleted: {done.cache_objects_deleted}")  # fmt: skip
+    for name, count in done.remote_objects_deleted.items():
+        print(f"  DVC remote {name}: {count} object(s) holding the subject deleted")
     for note in done.notes:
         print(f"  note: {note}")
     print(

@@ -13,15 +13,18 @@ One request does, in this order:
    so the file it was trained on is read back from the DVC cache and searched for the
    pseudonym. Versions trained on the subject, or whose train set is no longer in the cache
    (unknown counts as affected), are tagged ``govtune.erasure_pending``;
-4. deletes the DVC cache objects that hold the subject (old scrubbed data and splits);
+4. deletes the DVC cache objects that hold the subject (old scrubbed data and splits), and the
+   same objects in every DVC remote the repository configures (``dvc remote list``: a local
+   path, s3, gs, azure, ... through DVC's own remote storage API); a remote it cannot reach or
+   list is named in the output and the audit entry, with what to do;
 5. appends an ``erasure_request`` entry to the audit log (hash-chained).
 
 Then ``dvc repro`` retrains without the subject. The gate's ``no_erased_subject_in_training``
 check reads every request from the audit log, and the gate never keeps a version tagged
 ``erasure_pending`` as champion or as the rollback alias.
 
-Not covered here, and said so on every run: copies outside this repository (git history of
-``data/raw``, DVC remotes, backups) must be purged by their owners (``dvc gc --cloud``).
+Not covered here, and said so on every run: copies outside this repository and its DVC remotes
+(git history of ``data/raw``, other clones' caches, backups) must be purged by their owners.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ class Erasure:
     affected_versions: list[str] = field(default_factory=list)
     unknown_versions: list[str] = field(default_factory=list)
     cache_objects_deleted: int = 0
+    remote_objects_deleted: dict[str, int] = field(default_factory=dict)  # DVC remote name -> objects
+    remotes_not_purged: dict[str, str] = field(default_factory=dict)  # DVC remote name -> why
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -64,6 +69,7 @@ class Erasure:
             "subject": self.subject, "column": self.column, "records_removed": self.records_removed,
             "spans_removed": self.spans_removed, "affected_versions": self.affected_versions,
             "unknown_versions": self.unknown_versions, "cache_objects_deleted": self.cache_objects_deleted,
+            "remote_objects_deleted": self.remote_objects_deleted, "remotes_not_purged": self.remotes_not_purged,
         }  # fmt: skip
 
 
@@ -146,6 +152,12 @@ def tag_versions(params: Params, versions: list[str], subject: str) -> None:
         registry.set_tags(version, {PENDING_TAG: ",".join(dict.fromkeys(requests))})
 
 
+def holds_subject(head: bytes, read: Any, needles: list[bytes]) -> bool:
+    """Whether a stored object holds the subject: records are JSON (Lines), so an object whose
+    first byte is not ``{`` (weights, tokenizers, directory listings) is not read at all."""
+    return head == b"{" and any(n in read() for n in needles)
+
+
 def purge_cache(repo: Path, needles: list[bytes]) -> int:
     """Deletes DVC cache objects (old outputs) that hold the subject; returns how many."""
     root = repo / ".dvc" / "cache" / "files"
@@ -153,13 +165,42 @@ def purge_cache(repo: Path, needles: list[bytes]) -> int:
     for path in root.rglob("*") if root.is_dir() else []:
         if path.is_file() and path.stat().st_size <= CACHE_SCAN_MAX_BYTES:
             with open(path, "rb") as handle:
-                if handle.read(1) != b"{":  # records are JSON (Lines); weights and tokenizers are skipped
-                    continue
-            data = path.read_bytes()
-            if any(n in data for n in needles):
+                head = handle.read(1)
+            if holds_subject(head, path.read_bytes, needles):
                 path.unlink()
                 deleted += 1
     return deleted
+
+
+def purge_remotes(repo: Path, needles: list[bytes]) -> tuple[dict[str, int], dict[str, str]]:
+    """Deletes the objects that hold the subject from every DVC remote of ``repo``.
+
+    Each remote is read through DVC's own object store (``Repo.cloud.get_remote_odb``), so any
+    remote type DVC can push to is purged the same way. Returns objects deleted per remote, and
+    the remotes that could not be purged with the reason.
+    """
+    from dvc.repo import Repo
+
+    deleted: dict[str, int] = {}
+    failed: dict[str, str] = {}
+    with Repo(str(repo)) as dvc_repo:
+        for name in sorted(dvc_repo.config.get("remote", {})):
+            try:
+                odb = dvc_repo.cloud.get_remote_odb(name, "forget")
+                count = 0
+                for oid in list(odb.all()):
+                    path = odb.oid_to_path(oid)
+                    if odb.fs.size(path) > CACHE_SCAN_MAX_BYTES:
+                        continue
+                    with odb.fs.open(path, "rb") as handle:
+                        head = handle.read(1)
+                    if holds_subject(head, lambda p=path, fs=odb.fs: fs.cat_file(p), needles):
+                        odb.fs.rm(path)
+                        count += 1
+                deleted[name] = count
+            except Exception as exc:  # an unreachable remote must not stop the local erasure; it is reported
+                failed[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'no message'}"
+    return deleted, failed
 
 
 def forget(params: Params, customer_id: str, requested_by: str, reason: str, repo: Path = Path(".")) -> Erasure:
@@ -196,7 +237,11 @@ def forget(params: Params, customer_id: str, requested_by: str, reason: str, rep
     erasure.affected_versions, erasure.unknown_versions = affected_versions(params, repo, needles)
     tag_versions(params, erasure.affected_versions + erasure.unknown_versions, subject)
     erasure.cache_objects_deleted = purge_cache(repo, needles)
-    erasure.notes.append("copies outside this repository (git history of data/raw, DVC remotes, backups) are not touched: "
-                         "purge them too (e.g. `dvc gc --cloud`, rewrite the git history of data/raw)")  # fmt: skip
+    erasure.remote_objects_deleted, erasure.remotes_not_purged = purge_remotes(repo, needles)
+    for name, why in erasure.remotes_not_purged.items():
+        erasure.notes.append(f"DVC remote {name!r} could not be purged ({why}): make it reachable and run this request "
+                             "again (it is idempotent), or delete its objects holding the subject by hand")  # fmt: skip
+    erasure.notes.append("copies outside this repository and its DVC remotes (git history of data/raw, other clones' "
+                         "caches, backups) are not touched: purge them too")  # fmt: skip
     append_entry(params.gate.audit_log, EVENT, {**erasure.to_json(), "requested_by": requested_by, "reason": reason})
     return erasure

@@ -206,6 +206,8 @@ def erasure_summary(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         "affected_versions",
         "unknown_versions",
         "cache_objects_deleted",
+        "remote_objects_deleted",
+        "remotes_not_purged",
         "reason",
     )
     return [{k: (e.get(k)[:16] if k == "subject" else e.get(k)) for k in keep} for e in entries]
