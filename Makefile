@@ -16,7 +16,7 @@ help:
 	@echo "make run | make test | make test-fast | make ui | make lock | make clean"
 
 setup: $(STAMP)
-	@sh scripts/install-chromium.sh
+	@sh scripts/apt-install.sh chromium chromium "headless PDF printing of the compliance report; the browser tests"
 
 $(STAMP): pyproject.toml requirements.lock requirements-models.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "govtune needs Python >= 3.11, found " + sys.version' 
@@ -38,6 +38,7 @@ PYTEST_WORKERS ?= auto
 PYTEST_PARALLEL = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
 
 test: setup
+	@sh scripts/apt-install.sh postgresql '/usr/lib/postgresql/*/bin/initdb initdb' "the MLflow backend store of the deployment test"
 	$(PY) -m pytest $(PYTEST_PARALLEL)
 
 test-fast: setup

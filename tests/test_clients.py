@@ -1,9 +1,11 @@
 """Real clients on a real run: the MLflow UI in headless Chromium, the DVC commands users type,
-and a remote MLflow tracking server (plain, and with MLflow's basic-auth app)."""
+and a remote MLflow tracking server (plain; and the production layout: PostgreSQL as the backend
+store, artifacts in their own folder, MLflow's basic-auth app)."""
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import re
@@ -19,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.report import STAGES
 from tests.conftest import REPO, VENV_BIN, make_tiny_project, read_json, run_cmd, subprocess_env
+from tests.test_gate import _test_policy
 
 SCREENSHOTS = REPO / "reports" / "screenshots"
 
@@ -75,6 +79,54 @@ def mlflow_server(cwd: Path, backend: str, *extra: str, env: dict[str, str] | No
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
         log.close()
+
+
+def postgres_binary(name: str) -> str:
+    """A PostgreSQL server program from Debian's package (``make test`` installs it)."""
+    for folder in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if os.access(f"{folder}/{name}", os.X_OK):
+            return f"{folder}/{name}"
+    found = shutil.which(name)
+    assert found, f"PostgreSQL's {name} not found: `make test` installs Debian's postgresql (scripts/apt-install.sh)"
+    return found
+
+
+@contextlib.contextmanager
+def postgres_server(databases: tuple[str, ...]) -> Iterator[dict[str, str]]:
+    """A throw-away PostgreSQL cluster (``initdb`` + ``pg_ctl``) on a loopback port, password auth
+    (scram-sha-256) for its one role; yields a SQLAlchemy URI per database. As root, the server
+    runs as Debian's ``postgres`` user: PostgreSQL refuses to run as root. Stopped and removed after."""
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="govtune-pg-"))  # not under pytest's 0700 tmp: the server user must reach it
+    password, port = secrets.token_urlsafe(16), free_port()
+    (base / "pwfile").write_text(password + "\n")
+    as_server = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_server:
+        shutil.chown(base, "postgres")
+        shutil.chown(base / "pwfile", "postgres")
+    data = base / "data"
+    subprocess.run([*as_server, postgres_binary("initdb"), "-D", str(data), "-U", "govtune", "--pwfile", str(base / "pwfile"),
+                    "--auth=scram-sha-256", "-E", "UTF8", "--locale=C"], check=True, capture_output=True)  # fmt: skip
+    pg_ctl = [*as_server, postgres_binary("pg_ctl"), "-D", str(data)]
+    subprocess.run([*pg_ctl, "-l", str(base / "server.log"), "-w", "-t", "60", "-o", f"-h 127.0.0.1 -p {port} -k {base}", "start"],
+                   check=True, capture_output=True)  # fmt: skip
+    try:
+        env = {**os.environ, "PGPASSWORD": password}
+        for db in databases:
+            subprocess.run([postgres_binary("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "govtune", db],
+                           check=True, capture_output=True, env=env)  # fmt: skip
+        yield {db: f"postgresql://govtune:{password}@127.0.0.1:{port}/{db}" for db in databases}
+    finally:
+        subprocess.run([*pg_ctl, "-m", "fast", "-w", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres() -> Iterator[dict[str, str]]:
+    """A PostgreSQL server with MLflow's two databases (tracking and registry; the auth app's users)."""
+    with postgres_server(("mlflow", "mlflow_auth")) as databases:
+        yield databases
 
 
 def chromium_page(playwright, viewport=(1400, 1000)):
@@ -181,9 +233,12 @@ def test_remote_tracking_server_by_uri_only(tmp_path, tiny_model, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.enable_socket
 @pytest.mark.allow_hosts(["127.0.0.1"])
-def test_gate_against_an_auth_server_uses_credentials_from_the_environment(tmp_path, tiny_model, monkeypatch):
-    """Basic-auth server: the pipeline authenticates with env credentials (none in the repo);
-    a user with READ on the registered model cannot move its alias."""
+def test_gate_against_an_auth_server_uses_credentials_from_the_environment(tmp_path, tiny_model, postgres, monkeypatch):
+    """The production layout (docs/deploy.md): MLflow on PostgreSQL (runs, registry and the auth
+    app's users), artifacts in a folder of the server's, basic auth. The full `dvc repro` lands
+    there (every stage's run, the datasets, the logged model, the version and its alias); the
+    pipeline authenticates with env credentials (none in the repo); a user with READ on the
+    registered model cannot move its alias."""
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.server.auth.client import AuthServiceClient
@@ -192,14 +247,15 @@ def test_gate_against_an_auth_server_uses_credentials_from_the_environment(tmp_p
     server_dir = tmp_path / "server"
     server_dir.mkdir()
     admin_password, gate_password, viewer_password = (secrets.token_urlsafe(16) for _ in range(3))
+    databases = postgres
     (server_dir / "auth.ini").write_text(
         "[mlflow]\ndefault_permission = READ\n"
-        f"database_uri = sqlite:///{server_dir / 'auth.db'}\nadmin_username = admin\n"
+        f"database_uri = {databases['mlflow_auth']}\nadmin_username = admin\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
     )
     env = {"MLFLOW_AUTH_CONFIG_PATH": str(server_dir / "auth.ini"), "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}  # fmt: skip
-    with mlflow_server(server_dir, f"sqlite:///{server_dir / 'store.db'}", "--app-name", "basic-auth", env=env) as url:
+    with mlflow_server(server_dir, databases["mlflow"], "--app-name", "basic-auth", env=env) as url:
         assert http_status(f"{url}/api/2.0/mlflow/experiments/search?max_results=1") == 401
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
@@ -219,12 +275,23 @@ def test_gate_against_an_auth_server_uses_credentials_from_the_environment(tmp_p
         # The pipeline as its service user (it creates the experiment and the registered model,
         # so it holds MANAGE on them): credentials from the environment only.
         creds = bare | {"MLFLOW_TRACKING_USERNAME": "govtune-gate", "MLFLOW_TRACKING_PASSWORD": gate_password}
+        _test_policy(project, [])  # rules the tiny model can pass: the alias moves
         run_cmd(["dvc", "repro"], cwd=project, check=True, env=creds, timeout=1500)
         decision = read_json(project / "reports" / "gate_decision.json")
         name, version = decision["registry"]["registered_model"], decision["registry"]["version"]
         client = mlflow.MlflowClient(url)
         tags = client.get_model_version(name, version).tags
-        assert tags["govtune.decision"] == decision["decision"] and tags["govtune.evidence_hash"]
+        assert tags["govtune.decision"] == decision["decision"] == "APPROVED" and tags["govtune.evidence_hash"]
+        assert client.get_model_version_by_alias(name, "champion").version == version
+        # Every stage's run, with its datasets, is in PostgreSQL; the logged model and every
+        # artifact are in the server's artifact folder, none in the project.
+        runs = client.search_runs([client.get_experiment_by_name("govtune").experiment_id], max_results=200)
+        by_stage = {r.data.tags.get("govtune.stage"): r for r in runs}
+        assert set(STAGES) - {"monitor"} <= set(by_stage), sorted(by_stage)
+        assert {d.dataset.name for d in by_stage["split"].inputs.dataset_inputs} == {"train", "val", "test"}
+        assert client.get_logged_model(decision["registry"]["logged_model_id"]).model_id
+        assert any((server_dir / "server-artifacts").rglob("MLmodel")) and not (project / "mlartifacts").exists()
+        assert not (project / "mlflow.db").exists(), "the local store was used"
 
         # Anyone else reads (default READ) but cannot move the alias: 403.
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "analyst")
