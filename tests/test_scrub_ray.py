@@ -10,6 +10,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -73,7 +74,8 @@ def test_ray_engine_writes_the_local_engines_bytes(small_project):
 
     # RAY_ADDRESS set: a cluster of two nodes (head + a worker joining it) on this host.
     ray = str(VENV_BIN / "ray")
-    port, temp = _free_port(), small_project / "ray-tmp"
+    # a short temp dir: Ray's Unix sockets live under it, and a socket path is limited to 107 bytes
+    port, temp = _free_port(), Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
     # Ray's token authentication: every node and every client (the stage) holds the token.
     cluster_env = env | {
         "RAY_USAGE_STATS_ENABLED": "0",
@@ -82,10 +84,10 @@ def test_ray_engine_writes_the_local_engines_bytes(small_project):
     }
     start = [ray, "start", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
     try:
-        subprocess.run([*start, "--head", "--port", str(port), "--num-cpus", "2", "--include-dashboard", "false", "--temp-dir", str(temp)],
-                       check=True, capture_output=True, env=cluster_env, timeout=300)  # fmt: skip
-        subprocess.run([*start, "--address", f"127.0.0.1:{port}", "--num-cpus", "1"],
-                       check=True, capture_output=True, env=cluster_env, timeout=300)  # fmt: skip
+        for node in (["--head", "--port", str(port), "--num-cpus", "2", "--include-dashboard", "false", "--temp-dir", str(temp)],
+                     ["--address", f"127.0.0.1:{port}", "--num-cpus", "1"]):  # fmt: skip
+            started = subprocess.run([*start, *node], capture_output=True, text=True, env=cluster_env, timeout=300)
+            assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-3000:]
         for _ in range(60):  # the second node registers with the head shortly after `ray start` returns
             status = subprocess.run(
                 [ray, "status", "--address", f"127.0.0.1:{port}"], capture_output=True, text=True, env=cluster_env
