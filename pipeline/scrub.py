@@ -455,9 +455,7 @@ def ray_results(
     try:
         # a local Ray gets one CPU per actor and one for the reading tasks (else the actors hold every
         # CPU and the read never runs); a cluster schedules on what it has
-        local = (
-            {} if address else {"num_cpus": workers + 1, "_node_ip_address": "127.0.0.1"}
-        )  # a local Ray stays on loopback
+        local = {} if address else {"num_cpus": workers + 1}  # a single-node Ray on this machine, no dashboard
         ray.init(address=address or None, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
                  configure_logging=False, **local)  # fmt: skip
     except Exception as exc:
