@@ -35,7 +35,7 @@ import os
 import re
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -371,8 +371,14 @@ def run(
     workers = resolve_workers(cfg.workers)
     totals = Totals()
     init_args = (policy, key, cfg.batch_size, cfg.rescan)
+    # the Ray actors read the sidecar themselves: the driver only needs to know whether there is one
+    truth = (
+        nullcontext((None, sidecar_path.is_file() and sidecar_path.stat().st_size > 0))
+        if cfg.engine == "ray"
+        else sidecar_lookup(raw, sidecar_path, max_record_bytes)
+    )
     with (
-        sidecar_lookup(raw, sidecar_path, max_record_bytes) as (spans_of, has_truth),
+        truth as (spans_of, has_truth),
         atomic_path(cfg.out) as tmp,
         open(tmp, "w", encoding="utf-8") as sink,
         tqdm(unit="rec", desc=f"scrub ({cfg.engine})") as bar,
