@@ -77,8 +77,9 @@ def train_full(model: Any, examples: list[Any], steps: int, batch: int, lr: floa
 
 def judge(name: str, model: Any, tokenizer: Any, test: list[dict], params: Any) -> dict[str, Any]:
     """The evaluate stage's quality, group fairness and counterfactuals, and the gender table."""
+    from pipeline.common.evaluation import quality_and_fairness
     from pipeline.common.policy import load_fairness_policy
-    from pipeline.evaluate import Scorer, quality_and_fairness
+    from pipeline.common.scorer import Scorer
 
     fairness = load_fairness_policy(params.evaluate.fairness_policy)
     cfg = params.evaluate.model_copy(update={"generate_examples": 2, "loss_examples": 32, "max_seq_len": 512})

@@ -45,7 +45,7 @@ def main() -> None:
     import torch
 
     from pipeline.common.generation import generation_settings
-    from pipeline.evaluate import Scorer, load_models
+    from pipeline.common.scorer import Scorer, load_models
 
     params = load_params()
     cfg = params.evaluate

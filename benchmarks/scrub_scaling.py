@@ -1,7 +1,7 @@
 """Benchmark: scrub scaling. Time and peak memory of the scrub stage on 1k, 10k and 100k tickets.
 
 For each size, synthesizes that many tickets (with their ground-truth sidecar, as the default
-data has) into a temporary directory, then runs the stage's engine (``pipeline.scrub.run``, one
+data has) into a temporary directory, then runs the stage's engine (``pipeline.common.scrubbing.scrub_file``, one
 worker per core) in a fresh child process and reads its peak resident memory: the parent's (reading, aggregating, writing; ``VmHWM``) and the largest
 worker's (``getrusage`` of its children). Streaming
 means time grows linearly (seconds per 1,000 tickets stay level) and memory stays flat.
@@ -44,7 +44,7 @@ def peak_rss_mb() -> float:
 
 def child(raw: Path, spans: Path, out: Path, rescan: bool) -> None:
     """Runs the stage's engine once and prints its figures as JSON (in a fresh process)."""
-    from pipeline import scrub
+    from pipeline.common import scrubbing
     from pipeline.common.keys import load_key
     from pipeline.common.offline import configure_offline
     from pipeline.common.policy import load_pii_policy
@@ -55,10 +55,10 @@ def child(raw: Path, spans: Path, out: Path, rescan: bool) -> None:
     key = load_key(policy, params.scrub.policy, Path.cwd())
     cfg = params.scrub.model_copy(update={"out": out, "rescan": rescan})
     start = time.perf_counter()
-    report = scrub.run(cfg, policy, key, raw, spans, 10**7)
+    report = scrubbing.scrub_file(cfg, policy, key, raw, spans, 10**7)
     seconds = time.perf_counter() - start
     print(json.dumps({
-        "records": report["records"], "seconds": seconds, "workers": scrub.resolve_workers(cfg.workers),
+        "records": report["records"], "seconds": seconds, "workers": scrubbing.resolve_workers(cfg.workers),
         "parent_peak_rss_mb": peak_rss_mb(),
         "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
         "min_recall": report["totals"]["min_recall"],

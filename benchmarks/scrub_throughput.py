@@ -3,7 +3,7 @@
 On the same N tickets (the first N of ``data/raw``, or synthesized when it has fewer), in one
 process run, one after the other:
 
-1. the scrub stage's engine (``pipeline.scrub.run``: batched ``nlp.pipe`` through Presidio's
+1. the scrub stage's engine (``pipeline.common.scrubbing.scrub_file``: batched ``nlp.pipe`` through Presidio's
    BatchAnalyzerEngine, one worker per core), like for like (no residual re-scan), and as
    configured (with the re-scan the gate needs);
 2. what a user would otherwise write: per record, ``AnalyzerEngine.analyze`` +
@@ -71,20 +71,20 @@ def rates(records: int, seconds: float, startup: float, startup_records: int = 0
 
 
 def bench_stage(params: Any, policy: Any, key: Any, raw: Path, spans: Path, out: Path, rescan: bool) -> dict[str, Any]:
-    from pipeline import scrub
+    from pipeline.common import scrubbing
 
     cfg = params.scrub.model_copy(update={"out": out / f"scrubbed-{rescan}.jsonl", "rescan": rescan})
-    workers = scrub.resolve_workers(cfg.workers)
+    workers = scrubbing.resolve_workers(cfg.workers)
     tiny = out / f"startup-{rescan}.jsonl"
     with open(raw, encoding="utf-8") as handle:  # one record per worker
         tiny.write_text("".join(itertools.islice(handle, workers)), encoding="utf-8")
     start = time.perf_counter()
-    scrub.run(
+    scrubbing.scrub_file(
         cfg.model_copy(update={"out": out / "startup-out.jsonl", "chunk_records": 1}), policy, key, tiny, spans, 10**7
     )
     startup = time.perf_counter() - start
     start = time.perf_counter()
-    report = scrub.run(cfg, policy, key, raw, spans, 10**7)
+    report = scrubbing.scrub_file(cfg, policy, key, raw, spans, 10**7)
     seconds = time.perf_counter() - start
     return {**rates(report["records"], seconds, startup, workers), "workers": workers, "rescan": rescan}
 
@@ -137,15 +137,15 @@ def profile_stage(policy: Any, key: Any, records: list[dict], batch_size: int) -
     import cProfile
     import pstats
 
-    from pipeline import scrub
+    from pipeline.common import scrubbing
 
-    scrub.init_worker(policy, key, batch_size, False)
-    scrub.scrub_chunk([(r, []) for r in records[:8]])  # warm-up
+    scrubbing.init_worker(policy, key, batch_size, False)
+    scrubbing.scrub_chunk([(r, []) for r in records[:8]])  # warm-up
     chunks = [[(r, []) for r in records[i : i + 128]] for i in range(0, len(records), 128)]
     profiler = cProfile.Profile()
     profiler.enable()
     for chunk in chunks:
-        scrub.scrub_chunk(chunk)
+        scrubbing.scrub_chunk(chunk)
     profiler.disable()
     stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
     total = next(ct for (file, _, name), (_, _, _, ct, _) in stats.items() if name == "scrub_chunk")

@@ -235,15 +235,15 @@ def validate_batch(params: Params, batch: Path, labelled: bool = True) -> tuple[
     """The data contract on a batch: blocking failures stop (``GovtuneError``), except volume rules."""
     import dataclasses
 
-    from pipeline import validate
     from pipeline.common.policy import load_data_contract
+    from pipeline.common.validation import check_blocking, check_file
 
     contract = load_data_contract(params.validate_.contract)
-    result = validate.run(params.validate_, contract, batch)
+    result = check_file(params.validate_, contract, batch)
     volume = [c.rule_id for c in result.blocking_failures if c.kind in VOLUME_RULE_KINDS]
     skip = set(VOLUME_RULE_KINDS)
     kept = [c for c in result.checks if c.kind not in skip and (labelled or c.column not in LABEL_COLUMNS)]
-    validate.check_blocking(dataclasses.replace(result, checks=kept), batch, params.validate_)
+    check_blocking(dataclasses.replace(result, checks=kept), batch, params.validate_)
     return contract, volume
 
 
@@ -252,9 +252,9 @@ def run(params: Params, batch: Path, out_dir: Path, policy_path: Path, champion:
 
     ``champion``: the registry version to re-evaluate on a labelled batch (None: not measured).
     """
-    from pipeline import scrub
     from pipeline.common.keys import load_key
     from pipeline.common.policy import load_pii_policy, load_rule_set
+    from pipeline.common.scrubbing import scrub_file
 
     rules = load_rule_set(policy_path)
     labelled = is_labelled(batch)
@@ -264,7 +264,7 @@ def run(params: Params, batch: Path, out_dir: Path, policy_path: Path, champion:
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = params.scrub.model_copy(update={"out": out_dir / "scrubbed.jsonl"})
     sidecar = batch.with_name("pii_spans.jsonl")
-    pii = scrub.run(cfg, policy, key, batch, sidecar, contract.max_record_bytes)
+    pii = scrub_file(cfg, policy, key, batch, sidecar, contract.max_record_bytes)
     scrubbed = read_jsonl(out_dir / "scrubbed.jsonl")
     m = params.monitor
     settings = {
@@ -415,23 +415,24 @@ def champion_evaluation(params: Params, champion: Any, records: list[dict[str, A
     """The champion's quality, group fairness and counterfactual flips on scrubbed, labelled records."""
     import tempfile
 
-    from pipeline import evaluate
+    from pipeline.common.evaluation import build_scrub, quality_and_fairness
     from pipeline.common.generation import generation_settings
     from pipeline.common.policy import load_fairness_policy
+    from pipeline.common.scorer import Scorer, load_models, precision_context, resolve_precision
     from pipeline.common.task import ATTRIBUTE_COLUMNS
 
     cfg = params.evaluate
     fairness = load_fairness_policy(cfg.fairness_policy)
-    scrub_fn, _ = evaluate.build_scrub(params)
+    scrub_fn, _ = build_scrub(params)
     with tempfile.TemporaryDirectory(prefix="govtune-champion-") as tmp:
         adapter, base = champion_adapter(params, champion, Path(tmp))
-        model, tokenizer = evaluate.load_models(base, adapter)
+        model, tokenizer = load_models(base, adapter)
         attrs = [{c: r.get(c) for c in ATTRIBUTE_COLUMNS} for r in records]
-        with evaluate.precision_context(cfg):
-            scorer = evaluate.Scorer(model, tokenizer, generation_settings(adapter)["max_new_tokens"])
-            result = evaluate.quality_and_fairness("champion", scorer, records, attrs, cfg, fairness, scrub_fn)
+        with precision_context(cfg):
+            scorer = Scorer(model, tokenizer, generation_settings(adapter)["max_new_tokens"])
+            result = quality_and_fairness("champion", scorer, records, attrs, cfg, fairness, scrub_fn)
         adapter_sha = sha256_file(adapter / "adapter_model.safetensors")
-    return {"version": str(champion.version), "adapter_sha256": adapter_sha, "n": len(records), "precision": evaluate.resolve_precision(cfg.precision),
+    return {"version": str(champion.version), "adapter_sha256": adapter_sha, "n": len(records), "precision": resolve_precision(cfg.precision),
             "definitions": "as in reports/evaluation.json (the evaluate stage's code)", **result}  # fmt: skip
 
 

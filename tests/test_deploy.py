@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import scrub
+from pipeline.common import scrubbing
 from pipeline.common.erasure import pseudonym_of
 from pipeline.common.keys import DEMO_KEY, PseudonymKey
 from pipeline.forget import subject_hash
@@ -95,7 +95,7 @@ def test_push_pull_verify_and_erasure_on_the_remote(tmp_path, tiny_built):
     train_ids = {json.loads(r)["customer_id"] for r in (project / "data/splits/train.jsonl").read_text().splitlines()}
     raw = [json.loads(r) for r in (project / "data/raw/tickets.jsonl").read_text().splitlines()]
     subject = next(
-        r["customer_id"] for r in raw if scrub.scrub_identifier(KEY, "customer_id", r["customer_id"]) in train_ids
+        r["customer_id"] for r in raw if scrubbing.scrub_identifier(KEY, "customer_id", r["customer_id"]) in train_ids
     )
     pseudo = pseudonym_of("customer_id", subject_hash(KEY, "customer_id", subject)).encode()
     holding = [p for p in remote_objects(remote) if pseudo in p.read_bytes()]

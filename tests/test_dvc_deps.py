@@ -163,3 +163,15 @@ def test_the_contract_sees_imports_inside_functions():
     recognizers = {p for p in closure(Path("pipeline/scrub.py")) if p.parent == Path("pipeline/recognizers")}
     assert Path("pipeline/recognizers/street_address.py") in recognizers  # loaded by import_module
     assert Path("pipeline/finetune.py") not in closure(Path("pipeline/evaluate.py"))
+
+
+@pytest.mark.parametrize("name", sorted(PYTHON_STAGES))
+def test_no_stage_module_imports_another(name):
+    """A stage imports only ``pipeline/common`` (and the recognizers, templates) besides itself:
+    code two stages share lives in ``common/``, so a stage's deps never drag in another stage."""
+    stage_modules = {module_file(s["cmd"].split()[2]) for s in PYTHON_STAGES.values()}
+    own = module_file(PYTHON_STAGES[name]["cmd"].split()[2])
+    others = sorted(str(p) for p in closure(own) & stage_modules if p != own)
+    assert not others, (
+        f"pipeline stage {own} imports the stage module(s) {others}: move what it uses into pipeline/common/"
+    )

@@ -7,19 +7,17 @@ import random
 
 import pytest
 
-from pipeline.common.policy import load_fairness_policy
-from pipeline.evaluate import (
+from pipeline.common.evaluation import (
     bootstrap_ci,
-    canary_exposure,
     flip_age_statements,
     group_fairness,
     make_variant,
-    regurgitation,
     rouge_l,
     swap_terms,
-    training_label_bias,
     wilson,
 )  # fmt: skip
+from pipeline.common.policy import load_fairness_policy
+from pipeline.evaluate import canary_exposure, regurgitation, training_label_bias
 from tests.conftest import REPO
 
 FAIRNESS = load_fairness_policy(REPO / "policies" / "fairness.yaml")
@@ -168,7 +166,7 @@ class FakeScorer:
         return [ord(c) for c in text]
 
     def split_common(self, texts):
-        from pipeline.evaluate import Scorer
+        from pipeline.common.scorer import Scorer
 
         return Scorer.split_common(self, texts)
 
@@ -262,7 +260,7 @@ def test_training_label_bias_needs_two_groups():
 
 
 def test_every_metric_is_defined_in_the_docs():
-    from pipeline.evaluate import DEFINITIONS
+    from pipeline.common.evaluation import DEFINITIONS
 
     doc = (REPO / "docs" / "evaluation.md").read_text()
     for key, text in DEFINITIONS.items():
@@ -282,6 +280,6 @@ PRECISION_ROWS = [
 
 @pytest.mark.parametrize("requested,cpuinfo,resolved", PRECISION_ROWS)
 def test_evaluation_precision_auto_uses_bf16_only_where_the_cpu_has_it(requested, cpuinfo, resolved):
-    from pipeline.evaluate import cpu_has_native_bf16, resolve_precision
+    from pipeline.common.scorer import cpu_has_native_bf16, resolve_precision
 
     assert resolve_precision(requested, cpu_has_native_bf16(cpuinfo)) == resolved

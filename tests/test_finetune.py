@@ -312,7 +312,7 @@ def test_lineage_walk_from_logged_model_to_dvc_lock(tmp_path, tiny_built, monkey
 
     # The served model answers exactly as the evaluation generated: one code path, the adapter's settings.
     from pipeline.common.generation import generation_settings
-    from pipeline.evaluate import Scorer, load_models
+    from pipeline.common.scorer import Scorer, load_models
 
     adapter = project / "models" / "adapter"
     assert generation_settings(adapter) == {"max_new_tokens": TINY_FINETUNE["max_new_tokens"]}

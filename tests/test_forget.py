@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import scrub
+from pipeline.common import scrubbing
 from pipeline.common.erasure import erased_in, pseudonym_of
 from pipeline.common.keys import DEMO_KEY, PseudonymKey
 from pipeline.forget import cache_object, remove_records, subject_hash, trained_on
@@ -29,7 +29,7 @@ def _rows(path: Path) -> list[dict]:
 
 def test_pseudonym_is_the_one_scrub_writes():
     digest = subject_hash(KEY, "customer_id", "CUST-000042")
-    assert pseudonym_of("customer_id", digest) == scrub.scrub_identifier(KEY, "customer_id", "CUST-000042")
+    assert pseudonym_of("customer_id", digest) == scrubbing.scrub_identifier(KEY, "customer_id", "CUST-000042")
     assert "CUST-000042" not in digest and len(digest) == 64
 
 
@@ -60,7 +60,7 @@ def test_erased_in_counts_records_by_pseudonym(tmp_path):
     entries = [{"subject": subject_hash(KEY, "customer_id", "C1"), "column": "customer_id"}]
     train = _jsonl(tmp_path / "train.jsonl", [
         {"customer_id": pseudonym_of("customer_id", entries[0]["subject"])},
-        {"customer_id": scrub.scrub_identifier(KEY, "customer_id", "C2")},
+        {"customer_id": scrubbing.scrub_identifier(KEY, "customer_id", "C2")},
     ])  # fmt: skip
     assert erased_in(train, "customer_id", entries) == 1
     assert erased_in(train, "customer_id", []) == 0
@@ -81,7 +81,7 @@ def test_forget_end_to_end(tmp_path, tiny_built):
     train_ids = {r["customer_id"] for r in _rows(project / "data" / "splits" / "train.jsonl")}
     raw = _rows(raw_path)
     subject = next(
-        r["customer_id"] for r in raw if scrub.scrub_identifier(KEY, "customer_id", r["customer_id"]) in train_ids
+        r["customer_id"] for r in raw if scrubbing.scrub_identifier(KEY, "customer_id", r["customer_id"]) in train_ids
     )
     records = sum(r["customer_id"] == subject for r in raw)
     digest = subject_hash(KEY, "customer_id", subject)

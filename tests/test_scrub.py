@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import scrub
+from pipeline.common import scrubbing
 from pipeline.common.check_digits import iban_ok, luhn_ok
 from pipeline.common.errors import GovtuneError
 from pipeline.common.keys import DEMO_KEY, PseudonymKey, load_key
@@ -88,8 +89,8 @@ def test_outside_tags_ignores_our_replacements():
 
 
 def _scrub(records, key=KEY, policy=POLICY):
-    scrub.init_worker(policy, key, batch_size=8, rescan=True)
-    return [json.loads(line) for line, _ in scrub.scrub_chunk([(r, []) for r in records])]
+    scrubbing.init_worker(policy, key, batch_size=8, rescan=True)
+    return [json.loads(line) for line, _ in scrubbing.scrub_chunk([(r, []) for r in records])]
 
 
 def _record(tid, message):
@@ -215,8 +216,8 @@ def test_scrubbing_disabled_is_measured_as_zero_recall(tmp_path):
             "value": "Maria Lopez",
         }
     ]
-    scrub.init_worker(policy, KEY, batch_size=8, rescan=True)
-    ((line, stats),) = scrub.scrub_chunk([(records[0], spans)])
+    scrubbing.init_worker(policy, KEY, batch_size=8, rescan=True)
+    ((line, stats),) = scrubbing.scrub_chunk([(records[0], spans)])
     assert "Maria Lopez" in line
     assert stats.spans[0].removed is False and stats.spans[0].leaked is True
 
@@ -247,8 +248,8 @@ def test_sidecar_lookup_gives_each_record_its_spans_in_either_order(tmp_path, ca
     if order == "shuffled":
         spans = [spans[3], spans[0], spans[2], spans[4], spans[1]]
     sidecar = _write_jsonl(tmp_path / "spans.jsonl", spans)
-    assert scrub.in_raw_order(raw, sidecar, 10**6) is (order == "raw order")
-    with scrub.sidecar_lookup(raw, sidecar, 10**6) as (spans_of, has_truth):
+    assert scrubbing.in_raw_order(raw, sidecar, 10**6) is (order == "raw order")
+    with scrubbing.sidecar_lookup(raw, sidecar, 10**6) as (spans_of, has_truth):
         got = {f"T{i}": sorted(s["start"] for s in spans_of(f"T{i}")) for i in range(6)}
     assert has_truth is True
     assert got == {"T0": [0, 9], "T1": [], "T2": [1], "T3": [], "T4": [], "T5": [2, 7]}
@@ -257,7 +258,7 @@ def test_sidecar_lookup_gives_each_record_its_spans_in_either_order(tmp_path, ca
 
 def test_sidecar_lookup_without_a_sidecar(tmp_path):
     raw = _write_jsonl(tmp_path / "raw.jsonl", [{"ticket_id": "T0"}])
-    with scrub.sidecar_lookup(raw, tmp_path / "missing.jsonl", 10**6) as (spans_of, has_truth):
+    with scrubbing.sidecar_lookup(raw, tmp_path / "missing.jsonl", 10**6) as (spans_of, has_truth):
         assert spans_of("T0") == [] and has_truth is False
 
 
@@ -289,7 +290,7 @@ def test_bounded_imap_keeps_order_and_at_most_window_tasks_in_flight():
             yield i
 
     out = []
-    for value in scrub.bounded_imap(pool, lambda x: x * x, items(), window=4):
+    for value in scrubbing.bounded_imap(pool, lambda x: x * x, items(), window=4):
         out.append(value)
         assert len(fed) - len(out) <= 4  # the input is not read ahead of the window
     assert out == [i * i for i in range(50)] and pool.most_in_flight == 4

@@ -9,8 +9,8 @@ import pytest
 
 from pipeline.common.params import load_params
 from pipeline.common.policy import load_data_contract
+from pipeline.common.validation import check_file, compile_rule
 from pipeline.synthesize import generate
-from pipeline.validate import compile_rule, run
 from tests.conftest import REPO, VENV_BIN, copy_project, read_json, run_cmd
 
 CONTRACT = load_data_contract(REPO / "policies" / "data_contract.yaml")
@@ -142,12 +142,12 @@ def test_bad_files_exit_2_naming_file_and_line(project, good_records, monkeypatc
 def test_crlf_line_endings_are_read(tmp_path, good_records):
     path = tmp_path / "tickets.jsonl"
     path.write_bytes(write_lines(path, good_records[:50]).read_bytes().replace(b"\n", b"\r\n"))
-    result = run(CFG, CONTRACT, path)
+    result = check_file(CFG, CONTRACT, path)
     assert result.rows == 50
 
 
 def test_default_data_passes(good_records, tmp_path):
-    result = run(CFG, CONTRACT, write_lines(tmp_path / "t.jsonl", good_records))
+    result = check_file(CFG, CONTRACT, write_lines(tmp_path / "t.jsonl", good_records))
     assert result.blocking_failures == [], [c.rule_id for c in result.blocking_failures]
     assert len(result.checks) >= len(CONTRACT.rules)
 
@@ -172,7 +172,7 @@ RULE_FAILURES = [
 @pytest.mark.parametrize("name,fn,rule,count", RULE_FAILURES, ids=[r[0] for r in RULE_FAILURES])
 def test_contract_rules_catch_defects(tmp_path, good_records, name, fn, rule, count):
     records = _mutate(good_records, fn)
-    result = run(CFG, CONTRACT, write_lines(tmp_path / "t.jsonl", records))
+    result = check_file(CFG, CONTRACT, write_lines(tmp_path / "t.jsonl", records))
     failed = {c.rule_id: c for c in result.blocking_failures}
     assert set(failed) == {rule}
     assert failed[rule].observed["unexpected_count"] == count
@@ -181,7 +181,7 @@ def test_contract_rules_catch_defects(tmp_path, good_records, name, fn, rule, co
 
 def test_min_rows_per_class_and_coverage(tmp_path, good_records):
     records = _mutate(good_records[:120], lambda rs: [r.update(gender=None) for r in rs[:30]])
-    result = run(CFG, CONTRACT, write_lines(tmp_path / "t.jsonl", records))
+    result = check_file(CFG, CONTRACT, write_lines(tmp_path / "t.jsonl", records))
     failed = {c.rule_id for c in result.checks if not c.success}
     assert any(f.startswith("category_min_rows[") for f in failed)
     assert "gender_coverage" in {c.rule_id for c in result.warnings}
