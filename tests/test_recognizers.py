@@ -49,6 +49,14 @@ ADDRESS_ROWS = [
         "4821 Höhenweg 108 Apt. 378\nSaint Clair\n, nan\n New Zealand 86157",
         "4821 Höhenweg 108 Apt. 378\nSaint Clair\n, nan\n New Zealand 86157",
     ),
+    ("He lives on the north side of 220 5th Avenue.", "220 5th Avenue"),  # a numbered street
+    ("Send it to\n4120 Trg slobode 8\nVaraždin", "4120 Trg slobode 8\nVaraždin"),  # a street line of its own
+    ("She lives on Kráľova hoľa 12 street, I think.", "Kráľova hoľa 12"),  # before a lower-case street word
+    ("Cyprus (Greek) 64408 is where 523 Odos Kalamata 13 lies", "523 Odos Kalamata 13"),
+    (
+        "849 t Goylaan 46\\n Apt. 277\\n Utrecht",  # a particle whose apostrophe an export lost
+        "849 t Goylaan 46\\n Apt. 277\\n Utrecht",
+    ),
     # negatives: numbers and capitalised words that are no address
     ("I have 2 cards since 2019 and 3 Orbit Earbuds.", None),
     ("Version 10 of the Vega Tablet 10 crashes on Windows 11.", None),
@@ -63,6 +71,8 @@ ADDRESS_ROWS = [
     ),
     ("Please lock it. I'm 57 and retired.", None),
     ("I bought 2 Orbit Earbuds and 1 charger in 10 days", None),
+    ("We have 3 Orders pending since 12, please check the 2nd one.", None),
+    ("The 3rd time it failed, after 2 resets.", None),
 ]
 
 
@@ -126,11 +136,14 @@ PERSON_ROWS = [
     ("Name:    Sigtryggur Bernharðsson\\nAddress:     7015 Arnott Heights", ["Sigtryggur Bernharðsson"]),
     ("Arya: What a wife.\\nShawn: Remember me, Matthew?", ["Arya", "Shawn"]),
     ("Leigha Mackay\n\nLa Sagne\nSwitzerland", ["Leigha Mackay"]),
+    ("}} Dorota Wilk\n}} 12 Long Lane", ["Dorota Wilk"]),  # a quoted postal block
+    ("Shipping address: Amaru Quispe\n  Calle 5 10", ["Amaru Quispe"]),
     ("I'm so jealous! said Naile to Caitlin", ["Naile"]),
     ("I would like to remove my kid Hleb from the will.", ["Hleb"]),
     ("Please talk to my colleague Ilona Aksyonova about it", ["Ilona Aksyonova"]),
     # negatives: labels, roles, lower-case text, capitalised words without a cue
     ("Phone: 439 4166\nAddress: somewhere", []),
+    ("Shipping address: 12 Long Lane", []),
     ("Bot: Where would you like this sent? User: home", []),
     ("The Nimbus Router X2 keeps rebooting since Tuesday.", []),
     ("said the agent to nobody in particular", []),
@@ -182,6 +195,9 @@ def test_propagation_removes_every_occurrence_of_a_detected_name():
     out = propagate_names(text, [Detection(0, 6, "PERSON", 0.9)])
     assert [(text[d.start : d.end], d.entity) for d in out] == [("Csanád", "PERSON"), ("csanád", "PERSON")]
     assert propagate_names(text, [Detection(58, 63, "PHONE_NUMBER", 0.9)]) == [Detection(58, 63, "PHONE_NUMBER", 0.9)]
+    owned = "from Leevi Hasti's notebook ... than early Hasti?"  # a possessive is the same name
+    out = propagate_names(owned, [Detection(5, 18, "PERSON", 0.9)])
+    assert [owned[d.start : d.end] for d in out] == ["Leevi Hasti's", "Hasti"]
     product = "Nova said the Nova Coffee Maker leaks"  # NER took "Nova" for a name; the product stays
     assert propagate_names(product, [Detection(0, 4, "PERSON", 0.85)], ["Nova Coffee Maker"]) == [
         Detection(0, 4, "PERSON", 0.85)
@@ -221,6 +237,11 @@ LEXICON_ROWS = [
     ("the rose bush by the door is dead", []),
     ("Thanks for waiting. Kind regards, the team", []),  # "Kind" is a surname, and an English word opening a phrase
     ("We spoke to Kind yesterday about the refund.", ["Kind"]),
+    # a name that is also an English word, opening a sentence: a name as a subject or an addressee
+    ("Gregory had given me the wrong code.", ["Gregory"]),
+    ("Florence, could you check my order?", ["Florence"]),
+    ("Grace period is over, sadly.", []),
+    ("Bill me next month instead.", []),
 ]
 
 
@@ -250,6 +271,11 @@ ROLE_ROWS = [
     ("Renátó, can I please speak to your boss?", ["Renátó"]),
     ("Shamhan lives on the corner.", ["Shamhan"]),  # typed a place by the NER; "lives" marks a person
     ("Dmitar Ruedl listed his top 20 songs.", ["Dmitar Ruedl"]),
+    ("The verses came from Tomasz Wierzbicki's notebook.", ["Tomasz Wierzbicki"]),  # a possessor
+    ("We met Ayodele K Okonkwo at the fair.", ["Ayodele K Okonkwo"]),  # a middle initial
+    ("Unlike the Wierzbicki novel, this one is short.", ["Wierzbicki"]),  # a work's author
+    ("Have you been to a Chidera Okafor concert?", ["Chidera Okafor"]),
+    ("Please don't leave me Zawadi, we need you.", ["Zawadi"]),  # spoken to
     # negatives: English words (also inflected), places without a sign of a person, company phrases, upper case
     ("Logs show my address as 10.0.0.1. Regards, the team", []),
     ("Orders are late and Sue, can I ask why?", []),
@@ -257,6 +283,9 @@ ROLE_ROWS = [
     ("Potlatch Corp acquired the firm.", []),
     ("ACME shipped the order.", []),
     ("The Nimbus Router X2 keeps dropping the connection.", []),
+    ("We love the Spotify app and the Zoom integration.", []),  # a brand modifies "app", no work of a person
+    ("Section B Overview is missing from the manual.", []),  # English words around a letter
+    ("Unlike the old novel, this one is short.", []),
 ]
 
 
@@ -270,11 +299,16 @@ def test_person_role_takes_unknown_names_acting_as_people(nlp, text, names):
 
 
 NEIGHBOUR_ROWS = [
-    ("They had 6: Platt, David, Claudia, Brenda, Jennifer and Oscar.", ["Brenda", "Jennifer", "Oscar"]),
+    (
+        "They had 6: Platt, David, Claudia, Brenda, Jennifer and Oscar.",
+        ["Platt", "David", "Claudia", "Brenda", "Jennifer", "Oscar"],  # Platt: the head of the list, in apposition
+    ),
     ("Please ask Mrs. Gracie Marsh to call back", ["Gracie Marsh"]),
+    ("Our founders: Okoro, Parrish and Stevenson.", ["Okoro", "Parrish", "Stevenson"]),  # listed with a found name
     # negatives: no seed, no name; an English word next to a name is not part of it
     ("The router restarts every night at two.", []),
     ("Ask David about the refund.", ["David"]),
+    ("Regards, Pauline Giraud", ["Pauline Giraud"]),  # a sign-off beside a name is no name
 ]
 
 
@@ -288,7 +322,4 @@ def test_person_neighbours_widen_found_names_and_their_conjuncts(nlp, text, name
     assert not any(g.startswith(("Mrs", "Mr", "Ms")) for g in got), (
         got
     )  # a title is kept: it is no name, and evaluation reads it
-    for name in names:
-        assert name in got, got
-    if not names:
-        assert got == [], got
+    assert sorted(got) == sorted(names), got

@@ -95,24 +95,33 @@ CONTEXT_SUFFIX_WORDS = 2
 _WORDS = re.compile(r"[^\W\d_][\w'’-]+")
 
 
+_POSSESSIVE = re.compile(r"['’]s?$")
+
+
+def _bare(word: str) -> str:
+    """A word case-folded, without a possessive ending: "Hasti's" and "Hasti" are one name."""
+    return _POSSESSIVE.sub("", word.casefold())
+
+
 def propagate_names(text: str, detections: list[Detection], allow_list: Sequence[str] = ()) -> list[Detection]:
-    """Adds every other whole-word occurrence (any case) of a word of a detected name, so a
-    name found once ("Csanád had given Csanád ...", "calls me Calan") is removed everywhere;
+    """Adds every other whole-word occurrence (any case, with or without a possessive ending) of
+    a word of a detected name, so a name found once ("Csanád had given Csanád ...", "calls me
+    Calan", "Hasti's Tales ... early Hasti") is removed everywhere;
     never a word of an allow-listed phrase (a product name the NER took for a person)."""
-    allowed = {w.casefold() for phrase in allow_list for w in _WORDS.findall(phrase)}
+    allowed = {_bare(w) for phrase in allow_list for w in _WORDS.findall(phrase)}
     names = {
-        w.casefold()
+        _bare(w)
         for d in detections
         if d.entity == "PERSON"
         for w in _WORDS.findall(text[d.start : d.end])
-        if len(w) >= 3
+        if len(_bare(w)) >= 3
     } - allowed
     if not names:
         return detections
     covered = [(d.start, d.end) for d in detections]
     extra = []
     for m in _WORDS.finditer(text):
-        if m.group(0).casefold() in names and not any(s <= m.start() and m.end() <= e for s, e in covered):
+        if _bare(m.group(0)) in names and not any(s <= m.start() and m.end() <= e for s, e in covered):
             extra.append(Detection(m.start(), m.end(), "PERSON", 0.5))
     return detections + extra if extra else detections
 

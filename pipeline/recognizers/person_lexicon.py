@@ -7,7 +7,9 @@ under ORG/GPE. The lexicon is the union of the first names of every locale Faker
 MIT-licensed). A lexicon word alone never counts: spaCy's tagger must read the token as a
 proper noun (``PROPN``), so "Will you call" or "Mark it done" stay, while "ask Will about it"
 goes; or, in lower case, the word must be no English word (the spaCy package's own lemmatizer
-word list), so "stefania" goes and "grace" stays. Month and weekday names are never names here. Capitalised words and initials that follow
+word list), so "stefania" goes and "grace" stays. A name that is also an English word and opens
+a sentence counts only as the subject of a verb or an addressee ("Gregory had given",
+"Sue, can I"), never as a modifier or a verb ("Grace period", "Mark it done"). Month and weekday names are never names here. Capitalised words and initials that follow
 are taken into the name (``Brodie H Walker``, ``Helena Gregorová``).
 """
 
@@ -54,9 +56,28 @@ def _name_start(token: Any, lexicon: frozenset[str], english: frozenset[str]) ->
     if word not in lexicon:
         return False
     if token.pos_ == "PROPN" and token.text[:1].isupper():
-        # an English word that opens a sentence or a line ("Kind regards", "Grace period") is read as the word
-        return word not in english or not _opens_sentence(token)
+        # an English word that opens a sentence or a line ("Kind regards", "Grace period") is read
+        # as the word, unless it acts as a person there
+        return word not in english or not _opens_sentence(token) or _acts_as_person(token)
+    if token.pos_ == "NOUN" and token.text[:1].isupper() and _opens_sentence(token):
+        return _acts_as_person(token)  # spaCy tags some opening names NOUN: "Rebecca is ...", "Florence, can I"
     return token.text.islower() and token.is_alpha and word not in english and not token.is_stop
+
+
+def _acts_as_person(token: Any) -> bool:
+    """A sentence's opening name that is also an English word ("Rebecca", "Gregory", "Sue") is a
+    name when it is the subject of a verb ("Gregory had given ...") or the addressee before a
+    comma ("Sue, can I ..."); as the word it is a modifier, a verb or an auxiliary ("Grace
+    period", "Mark it", "Will you")."""
+    doc = token.doc
+    # a noun subject only where the NER sees a name in it ("Rebecca is ..."; "Bill is wrong" stays)
+    subject = (
+        token.dep_ in ("nsubj", "nsubjpass")
+        and token.head.pos_ in ("VERB", "AUX")
+        and (token.pos_ == "PROPN" or bool(token.ent_type_))
+    )
+    addressee = token.i + 1 < len(doc) and doc[token.i + 1].text == "," and token.pos_ in ("PROPN", "NOUN")
+    return subject or addressee
 
 
 def name_spans(doc: Any, lexicon: frozenset[str], english: frozenset[str] = frozenset()) -> list[tuple[int, int]]:

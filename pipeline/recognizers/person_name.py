@@ -1,10 +1,12 @@
 """Person names that the spaCy NER misses, found by the cue next to them.
 
 - a title: ``ms. Patricia``, ``Dr Okafor``, ``Mrs. Marie Hamanová``;
-- a label: ``Name:    Sigtryggur Bernharðsson``, ``Account holder: ...``, ``Directed By: ...``;
+- a label: ``Name:    Sigtryggur Bernharðsson``, ``Account holder: ...``, ``Directed By: ...``,
+  ``Billing address: Lesława Piotrowska`` (the addressee line of a postal block);
 - a speaker in a transcript: a line that starts ``Arya: ...``;
 - the first line of a signature or postal block: a line of two or three capitalised words
-  (an initial allowed) at the start of the text or of a quoted block, followed by a line break;
+  (an initial allowed) at the start of the text or of a quoted block (``>``, ``}}``, ``|``; after
+  one empty line at most), followed by a line break;
 - a verb of speech or address: ``said Naile``, ``calls me Calan``, ``not by Albina Tomaszewska``.
 
 A name is one to three capitalised words (with initials); the cue alone never matches. Field
@@ -24,9 +26,10 @@ _BREAK = r"(?:\n|\\n|$)"
 
 _N = rf"(?P<n>{NAME})"
 _TITLES = r"(?:mr|mrs|ms|miss|mx|dr|prof|sir|madam|mme|herr|frau|sr|sra)"
-_LABELS = r"(?:name|full name|account holder|cardholder|directed by|written by|attn|c/o)"
+_LABELS = r"(?:name|full name|account holder|cardholder|directed by|written by|attn|c/o|(?:billing|shipping|delivery|mailing|postal) address)"
 _SPEECH = r"(?:said|told|asked|shouted at|calls me|called me|call me|tell|by|partner's name|name is|named (?:him|her|them|it))"
-_LINE = r"(?:^|\\n|\n)[ \t>?]*"
+_QUOTE = r"[ \t>?}|]*"  # what quotes a block in mail and chat exports: "> ", "}} ", "| "
+_LINE = rf"(?:^|\\n|\n){_QUOTE}"
 _KIN = (
     r"(?:kid|son|daughter|child|wife|husband|partner|spouse|mother|mom|mum|father|dad|brother|sister|grandson|"
     r"granddaughter|grandmother|grandfather|nephew|niece|cousin|uncle|aunt|friend|colleague|coworker|boss|manager|neighbou?r)"
@@ -38,7 +41,7 @@ CUES: tuple[tuple[re.Pattern[str], float], ...] = tuple((re.compile(p, re.IGNORE
     (rf"\b{_TITLES} {_N}", 0.5),
     (rf"\b{_LABELS}:?[ \t]+{_N}", 0.6),
     (rf"{_LINE}(?P<n>{_CAP})(?=:[ \"“])", 0.5),
-    (rf"(?:\A|\\n\\n|\n\n|[>?] )[ \t>?]*(?P<n>{_CAP} (?:{_INITIAL} )?{_CAP}(?: {_CAP})?)[ \t]*(?={_BREAK})", 0.45),
+    (rf"(?:\A|\\n\\n|\n\n|[>?] )(?:{_QUOTE}(?:\\n|\n))?{_QUOTE}(?P<n>{_CAP} (?:{_INITIAL} )?{_CAP}(?: {_CAP})?)[ \t]*(?={_BREAK})", 0.45),
     (rf"\b{_SPEECH} {_N}", 0.45),
     (rf"{_N}(?= (?:said|says|wrote|asked|replied|shouted)\b)", 0.45),
     (rf"\bname\b[^?\n]{{0,30}}\? *(?:user: *)?{_N}", 0.45),

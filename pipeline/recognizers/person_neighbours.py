@@ -9,8 +9,10 @@ The small spaCy NER often finds one word of a name it has not seen ("Maile **Jai
   noun that is no English word (``Maile``, ``Quarantino``), an initial (``Đurđa J Jovanović``),
   a hyphenated part (``Amy-leigh``), but never over a title (``Mrs.`` in "Mrs. Gracie Marsh" stays:
   it is no name, and the evaluation's counterfactuals read the gender it carries);
-- a proper noun that spaCy's parser coordinates with a seed word is a name too ("Caird and
-  Jones", "Lapresse, Morris and Wright"), widened the same way.
+- a capitalised proper noun or noun that spaCy's parser coordinates with a seed word, or sets
+  in apposition to it, is a name too ("Caird and Jones", "Lapresse, Morris and Wright",
+  "founders: Waters, Parrish and Stevenson", "They had 6: Maximillia, Wesley, ..."), widened
+  the same way.
 
 A line break always ends a name. Nothing is found in a text with no seed, so this recognizer
 never matches on its own.
@@ -25,6 +27,8 @@ from pipeline.recognizers._words import english_words, first_names
 from pipeline.recognizers.person_lexicon import name_spans
 
 SCORE = 0.5
+# sign-offs and greetings a name is set beside ("Regards, Pauline Giraud"), never one themselves
+NOT_NAMES = frozenset("regards thanks cheers best hi hello dear greetings sincerely yours".split())
 TITLES = frozenset("mr mrs ms miss mx dr prof sir madam mme herr frau sr sra".split())
 
 
@@ -84,6 +88,33 @@ def widen(doc: Any, first: int, last: int, english: frozenset[str]) -> tuple[int
     return first, last
 
 
+def _listable(token: Any, english: frozenset[str]) -> bool:
+    """A word that can be a name in a list of names: capitalised, letters only, a proper noun, or
+    a noun inside a sentence (spaCy tags unseen surnames either way: "founders: Waters, Parrish
+    and Stevenson"; an opening "Regards" or "Thanks" is no name)."""
+    if not (token.is_alpha and token.text[:1].isupper() and not token.text.isupper()):
+        return False
+    if token.is_stop or _title(token) or token.text.casefold() in NOT_NAMES:
+        return False
+    if token.pos_ == "NOUN":
+        return token.i > 0 and not token.is_sent_start and token.doc[token.i - 1].text not in ".!?\n"
+    return token.pos_ == "PROPN"
+
+
+def listed_with(doc: Any, seeds: set[int], english: frozenset[str]) -> set[int]:
+    """Tokens listed with a seed word: its conjuncts ("Caird and Jones"), and a proper noun that is
+    no English word in apposition with it ("They had 6: Maximillia, Wesley, ..."), with their
+    conjuncts in turn."""
+    linked = {c.i for i in seeds for c in doc[i].conjuncts}
+    for i in seeds | linked:
+        token = doc[i]
+        pairs = [token.head] if token.dep_ == "appos" else []
+        pairs += [child for child in token.children if child.dep_ == "appos"]
+        linked.update(t.i for t in pairs if t.pos_ == "PROPN" and t.text.casefold() not in english)
+    linked |= {c.i for i in linked for c in doc[i].conjuncts}
+    return {i for i in linked if _listable(doc[i], english)}
+
+
 def neighbour_spans(doc: Any, english: frozenset[str], lexicon: frozenset[str]) -> list[tuple[int, int]]:
     """Character spans of the seeds (NER PERSON, lexicon names), widened, and of their conjuncts."""
     seeds: list[tuple[int, int]] = [(e.start, e.end - 1) for e in doc.ents if e.label_ == "PERSON"]
@@ -92,11 +123,8 @@ def neighbour_spans(doc: Any, english: frozenset[str], lexicon: frozenset[str]) 
         if span is not None:
             seeds.append((span.start, span.end - 1))
     seed_tokens = {i for first, last in seeds for i in range(first, last + 1)}
-    conjuncts = {c.i for i in seed_tokens for c in doc[i].conjuncts}
-    for i in sorted(conjuncts - seed_tokens):
-        token = doc[i]
-        if token.pos_ == "PROPN" and token.is_alpha and token.text[:1].isupper():
-            seeds.append((i, i))
+    for i in sorted(listed_with(doc, seed_tokens, english) - seed_tokens):
+        seeds.append((i, i))
     out = set()
     for first, last in seeds:
         first, last = widen(doc, first, last, english)

@@ -8,14 +8,17 @@ a capitalised word that
 - is no English word (the spaCy package's lemmatizer list), no stop word, not in upper case, not
   a month or a weekday, and has at least three letters;
 - is the subject (``nsubj``, ``nsubjpass``), indirect object (``dative``) or direct object
-  (``dobj``) of a verb, or the addressee that opens a sentence ("**Renátó**, can I ..."), with
-  the capitalised non-English words compounded before it ("**Mitchell Nielsen** listed ...");
+  (``dobj``) of a verb, the owner in a possessive ("Junsaku **Hayashida**'s Tales"), or the
+  addressee that opens a sentence ("**Renátó**, can I ..."), with the capitalised non-English
+  words compounded before it ("**Mitchell Nielsen** listed ...");
 - is not part of a facility, product, law or language entity of the NER, nor of a place entity
   unless something marks a person (spaCy's small model types most unseen names as places:
   "**Shamhan** lives on ...", "**Selam** is very reliable. You can always depend on him."), and not
   a compound inside a longer proper-noun phrase (a company: "Potlatch **Corp**").
 
-An English word in that role ("Orders are late", "Sue, can I") is never taken, so the products
+Two such words around a middle initial are a name wherever they stand ("**Mimount Y Bijster**
+from ..."), and so is one right before a noun of an authored work or a family ("the **Antall**
+novel", "the **Okafor** family"). An English word in that role ("Orders are late") is never taken here, so the products
 and phrases of ordinary text stay; a brand that is no English word and acts as a subject
 ("Spotify crashed") is taken, which costs a word of text and never a name.
 """
@@ -37,6 +40,11 @@ PLACE_TYPES = frozenset({"GPE", "LOC", "NORP"})
 PERSON_VERBS = frozenset(
     "live say tell write call give ask reply answer want need work begin spend list send speak sing marry die born".split()
 )
+# nouns whose proper-noun modifier is a person: authored works and families
+WORKS = frozenset(
+    "novel novels book books song songs album poem poems memoir biography painting portrait play "
+    "concert concerts lecture family household wedding funeral".split()
+)
 PRONOUNS = frozenset("he she him her his hers himself herself".split())
 
 
@@ -53,31 +61,47 @@ def unknown_name(token: Any, english: frozenset[str]) -> bool:
 
 
 def _addressee(token: Any) -> bool:
-    """A word that opens a sentence and is followed by a comma: "Renátó, can I speak ...?"."""
+    """A word spoken to, before a comma: opening a sentence ("Renátó, can I speak ...?") or right
+    after an object pronoun ("to leave me Towa, four hungry children")."""
     doc = token.doc
-    opens = token.i == 0 or doc[token.i - 1].text in '.!?"“\n' or doc[token.i - 1].is_space
-    return opens and token.i + 1 < len(doc) and doc[token.i + 1].text == "," and token.pos_ in ("PROPN", "NOUN")
+    before = doc[token.i - 1] if token.i else None
+    opens = before is None or before.text in '.!?"“\n' or before.is_space
+    after_pronoun = before is not None and before.lower_ in ("me", "us", "you")
+    return (
+        (opens or after_pronoun)
+        and token.i + 1 < len(doc)
+        and doc[token.i + 1].text == ","
+        and token.pos_ in ("PROPN", "NOUN")
+    )
 
 
 def _person_sign(token: Any) -> bool:
-    """The word is given something, its verb is one only people do, or "he"/"she" follows it within
-    its sentence and the next."""
-    if token.dep_ == "dative" or token.head.lemma_ in PERSON_VERBS:
+    """The word is given something, spoken to, is "from" somewhere, its verb is one only people
+    do, or "he"/"she" stands in its sentence, the one before or the one after ("He's injured
+    ..., but Borislava just has to ...")."""
+    if token.dep_ == "dative" or token.head.lemma_ in PERSON_VERBS or _addressee(token):
         return True
+    if token.dep_ == "nsubj" and token.head.lemma_ == "be" and any(c.lower_ == "from" for c in token.head.children):
+        return True  # "Itamar is from Potlatch Corp": a place is not from somewhere
     sents = list(token.doc.sents)
     here = next(i for i, sent in enumerate(sents) if sent.start <= token.i < sent.end)
-    after = [t for sent in sents[here : here + 2] for t in sent if t.i > token.i]
-    return any(t.lower_ in PRONOUNS for t in after)
+    near = [t for sent in sents[max(0, here - 1) : here + 2] for t in sent if t.i != token.i]
+    return any(t.lower_ in PRONOUNS for t in near)
 
 
 def role_spans(doc: Any, english: frozenset[str]) -> list[tuple[int, int]]:
     """Character spans of unknown names acting as a verb's subject or object, or as an addressee."""
     out = []
     for token in doc:
-        if not unknown_name(token, english) or token.dep_ == "compound":
+        if not unknown_name(token, english):
+            continue
+        if token.dep_ in ("compound", "amod"):
+            first = _author_of(token, english)
+            if first is not None:
+                out.append((doc[first].idx, token.idx + len(token.text)))
             continue
         in_role = token.dep_ in ROLES and token.head.pos_ in ("VERB", "AUX")
-        if not (in_role or _addressee(token)):
+        if not (in_role or _addressee(token) or _possessor(token)):
             continue
         if token.ent_type_ in PLACE_TYPES and not _person_sign(token):
             continue
@@ -92,6 +116,49 @@ def role_spans(doc: Any, english: frozenset[str]) -> list[tuple[int, int]]:
         if any(child.dep_ == "compound" and child.i < first for child in token.children):
             continue  # a longer proper-noun phrase with an English word in it: a company or a product
         out.append((doc[first].idx, token.idx + len(token.text)))
+    return out + initialled_spans(doc, english)
+
+
+def _author_of(token: Any, english: frozenset[str]) -> int | None:
+    """The first token of the name that says whose work or family a noun is: "the **Antall**
+    novel", "a **Ilya Bodrov** concert", "the **Okafor** family" (a brand rarely modifies these
+    nouns; it does "app", "account", "version"); None if ``token`` is not one."""
+    doc, head = token.doc, token.head
+    if not (head.pos_ == "NOUN" and head.lemma_.casefold() in WORKS and token.i == head.i - 1):
+        return None
+    first = token.i
+    while first > 0 and unknown_name(doc[first - 1], english):
+        first -= 1  # the given name before the surname
+    before = doc[first - 1] if first else None
+    # the / a / their Antall novel (spaCy tags the name as a proper noun, a noun or an adjective)
+    if before is not None and before.pos_ in ("DET", "PRON") and token.pos_ in ("PROPN", "NOUN", "ADJ"):
+        return first
+    return None
+
+
+def _possessor(token: Any) -> bool:
+    """The word owns something: "Junsaku **Hayashida**'s Cautionary Tales"."""
+    return token.dep_ == "poss" and any(c.dep_ == "case" for c in token.children)
+
+
+def _initial(token: Any) -> bool:
+    """One capital letter, with or without a full stop: "Y", "S.", "Á"."""
+    letter = token.text.removesuffix(".")
+    return len(letter) == 1 and letter.isupper()
+
+
+def initialled_spans(doc: Any, english: frozenset[str]) -> list[tuple[int, int]]:
+    """Two unknown capitalised proper nouns around a middle initial: "Mimount Y Bijster"."""
+    out = []
+    for i in range(len(doc) - 2):
+        first, middle, last = doc[i], doc[i + 1], doc[i + 2]
+        if (
+            _initial(middle)
+            and first.whitespace_
+            and middle.whitespace_
+            and all(t.pos_ == "PROPN" and unknown_name(t, english) for t in (first, last))
+        ):
+            out.append((first.idx, last.idx + len(last.text)))
     return out
 
 

@@ -32,6 +32,7 @@ _WORD = r"[^\W\d_][\w'’.-]*"
 _CAP = r"(?-i:[A-ZÀ-ÖØ-ÞĀ-ŽΆΈ-ΏΑ-ΩА-Я])[\w'’.-]*"
 # a particle or an abbreviation inside a street name (de, do, tee, u. 55), never an English function word
 _FUNCTION = r"(?:it|to|me|us|at|on|in|of|for|and|or|the|is|my|his|her|our|you|we|by|as|a|an|be|am|are|was|i|so|if|no|not|all|any|can|get|got|has|had|now|out|up|per|via|was|off)"
+_ORDINAL = r"\d{1,3}(?:st|nd|rd|th)"  # a numbered street: 43rd Avenue, 5th Street
 _SHORT = rf"(?!{_FUNCTION}\b)(?-i:[a-zß-öø-ÿ]{{1,4}})(?:\.(?= \d))?"
 
 SUFFIXES = (
@@ -57,6 +58,8 @@ PREFIXES = (
     "Via Viale Piazza Piazzale Corso Largo Vicolo Strada Contrada Rue Avenue Boulevard Bd Chemin Place Allée "
     "Impasse Quai Route Cours Calle Avenida Avda Av Carrer Paseo Plaza Camino Carretera Travesía Ronda Rua R "
     "Rúa Travessa Praça Estrada Alameda Ulica Ul Aleja Al Odos Leoforos Bulevardul Strada Calea Aleea Ulitsa "
+    # Slovenian, Croatian, Czech and Slovak squares, embankments and avenues
+    "Trg Náměstí Nábřeží Třída Námestie Nábrežie Obala Šetalište "
     "Prospekt Jalan Jl ul al "
     # Spanish and Italian street types (as listed by the Spanish and Italian postal formats)
     "Acceso Bajada Callejón Cañada Cuesta Glorieta Pasadizo Pasaje Rambla Urbanización Vial Borgo Canale "
@@ -78,12 +81,13 @@ _COMPOUND = r"(?:[^\W\d_][\w'’-]*)?(?:" + "|".join(sorted(set(COMPOUND), key=l
 _MONTH = r"(?!(?:January|February|March|April|May|June|July|August|September|October|November|December|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)\b)"
 # capitalised words that begin sentences or name things, never a street: "I'm 18", "Version 10"
 _NOT_STREET = r"(?!(?:I|I'm|I’m|It's|It’s|We|We're|You|He|She|They|My|Our|Your|Version|Chapter|Order|Ticket|Page|Step|Item|Level|Windows|Model|Section|Day|Week|Year|Case|Error|Firmware|Update|Number|No|Invoice|Account)\b)"
+_LINE_START = r"(?:^|(?<=\\n)|(?<=\n))[ \t>}|]*"  # the start of the text or of a line (real or escaped break)
 _DIR = r"(?: (?:North|South|East|West|N|S|E|W|NE|NW|SE|SW)\b\.?)?"
 _UNIT = rf"(?-i:{UNITS})\.? ?#?{_NUM}"
 
 ANCHORS: tuple[tuple[re.Pattern[str], float], ...] = tuple((re.compile(p, re.IGNORECASE), s) for p, s in (
-    # number, name, English street type: 12 Meadow Drive, 083 254 Damvergi Street
-    (rf"{_B}{_NUMS} (?:{_WORD} ){{0,4}}(?-i:{_SUFFIX})\b\.?{_DIR}(?: {_NUM}\b)?", 0.6),
+    # number, name, English street type: 12 Meadow Drive, 083 254 Damvergi Street, 1090 43rd Avenue
+    (rf"{_B}{_NUMS} (?:(?:{_WORD}|{_ORDINAL}) ){{0,4}}(?-i:{_SUFFIX})\b\.?{_DIR}(?: {_NUM}\b)?", 0.6),
     # capitalised name and English street type, no number: Pisano Row (weak: needs context)
     (rf"{_B}(?:{_CAP} ){{1,3}}(?-i:{_SUFFIX})\b\.?{_DIR}", 0.3),
     # street type first, house number after or before: Via Leopardi 83, 87 Rue du Niger
@@ -94,6 +98,10 @@ ANCHORS: tuple[tuple[re.Pattern[str], float], ...] = tuple((re.compile(p, re.IGN
     # number, capitalised name, number: 637 Strojírenská 1006, 445 Cruce Casa de Postas 34, 03391 Bem rkp. 93
     (rf"{_B}{_NUMS} {_MONTH}{_NOT_STREET}(?:{_CAP} ){{0,2}}{_CAP} {_NUM}\b", 0.5),
     (rf"{_B}{_NUMS} {_MONTH}{_NOT_STREET}{_CAP}(?: {_NOT_STREET}{_CAP}| {_SHORT}){{1,4}} {_NUM}\b", 0.5),
+    # a street line of its own: house number, name, number, then a line break or a comma (7257 Trg revolucije 61)
+    (rf"{_LINE_START}{_NUMS} {_MONTH}{_NOT_STREET}{_CAP}(?: {_NOT_STREET}{_CAP}| (?-i:[a-zß-öø-ÿ][\w'’-]*)){{1,3}} {_NUM}(?=[ \t]*(?:\\n|\n|,|$))", 0.5),
+    # name and number before a lower-case street word: El Roqueo 75 street, Velký průhon 426 street
+    (rf"{_B}{_MONTH}{_NOT_STREET}{_CAP}(?: (?:{_CAP}|(?-i:[a-zß-öø-ÿ][\w'’-]*))){{0,3}} {_NUM}(?= (?-i:street|road|avenue|square|lane)\b)", 0.6),
     # capitalised name and number (weak: needs an address word nearby): Helmstok 174, Kárpát u. 6
     (rf"{_B}{_MONTH}{_NOT_STREET}(?:{_CAP} ){{0,2}}{_MONTH}{_NOT_STREET}{_CAP} {_NUM}\b", 0.2),
     (rf"{_B}{_MONTH}{_NOT_STREET}{_CAP}(?: {_NOT_STREET}{_CAP}| {_SHORT}){{1,3}} {_NUM}\b", 0.2),
@@ -109,13 +117,15 @@ ANCHORS: tuple[tuple[re.Pattern[str], float], ...] = tuple((re.compile(p, re.IGN
 _SEP = r"(?:(?:[ ,]*(?:\\n|\n)[ \t>?}|,]*){1,2}| ?, ?|(?<!\.) )"  # line breaks and commas in any order; not across a full stop
 _EMPTY = r"(?-i:nan|NaN|None|null|N/A)"  # an empty field written out by an export ("Saint Clair, nan, New Zealand")
 # postcodes beyond the bare digits and the UK form: Canada (K1A 0B1), the Netherlands (4545HH), a province in brackets (FM)
-_POSTCODE = r"(?-i:[A-Z]\d[A-Z] ?\d[A-Z]\d|\d{4} ?[A-Z]{2}|\([A-Z]{2}\))"
+_POSTCODE = r"(?-i:[A-Z]\d[A-Z] ?\d[A-Z]\d|\d{4} ?[A-Z]{2}|\([A-Z]{2}\)|\([A-Z][a-z]+\))"  # ... Cyprus (Greek) 64408
 _PART = (
     rf"(?:{_UNIT}|{_EMPTY}\b|{_POSTCODE}(?!\w)|(?:the )?corner of|and (?=\d)|{_NUMS}|(?-i:[A-Z]{{2,3}})\b|(?-i:[A-Z]{{1,2}}\d[A-Z\d]? ?\d[A-Z]{{2}})\b"
     rf"|{_CAP}(?: (?:(?-i:de|da|do|del|della|di|du|la|le|van|von|der|den|am|an|im|bei|sur|upon|on|u|en|y|e)) {_CAP}| {_CAP}){{0,3}}(?: {_NUM}\b)?)"
 )
 EXTEND = re.compile(rf"{_SEP}(?:{_PART})(?![\w@])")
-LEAD = re.compile(r"(?:\b(?:the )?corner of |\b\d{1,6} )$", re.IGNORECASE)
+# what an anchor may grow back over: a corner, or a house number (with a lower-case particle an
+# export lost the apostrophe of: "849 t Goylaan 46" for 't Goylaan)
+LEAD = re.compile(rf"(?:\b(?:the )?corner of |\b\d{{1,6}} (?:{_SHORT} )?)$", re.IGNORECASE)
 STOP = re.compile(
     r"^(?:Mobile|Desk|Fax|Phone|Tel|Email|E-mail|Website|Name|Address|Date|When|Where|Office|Cell)\b", re.IGNORECASE
 )
