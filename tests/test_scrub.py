@@ -46,7 +46,8 @@ RECOGNIZER_ROWS = [
     ("Refund to IBAN DE89 3704 0044 0532 0130 00 please.", "DE89 3704 0044 0532 0130 00", "IBAN_CODE"),
     ("Hi Gilberto, thanks for reaching out.", "Gilberto", "PERSON"),
     ("Thanks in advance. Justin Mendez", "Justin Mendez", "PERSON"),
-    ("My driver's license number is K4410982.", "K4410982", "US_DRIVER_LICENSE"),  # Presidio's recognizer, with its context
+    # Presidio's own recognizers, with their context words
+    ("My driver's license number is K4410982.", "K4410982", "US_DRIVER_LICENSE"),
     ("The passport number on file is 583920174.", "583920174", "US_PASSPORT"),
 ]
 NEGATIVE_ROWS = [
