@@ -225,7 +225,7 @@ def main() -> None:
     allowlist = load_allowlist(cfg.allowlist)
     model = allowlist.get(cfg.id, cfg.allowlist)
     source_dir = resolve_source_dir(model, cfg.allowlist)
-    with stage_run(params.tracking, "base_model", [cfg.allowlist], [cfg.out_dir]) as tracked:
+    with stage_run(params.tracking, "base_model", [cfg.allowlist], [cfg.out_dir], params.compute) as tracked:
         result = run(cfg, model, source_dir)
         tracked.log_params(
             {**flatten("base_model", cfg), "base_model.license": model.license, "base_model.upstream": model.upstream}

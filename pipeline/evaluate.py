@@ -298,13 +298,18 @@ def save_plots(report: dict[str, Any], out_dir: Path, attributes: list[str]) -> 
     return paths
 
 
-def run(params: Params, cfg: EvaluateParams) -> dict[str, Any]:
-    """Evaluates base and fine-tuned models on the same inputs."""
+def run(params: Params, cfg: EvaluateParams, count_tokens: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Evaluates base and fine-tuned models on the same inputs; ``count_tokens`` hears the tokens
+    of every forward pass (the stage's compute ledger)."""
     started = time.perf_counter()
     fairness = load_fairness_policy(cfg.fairness_policy)
     inputs = load_inputs(params)
     scrub_fn, analyzer_fn = build_scrub(params)
     model, tokenizer = load_models(params.base_model.out_dir, params.finetune.out_dir)
+    if count_tokens is not None:
+        from pipeline.common.compute import count_forward_tokens
+
+        count_forward_tokens(model.get_base_model(), count_tokens)  # both models run through it
     report: dict[str, Any] = {
         "definitions": DEFINITIONS,
         "surviving_signals": surviving_signals(inputs, fairness, scrub_fn),
@@ -356,8 +361,10 @@ def main() -> None:
             params.split.out_dir / "test.jsonl",
             cfg.fairness_policy,
         ]
-        with stage_run(params.tracking, "evaluate", deps, [cfg.report, cfg.summary, cfg.plots_dir]) as tracked:
-            report = run(params, cfg)
+        with stage_run(
+            params.tracking, "evaluate", deps, [cfg.report, cfg.summary, cfg.plots_dir], params.compute
+        ) as tracked:
+            report = run(params, cfg, tracked.count_tokens)
             summary = summarize(report)
             save_output("evaluation", cfg.report, report)
             save_json(cfg.summary, summary)

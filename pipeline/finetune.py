@@ -449,7 +449,7 @@ def main() -> None:
         fingerprint = run_fingerprint(cfg, base_sha, train_md5, dist_info.world)
         outs = [cfg.out_dir, cfg.metrics, cfg.plots_dir]
         context = (
-            stage_run(params.tracking, "finetune", [base_dir, train_path, val_path], outs)
+            stage_run(params.tracking, "finetune", [base_dir, train_path, val_path], outs, params.compute)
             if dist_info.main
             else _null_run()
         )
@@ -459,6 +459,7 @@ def main() -> None:
             )
             if not dist_info.main:
                 return
+            tracked.count_tokens(state.tokens * dist_info.world)  # every rank trains on as many
             commit, dirty = git_state()
             # What made the weights goes with them; which run and commit made them goes beside them
             # (the metrics file), so that the same weights are the same bytes, and the same version.

@@ -501,7 +501,7 @@ def main() -> None:
     with evidence_of_this_run(cfg.decision):  # a gate that fails leaves no earlier decision behind
         policies = load_policies(params)  # before anything is recorded: a bad policy decides nothing
         deps = [*evidence_paths(params).values(), *policies.files, cfg.approvals_dir]
-        with stage_run(params.tracking, "gate", deps, [cfg.decision]) as tracked:
+        with stage_run(params.tracking, "gate", deps, [cfg.decision], params.compute) as tracked:
             registry, version, champion = candidate_version(params, policies.promotion.alias)
             decision = {
                 "decided_at": now_utc(),

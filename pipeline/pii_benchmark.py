@@ -85,7 +85,9 @@ def main() -> None:
     with evidence_of_this_run(cfg.report):
         policy = load_pii_policy(policy_path)
         rows = load_corpus(cfg.corpus, load_data_contract(params.validate_.contract).max_record_bytes)
-        with stage_run(params.tracking, "pii_benchmark", [cfg.corpus, policy_path], [cfg.report]) as tracked:
+        with stage_run(
+            params.tracking, "pii_benchmark", [cfg.corpus, policy_path], [cfg.report], params.compute
+        ) as tracked:
             result = measure(policy, rows, cfg.batch_size)
             report = {
                 "corpus": {"path": str(cfg.corpus), "sha256": sha256_file(cfg.corpus),

@@ -27,7 +27,7 @@ from typing import Any
 
 from pipeline.common.errors import GovtuneError, run_main
 from pipeline.common.io import evidence_of_this_run, save_json, save_text
-from pipeline.common.outputs import read_output
+from pipeline.common.outputs import read_output, save_output
 from pipeline.common.params import Params, load_params
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ AI_ACT_COVERAGE = [
     ("EU AI Act Art. 11 + Annex IV", "technical documentation", "this report: system, data, training, evaluation, rules, lineage; model card"),
     ("EU AI Act Art. 12", "record-keeping", "MLflow runs per stage, hash-chained audit log, signed evidence manifest (section 8)"),
     ("EU AI Act Art. 15", "accuracy, robustness, cybersecurity", "quality floors and no-regression rules (section 6), artifact integrity (`govtune verify`)"),
+    ("EU AI Act Annex XI 1(2)(d)-(e)", "computational resources and energy used for training (documentation asked of general-purpose model providers)", "section 4: each stage's wall, CPU and GPU time, peak memory, tokens and energy (from hardware power counters, or \"not measured\" with the reason), their cost and emissions; reports/compute.json"),
     ("EU AI Act Art. 72", "post-market monitoring", "stage monitor / `govtune monitor BATCH`: each new batch's drift and PII mix against the training data, and the champion's quality and fairness on it, judged by policies/monitoring.yaml; its own reports under reports/monitoring/"),
 ]  # fmt: skip
 NOT_COVERED = [
@@ -163,6 +164,18 @@ def build_report(
     }  # fmt: skip
 
 
+def compute_section(params: Params) -> dict[str, Any]:
+    """What the stages that made the model used, added up, with cost and emissions
+    (:func:`pipeline.common.compute.summarize`); a stage without its ledger is listed as missing."""
+    from pipeline.common.compute import MAKING, carbon_intensity, summarize
+
+    c = params.compute
+    ledgers = {
+        s: load_json(c.dir / f"{s}.json", "stage_compute") if (c.dir / f"{s}.json").is_file() else None for s in MAKING
+    }
+    return summarize(ledgers, c, carbon_intensity(c.country_iso_code, c.kg_co2e_per_kwh))
+
+
 def _by_control(rules: list[dict[str, Any]]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for r in rules:
@@ -228,11 +241,36 @@ LoRA adapter on {s["base_model"].get("name")} for {s["purpose"]}
 Fairness (per protected attribute, with confidence intervals), counterfactual flip rates and
 privacy results (canary exposure, PII regurgitation) are in the compliance report.
 
+## Compute
+
+{compute_lines(report.get("compute"))}
+
 ## Limitations
 
 Evaluated on synthetic-like support tickets in English; small groups are flagged, not judged.
 Priority is a suggestion for a human to confirm.
 """
+
+
+def compute_lines(compute: dict[str, Any] | None) -> str:
+    """The model card's compute paragraph: totals, cost, energy and emissions (or why not measured)."""
+    if not compute or not compute["stages"]:
+        return "Not recorded."
+    t, c, e = compute["totals"], compute["cost"], compute["emissions"]
+    gpu = f"{t['gpu_s'] / 3600:.2f} GPU-hours, " if t["gpu_s"] else "no GPU, "
+    if t["energy_kwh"] is None:
+        energy = (
+            "energy not measured (no hardware power counters on the machine that made it; see the compliance report)"
+        )
+    else:
+        part = "" if t["energy_complete"] else f", stages not measured: {', '.join(t['energy_not_measured_stages'])}"
+        energy = (
+            f"{t['energy_kwh']:.4f} kWh measured ({e['kg_co2e']:.4f} kg CO2e at {e['kg_co2e_per_kwh']} kg/kWh{part})"
+        )
+    return (f"Stages {', '.join(compute['stages'])}: {t['wall_s'] / 60:.1f} min wall, {t['cpu_s'] / 3600:.2f} CPU-hours, {gpu}"
+            f"peak memory {t['peak_rss_mb']:.0f} MiB, {t['tokens'] or 0:,} tokens; {energy}. Estimated cost {c['total_eur']:.2f} EUR "
+            f"at {c['prices']['eur_per_cpu_hour']} EUR per CPU-hour and {c['prices']['eur_per_gpu_hour']} EUR per GPU-hour. "
+            "Per stage: `reports/compute.json`.")  # fmt: skip
 
 
 CHROMIUM_FLAGS = [
@@ -369,7 +407,7 @@ def main() -> None:
     params = load_params()
     rc = params.report
     # A report stage that fails leaves no report of an earlier run (the rejection below is no failure).
-    with evidence_of_this_run(rc.json, rc.html, rc.pdf, rc.model_card, rc.manifest):
+    with evidence_of_this_run(rc.json, rc.html, rc.pdf, rc.model_card, rc.manifest, params.compute.report):
         key = load_signing_key()  # before anything is written: a bad key stops the stage
         inputs = {name: load_json(path, source) for name, source, path in (
             ("decision", "gate_decision", params.gate.decision), ("evaluation", "evaluation", params.evaluate.report), ("pii", "pii_report", params.scrub.report),
@@ -383,10 +421,16 @@ def main() -> None:
         inputs["base"]["upstream"] = entry.upstream if entry else None
         decision = inputs["decision"]
         with stage_run(
-            params.tracking, "report", [params.gate.decision], [rc.json, rc.html, rc.model_card, rc.manifest]
+            params.tracking,
+            "report",
+            [params.gate.decision],
+            [rc.json, rc.html, rc.model_card, rc.manifest, params.compute.report],
+            params.compute,
         ) as tracked:
             report = build_report(params, inputs, load_lineage(params, decision), environment())
-            report.update(signed=key is not None, manifest_path=str(rc.manifest))
+            compute = compute_section(params)
+            save_output("compute", params.compute.report, compute)
+            report.update(compute=compute, signed=key is not None, manifest_path=str(rc.manifest))
             images = {p.stem: p.read_bytes() for p in sorted(params.evaluate.plots_dir.glob("*.png"))}
             loss = plot_loss(params.finetune.plots_dir)
             if loss:
@@ -402,8 +446,11 @@ def main() -> None:
             save_json(rc.manifest, manifest)
             append_entry(params.gate.audit_log, "evidence_manifest", {"manifest_hash": manifest["manifest_hash"], "signed": manifest["signature"]["signed"],
                                                                      "decision": decision["decision"], "version": decision.get("candidate_version")})  # fmt: skip
-            for path in (rc.json, rc.html, rc.pdf, rc.model_card, rc.manifest):
+            for path in (rc.json, rc.html, rc.pdf, rc.model_card, rc.manifest, params.compute.report):
                 tracked.log_artifact(path, "reports")
+            t = compute["totals"]
+            tracked.log_metrics({f"compute_total/{k}": t[k] for k in ("wall_s", "cpu_s", "gpu_s", "peak_rss_mb", "tokens", "energy_kwh") if t[k] is not None}
+                                | {"compute_total/cost_eur": compute["cost"]["total_eur"]})  # fmt: skip
             tracked.set_tags({f"{TAG}decision": decision["decision"], f"{TAG}manifest_hash": manifest["manifest_hash"]})
             registry = open_registry(params.tracking)
             version = decision.get("registry", {}).get("version")

@@ -130,7 +130,7 @@ def main() -> None:
             )
         contract = load_data_contract(params.validate_.contract)
         deps = [params.data.raw, params.data.raw_pii_spans, cfg.policy, params.pii_benchmark.report]
-        with stage_run(params.tracking, "scrub", deps, [cfg.out, cfg.report]) as tracked:
+        with stage_run(params.tracking, "scrub", deps, [cfg.out, cfg.report], params.compute) as tracked:
             report = scrub_file(cfg, policy, key, params.data.raw, params.data.raw_pii_spans, contract.max_record_bytes)
             # What the split stage checks it reads: this run's input and output.
             report["input"] = {"path": str(params.data.raw), "sha256": raw_sha256}

@@ -226,7 +226,7 @@ def main() -> None:
     outs = [cfg.out_dir / f"{name}.jsonl" for name in (*SPLITS, "test_attributes", "canaries")] + [cfg.report]
     with evidence_of_this_run(cfg.report):  # no split report of an earlier run survives a failed one
         check_scrubbed(params.scrub.report, params.scrub.out)
-        with stage_run(params.tracking, "split", [params.scrub.out], outs) as tracked:
+        with stage_run(params.tracking, "split", [params.scrub.out], outs, params.compute) as tracked:
             result = split_records(load_scrubbed(params.scrub.out), cfg)
             if result.report["customer_overlap"]:
                 raise GovtuneError(str(cfg.out_dir), "a customer appears in two splits", "report this as a bug")

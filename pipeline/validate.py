@@ -73,7 +73,7 @@ def main() -> None:
     with evidence_of_this_run(cfg.report, cfg.html) as evidence:
         contract = load_data_contract(cfg.contract)
         deps = [params.data.raw, cfg.contract]
-        with stage_run(params.tracking, "validate", deps, [cfg.report, cfg.html]) as tracked:
+        with stage_run(params.tracking, "validate", deps, [cfg.report, cfg.html], params.compute) as tracked:
             raw_sha256 = sha256_file(params.data.raw) if params.data.raw.is_file() else None
             result: ValidationResult = check_file(cfg, contract, params.data.raw)
             # What the next stage checks it reads: the file this report certifies (or not).

@@ -52,6 +52,26 @@ def test_dvc_repro_tiny_profile(tiny_built, tiny_project):
     assert read_json(tiny_project / "reports" / "evidence_manifest.json")["signature"]["signed"] is False
     assert "<b>UNSIGNED</b>" in (tiny_project / "reports" / "compliance_report.html").read_text()
     assert run_cmd(["govtune", "verify"], cwd=tiny_project).returncode == 0
+    # What each stage used (its ledger, its MLflow run) and the report's sum, cost and emissions.
+    from pipeline.common.compute import MAKING
+
+    ledgers = {s: read_json(tiny_project / "reports" / "compute" / f"{s}.json") for s in (*MAKING, "report")}
+    assert ledgers["finetune"]["tokens"] == metrics["tokens"] > 0 and ledgers["evaluate"]["tokens"] > 0
+    assert all(led["wall_s"] > 0 and led["peak_rss_mb"] > 0 for led in ledgers.values())
+    total = read_json(tiny_project / "reports" / "compute.json")
+    assert total["missing"] == [] and set(total["stages"]) == set(MAKING)
+    assert total["totals"]["cpu_s"] == pytest.approx(sum(ledgers[s]["cpu_s"] for s in MAKING), abs=0.5)
+    assert total["cost"]["total_eur"] > 0 and total["emissions"]["kg_co2e_per_kwh"] > 0
+    assert "Compute, energy and cost" in (tiny_project / "reports" / "compliance_report.html").read_text()
+    assert "## Compute" in (tiny_project / "reports" / "MODEL_CARD.md").read_text()
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tiny_project / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("govtune").experiment_id])
+    finetune_run = next(r for r in runs if r.data.tags.get("govtune.stage") == "finetune")
+    assert finetune_run.data.metrics["compute/tokens"] == metrics["tokens"]
+    report_run = next(r for r in runs if r.data.tags.get("govtune.stage") == "report")
+    assert report_run.data.metrics["compute_total/cpu_s"] == pytest.approx(total["totals"]["cpu_s"])
     prov = read_json(tiny_project / "models" / "base" / "provenance.json")
     assert prov["model_id"] == "tiny-llama" and prov["source"]["kind"] == "local_dir"
     lock = yaml.safe_load((tiny_project / "dvc.lock").read_text())

@@ -409,6 +409,56 @@ class GateDecision(Typed):
     registry: Table
 
 
+# --- compute ---------------------------------------------------------------------------------
+
+
+class StageEnergy(Typed):
+    measured: bool
+    kwh: float | None
+    reason: str | None = None
+    by_device: dict[str, float] | None = None
+    sources: dict[str, str] | None = None
+    estimated_kwh: dict[str, float] | None = None
+    estimate_note: str | None = None
+
+
+class StageCompute(Typed):
+    """``reports/compute/<stage>.json``: what one stage execution used (:mod:`pipeline.common.compute`)."""
+
+    stage: str
+    started: str
+    wall_s: float
+    cpu_s: float
+    gpu_s: float | None
+    peak_rss_mb: float
+    tokens: int | None
+    energy: StageEnergy
+    machine: Table
+
+
+class ComputeTotals(Typed):
+    wall_s: float
+    cpu_s: float
+    gpu_s: float | None
+    peak_rss_mb: float | None
+    tokens: int | None
+    energy_kwh: float | None
+    energy_measured_stages: list[str]
+    energy_not_measured_stages: list[str]
+    energy_complete: bool
+
+
+class ComputeReport(Typed):
+    """``reports/compute.json``: the stages that made the model, added up, with cost and emissions."""
+
+    stages: dict[str, StageCompute]
+    missing: list[str]
+    totals: ComputeTotals
+    cost: Table
+    emissions: Table
+    definitions: dict[str, str]
+
+
 # the evidence sources rules name (``source:dotted.path``) and the model of each
 SOURCES: dict[str, type[BaseModel]] = {
     "data_validation": DataValidation,
@@ -423,7 +473,9 @@ SOURCES: dict[str, type[BaseModel]] = {
 }
 DERIVED: dict[str, type[BaseModel]] = {"checks": Checks}  # judged by the gate itself, not read from a file
 # every stage output with a model: the evidence sources, and what the gate writes from them
-OUTPUTS: dict[str, type[BaseModel]] = {**SOURCES, "gate_decision": GateDecision}
+OUTPUTS: dict[str, type[BaseModel]] = {
+    **SOURCES, "gate_decision": GateDecision, "stage_compute": StageCompute, "compute": ComputeReport,
+}  # fmt: skip
 
 
 def validate_output(source: str, data: Any, where: str) -> None:

@@ -128,6 +128,21 @@ class TrackingParams(Strict):
     registered_model: str
 
 
+class ComputeParams(Strict):
+    """What each stage used and what it cost (``reports/compute.json``). Not a DVC param of the
+    measured stages (measuring does not change their outputs); the report stage reads the prices
+    and the carbon intensity."""
+
+    dir: Path
+    report: Path
+    energy: Literal["auto", "codecarbon", "off"]
+    country_iso_code: str = Field(pattern=r"^[A-Z]{3}$")
+    kg_co2e_per_kwh: float | None = Field(default=None, ge=0)
+    eur_per_cpu_hour: float = Field(ge=0)
+    eur_per_gpu_hour: float = Field(ge=0)
+    eur_per_kwh: float = Field(ge=0)
+
+
 class FinetuneParams(Strict):
     """Stage finetune: LoRA, optimisation, batching, checkpoints, outputs."""
 
@@ -225,6 +240,7 @@ class Params(Strict):
     """The whole ``params.yaml``."""
 
     tracking: TrackingParams
+    compute: ComputeParams
     data: DataParams
     synthesize: SynthesizeParams
     base_model: BaseModelParams

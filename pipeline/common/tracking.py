@@ -24,10 +24,13 @@ import subprocess
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.common.errors import GovtuneError
-from pipeline.common.params import TrackingParams
+from pipeline.common.params import ComputeParams, TrackingParams
+
+if TYPE_CHECKING:
+    from pipeline.common.compute import Meter
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +117,12 @@ class NullRun:
     """Records nothing; same methods as :class:`StageRun` (tracking disabled)."""
 
     run_id: str | None = None
+    meter: Meter | None = None  # the stage's compute ledger, when the stage measures itself
+
+    def count_tokens(self, n: int) -> None:
+        """Adds ``n`` tokens to what the stage ran through the model (its compute ledger)."""
+        if self.meter is not None:
+            self.meter.count_tokens(n)
 
     def log_params(self, params: Mapping[str, Any]) -> None: ...
     def log_metrics(
@@ -216,13 +225,28 @@ def tracking_error(uri: str, exc: Exception) -> GovtuneError:
 
 
 @contextlib.contextmanager
-def stage_run(cfg: TrackingParams, stage: str, deps: list[Path], outs: list[Path]) -> Iterator[NullRun]:
+def stage_run(
+    cfg: TrackingParams, stage: str, deps: list[Path], outs: list[Path], compute: ComputeParams | None = None
+) -> Iterator[NullRun]:
     """An MLflow run for one stage; tags the md5 of deps now and of outs at the end.
 
-    The run ends FAILED if the block raises (the exception propagates).
+    With ``compute``, the stage is measured (:mod:`pipeline.common.compute`): its ledger goes to
+    ``<compute.dir>/<stage>.json`` and its ``compute/*`` metrics to the run, once the block ends
+    without an error. The run ends FAILED if the block raises (the exception propagates), and no
+    ledger of an earlier run is left behind.
     """
+    meter, ledger = None, None
+    if compute is not None:
+        from pipeline.common.compute import Meter
+
+        ledger = compute.dir / f"{stage}.json"
+        ledger.unlink(missing_ok=True)
+        meter = Meter(stage, compute.energy, compute.country_iso_code).start()
     if not cfg.enabled:
-        yield NullRun()
+        run = NullRun()
+        run.meter = meter
+        yield run
+        _record(meter, ledger, run)
         return
     mlflow = setup_mlflow(cfg)
     commit, dirty = git_state()
@@ -235,9 +259,26 @@ def stage_run(cfg: TrackingParams, stage: str, deps: list[Path], outs: list[Path
     }
     with mlflow.start_run(run_name=stage, tags=tags) as active:
         run = StageRun(mlflow, active.info.run_id, commit)
+        run.meter = meter
         yield run
-        run.set_tags({f"{TAG}out.{p}": dvc_md5(p) for p in outs if Path(p).exists()})
+        _record(meter, ledger, run)
+        run.set_tags({f"{TAG}out.{p}": dvc_md5(p) for p in [*outs, *([ledger] if ledger else [])] if Path(p).exists()})
     log.info("MLflow run %s (%s) in %s", active.info.run_id, stage, redact_uri(mlflow.get_tracking_uri()))
+
+
+def _record(meter: Meter | None, ledger: Path | None, run: NullRun) -> None:
+    """Writes the stage's compute ledger and logs its figures as ``compute/*`` metrics."""
+    if meter is None or ledger is None:
+        return
+    from pipeline.common.outputs import save_output
+
+    figures = meter.finish()
+    save_output("stage_compute", ledger, figures)
+    keys = ("wall_s", "cpu_s", "gpu_s", "peak_rss_mb", "tokens")
+    metrics = {f"compute/{k}": figures[k] for k in keys if figures[k] is not None}
+    if figures["energy"]["kwh"] is not None:
+        metrics["compute/energy_kwh"] = figures["energy"]["kwh"]
+    run.log_metrics(metrics)
 
 
 def flatten(prefix: str, obj: Any) -> dict[str, Any]:
