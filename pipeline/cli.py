@@ -401,6 +401,12 @@ def _cmd_synthesize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_curve(args: argparse.Namespace) -> int:
+    from pipeline import data_efficiency
+
+    return data_efficiency.run_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Builds the argument parser (cheap: no heavy imports)."""
     parser = argparse.ArgumentParser(prog="govtune", description="Governance-first fine-tuning of language models.")
@@ -473,6 +479,13 @@ def build_parser() -> argparse.ArgumentParser:
     synth = sub.add_parser("synthesize", help="write the demo dataset (see python -m pipeline.synthesize --help)")
     synth.add_argument("rest", nargs=argparse.REMAINDER)
     synth.set_defaults(func=_cmd_synthesize)
+    from pipeline.data_efficiency import add_arguments
+
+    curve = sub.add_parser(
+        "curve", help="data-efficiency curve: fine-tune on nested fractions of the train split, evaluate each one"
+    )
+    add_arguments(curve)
+    curve.set_defaults(func=_cmd_curve)
     return parser
 
 

@@ -398,6 +398,7 @@ def manifest_files(params: Params) -> list[Path]:
 
 def main() -> None:
     """Builds and writes the report, model card and signed manifest; enforces fail_on_reject."""
+    from pipeline.common import curve
     from pipeline.common.audit import append_entry, now_utc, read_log
     from pipeline.common.evidence import build_manifest, list_files, load_signing_key
     from pipeline.common.policy import load_promotion_policy
@@ -430,8 +431,15 @@ def main() -> None:
             report = build_report(params, inputs, load_lineage(params, decision), environment())
             compute = compute_section(params)
             save_output("compute", params.compute.report, compute)
-            report.update(compute=compute, signed=key is not None, manifest_path=str(rc.manifest))
+            report.update(
+                compute=compute,
+                data_efficiency=curve.section(params),
+                signed=key is not None,
+                manifest_path=str(rc.manifest),
+            )
             images = {p.stem: p.read_bytes() for p in sorted(params.evaluate.plots_dir.glob("*.png"))}
+            if report["data_efficiency"] and curve.OUT_PNG.is_file():
+                images["data_efficiency"] = curve.OUT_PNG.read_bytes()
             loss = plot_loss(params.finetune.plots_dir)
             if loss:
                 images["loss"] = loss
