@@ -242,6 +242,7 @@ LEXICON_ROWS = [
     ("Florence, could you check my order?", ["Florence"]),
     ("Grace period is over, sadly.", []),
     ("Bill me next month instead.", []),
+    ("Thanks for the help.\nBest, Pauline", ["Pauline"]),  # a sign-off before a comma is no addressee
 ]
 
 

@@ -15,6 +15,9 @@ NEVER = frozenset(
     "january february march april may june july august september october november december "
     "monday tuesday wednesday thursday friday saturday sunday".split()
 )
+# sign-offs and greetings a name is set beside ("Regards, Pauline Giraud", "Best, Tom"), never one
+# themselves ("Best" and "Kind" are surnames in Faker's lists)
+SIGN_OFFS = frozenset("regards thanks cheers best hi hello dear greetings sincerely yours".split())
 
 
 @functools.cache

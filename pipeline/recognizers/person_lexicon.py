@@ -19,7 +19,7 @@ import re
 from typing import Any
 
 from pipeline.recognizers._base import TokenRecognizer
-from pipeline.recognizers._words import english_words, first_names
+from pipeline.recognizers._words import SIGN_OFFS, english_words, first_names
 
 SCORE = 0.5
 MAX_FOLLOWING = 2  # surname words or initials taken after the first name
@@ -76,7 +76,12 @@ def _acts_as_person(token: Any) -> bool:
         and token.head.pos_ in ("VERB", "AUX")
         and (token.pos_ == "PROPN" or bool(token.ent_type_))
     )
-    addressee = token.i + 1 < len(doc) and doc[token.i + 1].text == "," and token.pos_ in ("PROPN", "NOUN")
+    addressee = (
+        token.i + 1 < len(doc)
+        and doc[token.i + 1].text == ","
+        and token.pos_ in ("PROPN", "NOUN")
+        and token.text.casefold() not in SIGN_OFFS  # "Best, Tom": the sign-off, not Tom's addressee
+    )
     return subject or addressee
 
 

@@ -23,12 +23,10 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.recognizers._base import TokenRecognizer
-from pipeline.recognizers._words import english_words, first_names
+from pipeline.recognizers._words import SIGN_OFFS, english_words, first_names
 from pipeline.recognizers.person_lexicon import name_spans
 
 SCORE = 0.5
-# sign-offs and greetings a name is set beside ("Regards, Pauline Giraud"), never one themselves
-NOT_NAMES = frozenset("regards thanks cheers best hi hello dear greetings sincerely yours".split())
 TITLES = frozenset("mr mrs ms miss mx dr prof sir madam mme herr frau sr sra".split())
 
 
@@ -94,7 +92,7 @@ def _listable(token: Any, english: frozenset[str]) -> bool:
     and Stevenson"; an opening "Regards" or "Thanks" is no name)."""
     if not (token.is_alpha and token.text[:1].isupper() and not token.text.isupper()):
         return False
-    if token.is_stop or _title(token) or token.text.casefold() in NOT_NAMES:
+    if token.is_stop or _title(token) or token.text.casefold() in SIGN_OFFS:
         return False
     if token.pos_ == "NOUN":
         return token.i > 0 and not token.is_sent_start and token.doc[token.i - 1].text not in ".!?\n"
