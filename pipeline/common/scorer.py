@@ -1,9 +1,10 @@
 """Scoring and generating with one causal LM, the adapter on or off: what the evaluate stage
 and ``govtune monitor`` measure a model with.
 
-- ``Scorer``: normalised probabilities of every category and priority as continuations of the
-  prompt (one teacher-forced pass per candidate, sharing the prompt's KV cache), and greedy
-  generation exactly as the served model answers (:mod:`pipeline.common.generation`);
+- ``Scorer``: the task's questions put to the model: normalised probabilities of every category,
+  then of every priority given the chosen category, as continuations of the prompt (the token
+  work is :mod:`pipeline.common.continuations`: each prompt runs once), and greedy generation
+  exactly as the served model answers (:mod:`pipeline.common.generation`);
 - ``load_models``: the base model with an adapter attached (``disable_adapter()`` gives the base);
 - precision: bf16 CPU autocast where the CPU computes bf16 natively (``evaluate.precision``).
 """
@@ -11,18 +12,17 @@ and ``govtune monitor`` measure a model with.
 from __future__ import annotations
 
 import contextlib
-import copy
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.common import continuations
 from pipeline.common.params import EvaluateParams
 from pipeline.common.task import CATEGORIES, PRIORITIES, prompt_messages
 
 
 class Scorer:
-    """Scores and generates with one causal LM (the adapter on or off)."""
+    """Puts the task's questions to one causal LM (the adapter on or off)."""
 
     def __init__(self, model: Any, tokenizer: Any, max_new_tokens: int) -> None:
         self.model, self.tokenizer = model, tokenizer
@@ -34,144 +34,17 @@ class Scorer:
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def prefix_state(self, prefix: list[int]) -> tuple[Any, Any]:
-        """Runs the prefix once; returns (log-probs of the next token, KV cache)."""
-        import torch
-
-        with torch.no_grad():
-            out = self.model(input_ids=torch.tensor([prefix]), use_cache=True)
-        return torch.log_softmax(out.logits[0, -1].float(), -1), out.past_key_values
-
-    def suffix_logprobs(self, prefix: list[int], suffixes: Sequence[list[int]], chunk: int = 32) -> list[float]:
-        """Sum of log-probs of each suffix after ``prefix`` (exact; the prefix runs once)."""
-        import torch
-
-        first, cache = self.prefix_state(prefix)
-        scores = []
-        for start in range(0, len(suffixes), chunk):
-            part = suffixes[start : start + chunk]
-            if max(len(s) for s in part) == 1:
-                scores.extend(float(first[s[0]]) for s in part)
-                continue
-            width = max(len(s) for s in part)
-            ids = torch.zeros((len(part), width), dtype=torch.long)
-            for row, s in enumerate(part):
-                ids[row, : len(s)] = torch.tensor(s)
-            batch_cache = copy.deepcopy(cache)
-            batch_cache.batch_repeat_interleave(len(part))
-            mask = torch.ones((len(part), len(prefix) + width), dtype=torch.long)
-            with torch.no_grad():
-                out = self.model(input_ids=ids, past_key_values=batch_cache, attention_mask=mask, use_cache=True)
-            logp = torch.log_softmax(out.logits.float(), -1)
-            for row, s in enumerate(part):
-                total = float(first[s[0]])
-                total += sum(float(logp[row, j - 1, s[j]]) for j in range(1, len(s)))
-                scores.append(total)
-        return scores
-
-    def choose(self, context: str, options: Sequence[str], template: Callable[[str], str]) -> dict[str, float]:
-        """Normalised probabilities of ``options`` as continuations ``template(option)`` of ``context``."""
-        prefix, suffixes = self.split_common([context + template(o) for o in options])
-        return _normalise(options, self.suffix_logprobs(prefix, suffixes))
-
-    def classify(self, message: str) -> dict[str, Any]:
-        """Predicted category, then priority given it, with the normalised probabilities."""
-        context = self.prompt_text(message)
-        cat_probs = self.choose(context, CATEGORIES, lambda c: f"category: {c}\n")
-        category = max(cat_probs, key=cat_probs.get)
-        pri_probs = self.choose(context + f"category: {category}\n", PRIORITIES, lambda p: f"priority: {p}\n")
-        return {
-            "category": category,
-            "category_probs": cat_probs,
-            "priority": max(pri_probs, key=pri_probs.get),
-            "priority_probs": pri_probs,
-        }
-
     def split_common(self, texts: list[str]) -> tuple[list[int], list[list[int]]]:
         """Tokenises texts; returns their longest common token prefix and the remainders."""
-        ids = [self.encode(t) for t in texts]
-        common = 0
-        while all(len(t) > common for t in ids) and len({t[common] for t in ids}) == 1:
-            common += 1
-        return ids[0][:common], [t[common:] for t in ids]
+        return continuations.common_prefix([self.encode(t) for t in texts])
 
-    def prefill(self, prefixes: list[list[int]]) -> dict[str, Any]:
-        """Runs left-padded prefixes in one pass; returns the state later calls extend."""
-        import torch
-
-        width = max(len(p) for p in prefixes)
-        ids = torch.zeros((len(prefixes), width), dtype=torch.long)
-        mask = torch.zeros((len(prefixes), width), dtype=torch.long)
-        for row, p in enumerate(prefixes):
-            ids[row, width - len(p) :] = torch.tensor(p)
-            mask[row, width - len(p) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        with torch.no_grad():
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        return {"cache": out.past_key_values, "mask": mask, "last_pos": positions[:, -1],
-                "next_logp": torch.log_softmax(out.logits[:, -1].float(), -1)}  # fmt: skip
-
-    def extend(self, state: dict[str, Any], extensions: list[list[int]]) -> dict[str, Any]:
-        """Appends right-padded token runs to each row of ``state`` (the cache grows in place)."""
-        import torch
-
-        if max(len(e) for e in extensions) == 0:
-            return state
-        width = max(len(e) for e in extensions)
-        ids = torch.zeros((len(extensions), width), dtype=torch.long)
-        ext_mask = torch.zeros((len(extensions), width), dtype=torch.long)
-        for row, e in enumerate(extensions):
-            ids[row, : len(e)] = torch.tensor(e, dtype=torch.long)
-            ext_mask[row, : len(e)] = 1
-        mask = torch.cat([state["mask"], ext_mask], -1)
-        positions = state["last_pos"][:, None] + 1 + torch.arange(width)
-        with torch.no_grad():
-            out = self.model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=positions,
-                past_key_values=state["cache"],
-                use_cache=True,
-            )
-        lengths = torch.tensor([len(e) for e in extensions])
-        last = (lengths - 1).clamp(min=0)
-        logp = torch.log_softmax(out.logits[torch.arange(len(extensions)), last].float(), -1)
-        keep_old = lengths == 0  # rows with nothing appended keep their previous next-token distribution
-        logp[keep_old] = state["next_logp"][keep_old]
-        return {"cache": out.past_key_values, "mask": mask, "last_pos": state["last_pos"] + lengths, "next_logp": logp}
-
-    def candidates(self, state: dict[str, Any], suffixes: list[list[list[int]]]) -> list[list[float]]:
-        """Log-probs of each row's candidate suffixes (same count per row); ``state`` is not changed."""
-        import torch
-
-        k = len(suffixes[0])
-        first = state["next_logp"]
-        flat = [s for row in suffixes for s in row]
-        length = max(len(s) for s in flat)
-        if length == 1:
-            return [[float(first[i, s[0]]) for s in row] for i, row in enumerate(suffixes)]
-        cache = copy.deepcopy(state["cache"])
-        cache.batch_repeat_interleave(k)
-        ids = torch.zeros((len(flat), length), dtype=torch.long)
-        for row, s in enumerate(flat):
-            ids[row, : len(s)] = torch.tensor(s)
-        mask = torch.cat([state["mask"].repeat_interleave(k, 0), torch.ones((len(flat), length), dtype=torch.long)], -1)
-        positions = state["last_pos"].repeat_interleave(k, 0)[:, None] + 1 + torch.arange(length)
-        with torch.no_grad():
-            out = self.model(
-                input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
-            )
-        logp = torch.log_softmax(out.logits.float(), -1)
-        return [
-            [
-                float(first[i, s[0]]) + sum(float(logp[i * k + j, t - 1, s[t]]) for t in range(1, len(s)))
-                for j, s in enumerate(row)
-            ]
-            for i, row in enumerate(suffixes)
-        ]
+    def suffix_logprobs(self, prefix: list[int], suffixes: Sequence[list[int]]) -> list[float]:
+        """Sum of log-probs of each suffix after ``prefix`` (exact; the prefix runs once)."""
+        return continuations.suffix_logprobs(self.model, prefix, suffixes)
 
     def classify_batch(self, messages: Sequence[str], batch_size: int) -> list[dict[str, Any]]:
-        """:meth:`classify` for many messages, batched; the prompt runs once per message.
+        """Predicted category, then priority given it, with the normalised probabilities, for
+        ``batch_size`` messages at a time; the prompt runs once per message.
 
         The category pass's cache is extended by the few tokens of ``<category>\npriority:``
         to score the priorities, instead of running the prompt again.
@@ -180,18 +53,22 @@ class Scorer:
         for start in range(0, len(messages), batch_size):
             contexts = [self.prompt_text(m) for m in messages[start : start + batch_size]]
             cat = [self.split_common([c + f"category: {x}\n" for x in CATEGORIES]) for c in contexts]
-            state = self.prefill([p for p, _ in cat])
-            cat_probs = [_normalise(CATEGORIES, sc) for sc in self.candidates(state, [r for _, r in cat])]
+            rows = continuations.prefill(self.model, [p for p, _ in cat])
+            cat_scores = continuations.candidates(self.model, rows, [r for _, r in cat])
+            cat_probs = [continuations.normalise(CATEGORIES, sc) for sc in cat_scores]
             picked = [max(p, key=p.get) for p in cat_probs]
             pri = [
                 self.split_common([c + f"category: {x}\npriority: {y}\n" for y in PRIORITIES])
                 for c, x in zip(contexts, picked, strict=True)
             ]
             if all(p2[: len(p1)] == p1 for (p2, _), (p1, _) in zip(pri, cat, strict=True)):
-                state = self.extend(state, [p2[len(p1) :] for (p2, _), (p1, _) in zip(pri, cat, strict=True)])
+                rows = continuations.extend(
+                    self.model, rows, [p2[len(p1) :] for (p2, _), (p1, _) in zip(pri, cat, strict=True)]
+                )
             else:  # the tokenizer merged across the boundary: run the priority prefix afresh
-                state = self.prefill([p for p, _ in pri])
-            pri_probs = [_normalise(PRIORITIES, sc) for sc in self.candidates(state, [r for _, r in pri])]
+                rows = continuations.prefill(self.model, [p for p, _ in pri])
+            pri_scores = continuations.candidates(self.model, rows, [r for _, r in pri])
+            pri_probs = [continuations.normalise(PRIORITIES, sc) for sc in pri_scores]
             out.extend(
                 {"category": c, "category_probs": cp, "priority": max(pp, key=pp.get), "priority_probs": pp}
                 for c, cp, pp in zip(picked, cat_probs, pri_probs, strict=True)
@@ -203,13 +80,6 @@ class Scorer:
         from pipeline.common.generation import generate_answers
 
         return generate_answers(self.model, self.tokenizer, messages, self.max_new_tokens, batch_size)
-
-
-def _normalise(options: Sequence[str], scores: Sequence[float]) -> dict[str, float]:
-    top = max(scores)
-    weights = [math.exp(x - top) for x in scores]
-    total = sum(weights)
-    return {o: w / total for o, w in zip(options, weights, strict=True)}
 
 
 def load_models(base_dir: Path, adapter_dir: Path) -> tuple[Any, Any]:
