@@ -105,72 +105,75 @@ def derive_checks(
     params: Params, evidence: dict[str, Any], erasures: list[dict[str, Any]] | None = None
 ) -> dict[str, dict[str, Any]]:
     """Re-checks the gate does itself: allowlist, hashes, and that the evidence is about this adapter."""
+    base, adapter = evidence.get("base_model"), evidence.get("adapter")
+    name, ok, detail = erasure_check(params, erasure_requests(params) if erasures is None else erasures)
+    return {
+        "base_model_approved": base_model_check(params, base),
+        **adapter_checks(params, base, adapter),
+        name: _check(ok, detail),
+        "evaluation_of_this_adapter": evaluation_check(params, evidence.get("evaluation")),
+    }
+
+
+def _check(ok: bool, detail: str) -> dict[str, Any]:
+    return {"value": bool(ok), "detail": detail}
+
+
+def base_model_check(params: Params, base: dict[str, Any] | None) -> dict[str, Any]:
+    """The base model is on the allowlist and its files still have the listed sha256."""
+    if base is None:
+        return _check(False, "no base model provenance: run `dvc repro base_model`")
+    allowlist = load_allowlist(params.base_model.allowlist)
+    entry = next((m for m in allowlist.models if m.id == base.get("model_id")), None)
+    if entry is None:
+        return _check(False, f"{base.get('model_id')!r} is not on {params.base_model.allowlist}")
+    if dict(entry.files) != base.get("source_files_sha256"):
+        return _check(False, f"the files of {entry.id!r} no longer match the sha256 in {params.base_model.allowlist}")
+    return _check(True, f"{entry.id} {entry.version}: on the allowlist, every file's sha256 matches")
+
+
+def adapter_checks(
+    params: Params, base: dict[str, Any] | None, adapter: dict[str, Any] | None
+) -> dict[str, dict[str, Any]]:
+    """The adapter was trained from this base, on the current train split, and is unchanged since."""
     from pipeline.common.tracking import dvc_md5
 
-    base, adapter, evaluation = evidence.get("base_model"), evidence.get("adapter"), evidence.get("evaluation")
-    checks: dict[str, dict[str, Any]] = {}
-
-    def put(name: str, ok: bool, detail: str) -> None:
-        checks[name] = {"value": bool(ok), "detail": detail}
-
-    if base is None:
-        put("base_model_approved", False, "no base model provenance: run `dvc repro base_model`")
-    else:
-        allowlist = load_allowlist(params.base_model.allowlist)
-        entry = next((m for m in allowlist.models if m.id == base.get("model_id")), None)
-        if entry is None:
-            put("base_model_approved", False, f"{base.get('model_id')!r} is not on {params.base_model.allowlist}")
-        elif dict(entry.files) != base.get("source_files_sha256"):
-            put(
-                "base_model_approved",
-                False,
-                f"the files of {entry.id!r} no longer match the sha256 in {params.base_model.allowlist}",
-            )
-        else:
-            put(
-                "base_model_approved",
-                True,
-                f"{entry.id} {entry.version}: on the allowlist, every file's sha256 matches",
-            )
-    adapter_dir = params.finetune.out_dir
+    names = ("adapter_built_from_base", "adapter_files_intact", "trained_on_current_split")
     if adapter is None or base is None:
-        for name in ("adapter_built_from_base", "adapter_files_intact", "trained_on_current_split"):
-            put(name, False, "no adapter or base provenance: run `dvc repro`")
-    else:
-        base_sha = base.get("output_files_sha256", {}).get("model.safetensors")
-        put(
-            "adapter_built_from_base",
-            adapter.get("base_model_sha256") == base_sha,
-            "adapter provenance names the base weights' sha256",
-        )
-        expected = adapter.get("adapter_files_sha256", {})
-        changed = [
-            n for n, sha in expected.items() if not (adapter_dir / n).is_file() or sha256_file(adapter_dir / n) != sha
-        ]
-        put(
-            "adapter_files_intact",
+        return {n: _check(False, "no adapter or base provenance: run `dvc repro`") for n in names}
+    adapter_dir = params.finetune.out_dir
+    base_sha = base.get("output_files_sha256", {}).get("model.safetensors")
+    expected = adapter.get("adapter_files_sha256", {})
+    changed = [
+        n for n, sha in expected.items() if not (adapter_dir / n).is_file() or sha256_file(adapter_dir / n) != sha
+    ]
+    train = params.split.out_dir / "train.jsonl"
+    same = train.is_file() and adapter.get("data_md5", {}).get("train") == dvc_md5(train)
+    return {
+        "adapter_built_from_base": _check(
+            adapter.get("base_model_sha256") == base_sha, "adapter provenance names the base weights' sha256"
+        ),
+        "adapter_files_intact": _check(
             bool(expected) and not changed,
             f"changed since training: {changed}" if changed else "every adapter file matches its provenance",
-        )
-        train = params.split.out_dir / "train.jsonl"
-        same = train.is_file() and adapter.get("data_md5", {}).get("train") == dvc_md5(train)
-        put(
-            "trained_on_current_split",
-            same,
-            f"adapter provenance's train md5 {'matches' if same else 'differs from'} {train}",
-        )
-    put(*erasure_check(params, erasure_requests(params) if erasures is None else erasures))
-    weights = adapter_dir / "adapter_model.safetensors"
+        ),
+        "trained_on_current_split": _check(
+            same, f"adapter provenance's train md5 {'matches' if same else 'differs from'} {train}"
+        ),
+    }
+
+
+def evaluation_check(params: Params, evaluation: dict[str, Any] | None) -> dict[str, Any]:
+    """evaluation.json was computed on the adapter in place, not on an earlier one."""
+    weights = params.finetune.out_dir / "adapter_model.safetensors"
     evaluated = (evaluation or {}).get("inputs", {}).get("adapter_sha256")
     fresh = evaluated is not None and weights.is_file() and evaluated == sha256_file(weights)
-    put(
-        "evaluation_of_this_adapter",
+    return _check(
         fresh,
         "evaluation.json was computed on the adapter in place"
         if fresh
         else "stale evidence: evaluation.json is about another adapter; run `dvc repro evaluate`",
     )
-    return checks
 
 
 def erasure_requests(params: Params) -> list[dict[str, Any]]:
@@ -355,11 +358,11 @@ def run(
 def record(
     params: Params, policies: Policies, decision: dict[str, Any], tracked: Any, registry: Any | None
 ) -> dict[str, Any]:
-    """Registers the candidate, tags it, moves aliases on APPROVED; returns what happened."""
-    from pipeline.common.audit import append_entry, now_utc
-    from pipeline.common.registry import logged_model_id, training_run_id
+    """Registers the candidate, tags it, moves aliases on APPROVED, appends the audit entry;
+    returns what happened."""
+    from pipeline.common.audit import append_entry
+    from pipeline.common.registry import logged_model_id
 
-    promotion = policies.promotion
     out: dict[str, Any] = {
         "registered_model": params.tracking.registered_model,
         "registered": False,
@@ -373,44 +376,11 @@ def record(
             else "not registered: the finetune run logged no model (finetune.log_model)"
         )
     else:
-        before = registry.version_by_alias(promotion.alias)
         version = decision["candidate_version"]
-        tags = {
-            f"{TAG}decision": decision["decision"], f"{TAG}policy_hash": decision["policy"]["hash"],
-            f"{TAG}evidence_hash": decision["evidence"]["hash"], f"{TAG}decided_at": decision["decided_at"],
-            f"{TAG}decision_report": str(params.gate.decision), f"{TAG}failing_rules": ",".join(decision["failing_rules"]) or "none",
-            f"{TAG}waived_rules": ",".join(decision["waived_rules"]) or "none", f"{TAG}gate_run_id": tracked.run_id or "",
-            f"{TAG}training_run_id": training_run_id(params.finetune.metrics) or "",
-            **{f"{TAG}observed.{r['id']}": r["observed"] for r in decision["rules"] if isinstance(r["observed"], int | float)},
-        }  # fmt: skip
-        registry.set_tags(version, tags)
+        registry.set_tags(version, version_tags(params, decision, tracked.run_id))
         registry.set_description(version, decision["summary"])
-        out.update(
-            registered=True,
-            version=version,
-            logged_model_id=model_id,
-            champion_before=str(before.version) if before else None,
-        )
-        erased = {str(mv.version) for mv in (before, registry.version_by_alias(promotion.previous_alias))
-                  if mv is not None and mv.tags.get(ERASURE_TAG)}  # fmt: skip
-        if decision["decision"] == APPROVED and (before is None or str(before.version) != version):
-            if before is not None and str(before.version) not in erased:
-                registry.set_alias(promotion.previous_alias, str(before.version))
-            registry.set_alias(promotion.alias, version)
-            registry.set_tags(version, {f"{TAG}promoted_at": now_utc(), f"{TAG}promoted_by": "gate"})
-            out["alias_moved"] = True
-        elif decision["decision"] == REJECTED and before is not None and str(before.version) == version:
-            registry.delete_alias(promotion.alias)  # fail closed: a champion that no longer passes is not kept
-            out["alias_removed"] = True
-        # A version trained on erased data is never kept as champion, nor for a rollback.
-        for alias in (promotion.alias, promotion.previous_alias):
-            holder = registry.version_by_alias(alias)
-            if holder is not None and str(holder.version) in erased:
-                registry.delete_alias(alias)
-                out["alias_removed" if alias == promotion.alias else "previous_alias_removed"] = True
-        out["erasure_pending_versions"] = sorted(erased, key=int)
-        after = registry.version_by_alias(promotion.alias)
-        out["champion_after"] = str(after.version) if after else None
+        out.update(registered=True, version=version, logged_model_id=model_id)
+        out.update(move_aliases(registry, policies.promotion, decision["decision"], version))
     entry = append_entry(params.gate.audit_log, "gate_decision", {
         "decision": decision["decision"], "summary": decision["summary"], "registered_model": out["registered_model"],
         "version": out.get("version"), "champion_before": out.get("champion_before"), "champion_after": out.get("champion_after"),
@@ -420,6 +390,50 @@ def record(
     out["audit_entry"] = entry["hash"]
     if registry is not None and out.get("version"):
         registry.set_tags(out["version"], {f"{TAG}audit_entry": entry["hash"]})
+    return out
+
+
+def version_tags(params: Params, decision: dict[str, Any], gate_run_id: str | None) -> dict[str, str]:
+    """The registry tags that tie a version to its decision, policy, evidence and runs."""
+    from pipeline.common.registry import training_run_id
+
+    return {
+        f"{TAG}decision": decision["decision"], f"{TAG}policy_hash": decision["policy"]["hash"],
+        f"{TAG}evidence_hash": decision["evidence"]["hash"], f"{TAG}decided_at": decision["decided_at"],
+        f"{TAG}decision_report": str(params.gate.decision), f"{TAG}failing_rules": ",".join(decision["failing_rules"]) or "none",
+        f"{TAG}waived_rules": ",".join(decision["waived_rules"]) or "none", f"{TAG}gate_run_id": gate_run_id or "",
+        f"{TAG}training_run_id": training_run_id(params.finetune.metrics) or "",
+        **{f"{TAG}observed.{r['id']}": r["observed"] for r in decision["rules"] if isinstance(r["observed"], int | float)},
+    }  # fmt: skip
+
+
+def move_aliases(registry: Any, promotion: PromotionPolicy, verdict: str, version: str) -> dict[str, Any]:
+    """Moves the champion alias to an APPROVED version (the old champion becomes the previous
+    one), takes it off a REJECTED champion, and off any version trained on erased data."""
+    from pipeline.common.audit import now_utc
+
+    before = registry.version_by_alias(promotion.alias)
+    out: dict[str, Any] = {"champion_before": str(before.version) if before else None}
+    erased = {str(mv.version) for mv in (before, registry.version_by_alias(promotion.previous_alias))
+              if mv is not None and mv.tags.get(ERASURE_TAG)}  # fmt: skip
+    if verdict == APPROVED and (before is None or str(before.version) != version):
+        if before is not None and str(before.version) not in erased:
+            registry.set_alias(promotion.previous_alias, str(before.version))
+        registry.set_alias(promotion.alias, version)
+        registry.set_tags(version, {f"{TAG}promoted_at": now_utc(), f"{TAG}promoted_by": "gate"})
+        out["alias_moved"] = True
+    elif verdict == REJECTED and before is not None and str(before.version) == version:
+        registry.delete_alias(promotion.alias)  # fail closed: a champion that no longer passes is not kept
+        out["alias_removed"] = True
+    # A version trained on erased data is never kept as champion, nor for a rollback.
+    for alias in (promotion.alias, promotion.previous_alias):
+        holder = registry.version_by_alias(alias)
+        if holder is not None and str(holder.version) in erased:
+            registry.delete_alias(alias)
+            out["alias_removed" if alias == promotion.alias else "previous_alias_removed"] = True
+    out["erasure_pending_versions"] = sorted(erased, key=int)
+    after = registry.version_by_alias(promotion.alias)
+    out["champion_after"] = str(after.version) if after else None
     return out
 
 
