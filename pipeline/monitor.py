@@ -252,20 +252,12 @@ def run(params: Params, batch: Path, out_dir: Path, policy_path: Path, champion:
 
     ``champion``: the registry version to re-evaluate on a labelled batch (None: not measured).
     """
-    from pipeline.common.keys import load_key
-    from pipeline.common.policy import load_pii_policy, load_rule_set
-    from pipeline.common.scrubbing import scrub_file
+    from pipeline.common.policy import load_rule_set
 
     rules = load_rule_set(policy_path)
     labelled = is_labelled(batch)
     contract, volume = validate_batch(params, batch, labelled)
-    policy = load_pii_policy(params.scrub.policy)
-    key = load_key(policy, params.scrub.policy, Path.cwd())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = params.scrub.model_copy(update={"out": out_dir / "scrubbed.jsonl"})
-    sidecar = batch.with_name("pii_spans.jsonl")
-    pii = scrub_file(cfg, policy, key, batch, sidecar, contract.max_record_bytes)
-    scrubbed = read_jsonl(out_dir / "scrubbed.jsonl")
+    scrubbed, pii = scrub_batch(params, batch, out_dir, contract.max_record_bytes)
     m = params.monitor
     settings = {
         "embedding_sample": m.embedding_sample,
@@ -280,19 +272,41 @@ def run(params: Params, batch: Path, out_dir: Path, policy_path: Path, champion:
                           "label_rules_skipped": [] if labelled else list(LABEL_COLUMNS)},
         "pii": {"records": pii["records"], "min_recall": pii["totals"]["min_recall"], "residual_rate": pii["totals"]["residual_rate"]},
         "drift": drift, "definitions": DEFINITIONS, "settings": settings, "policy": str(policy_path),
+        "champion": champion_section(params, champion, scrubbed, labelled),
     }  # fmt: skip
-    if not labelled:
-        report["champion"] = {"skipped": "unlabelled batch: the champion's quality and fairness need labels"}
-    elif champion is None:
-        report["champion"] = {"skipped": "no champion in the registry"}
-    elif m.champion_examples == 0:
-        report["champion"] = {"skipped": "monitor.champion_examples is 0"}
-    else:
-        report["champion"] = champion_evaluation(params, champion, scrubbed[: m.champion_examples])
     judge(report, rules, champion_baselines(params, rules.rules, champion))
     save_output("monitoring", out_dir / "monitoring_report.json", report)
     save_text(out_dir / "monitoring_report.html", render_html(report))
     return report
+
+
+def scrub_batch(
+    params: Params, batch: Path, out_dir: Path, max_record_bytes: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Scrubs the batch with the training data's PII policy into out_dir; the records and the PII report."""
+    from pipeline.common.keys import load_key
+    from pipeline.common.policy import load_pii_policy
+    from pipeline.common.scrubbing import scrub_file
+
+    policy = load_pii_policy(params.scrub.policy)
+    key = load_key(policy, params.scrub.policy, Path.cwd())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = params.scrub.model_copy(update={"out": out_dir / "scrubbed.jsonl"})
+    pii = scrub_file(cfg, policy, key, batch, batch.with_name("pii_spans.jsonl"), max_record_bytes)
+    return read_jsonl(out_dir / "scrubbed.jsonl"), pii
+
+
+def champion_section(
+    params: Params, champion: Any | None, scrubbed: list[dict[str, Any]], labelled: bool
+) -> dict[str, Any]:
+    """The champion re-evaluated on the batch, or why it was not."""
+    if not labelled:
+        return {"skipped": "unlabelled batch: the champion's quality and fairness need labels"}
+    if champion is None:
+        return {"skipped": "no champion in the registry"}
+    if params.monitor.champion_examples == 0:
+        return {"skipped": "monitor.champion_examples is 0"}
+    return champion_evaluation(params, champion, scrubbed[: params.monitor.champion_examples])
 
 
 def judge(report: dict[str, Any], rules: Any, baselines: dict[str, float] | None) -> None:

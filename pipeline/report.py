@@ -396,13 +396,75 @@ def manifest_files(params: Params) -> list[Path]:
             params.split.report, params.finetune.metrics, params.evaluate.report, params.gate.decision, r.json, r.html, r.pdf, r.model_card]  # fmt: skip
 
 
+def load_inputs(params: Params) -> dict[str, dict[str, Any]]:
+    """Every stage's evidence the report is built from, each checked against its schema."""
+    from pipeline.common.policy import load_allowlist
+
+    inputs = {name: load_json(path, source) for name, source, path in (
+        ("decision", "gate_decision", params.gate.decision), ("evaluation", "evaluation", params.evaluate.report), ("pii", "pii_report", params.scrub.report),
+        ("pii_benchmark", "pii_benchmark", params.pii_benchmark.report), ("validation", "data_validation", params.validate_.report),
+        ("split", "split_report", params.split.report), ("train", "train_metrics", params.finetune.metrics),
+        ("base", "base_model", params.base_model.out_dir / "provenance.json"), ("adapter", "adapter", params.finetune.out_dir / "provenance.json"))}  # fmt: skip
+    approved = {m.id: m for m in load_allowlist(params.base_model.allowlist).models}
+    entry = approved.get(inputs["base"].get("model_id"))
+    inputs["base"]["upstream"] = entry.upstream if entry else None
+    return inputs
+
+
+def report_images(params: Params, report: dict[str, Any]) -> dict[str, bytes]:
+    """The plots the HTML embeds: evaluation's, the data-efficiency curve and the training loss."""
+    from pipeline.common import curve
+
+    images = {p.stem: p.read_bytes() for p in sorted(params.evaluate.plots_dir.glob("*.png"))}
+    if report["data_efficiency"] and curve.OUT_PNG.is_file():
+        images["data_efficiency"] = curve.OUT_PNG.read_bytes()
+    loss = plot_loss(params.finetune.plots_dir)
+    if loss:
+        images["loss"] = loss
+    return images
+
+
+def write_manifest(params: Params, key: Any, decision: dict[str, Any]) -> dict[str, Any]:
+    """Signs the evidence manifest, chained to the previous one, and records it in the audit log."""
+    from pipeline.common.audit import append_entry, now_utc, read_log
+    from pipeline.common.evidence import build_manifest, list_files
+
+    previous = [e for e in read_log(params.gate.audit_log) if e.get("event") == "evidence_manifest"]
+    manifest = build_manifest(
+        list_files(manifest_files(params)), previous[-1]["manifest_hash"] if previous else None, key, now_utc()
+    )
+    save_json(params.report.manifest, manifest)
+    append_entry(params.gate.audit_log, "evidence_manifest", {"manifest_hash": manifest["manifest_hash"], "signed": manifest["signature"]["signed"],
+                                                             "decision": decision["decision"], "version": decision.get("candidate_version")})  # fmt: skip
+    return manifest
+
+
+def link_to_registry(params: Params, report_run_id: str | None, decision: dict[str, Any], manifest_hash: str) -> None:
+    """Puts the compliance report on the version's training run and tags the version with where
+    it is: the auditor's path (version -> training run) ends at its datasets and its report."""
+    from pipeline.common.registry import open_registry
+    from pipeline.common.tracking import TAG
+
+    rc = params.report
+    registry = open_registry(params.tracking)
+    version = decision.get("registry", {}).get("version")
+    if registry is None or not version or not report_run_id:
+        return
+    training_run = registry.get_version(version).run_id
+    if training_run:
+        for path in (rc.html, rc.pdf, rc.json, rc.model_card):
+            if path.is_file():
+                registry.client.log_artifact(training_run, str(path), "compliance")
+    where = f"runs:/{training_run}/compliance" if training_run else f"runs:/{report_run_id}/reports"
+    registry.set_tags(version, {f"{TAG}report_run_id": report_run_id, f"{TAG}compliance_report": f"{where}/{rc.html.name}",
+                                f"{TAG}model_card": f"{where}/{rc.model_card.name}", f"{TAG}manifest_hash": manifest_hash})  # fmt: skip
+
+
 def main() -> None:
     """Builds and writes the report, model card and signed manifest; enforces fail_on_reject."""
     from pipeline.common import curve
-    from pipeline.common.audit import append_entry, now_utc, read_log
-    from pipeline.common.evidence import build_manifest, list_files, load_signing_key
+    from pipeline.common.evidence import load_signing_key
     from pipeline.common.policy import load_promotion_policy
-    from pipeline.common.registry import open_registry
     from pipeline.common.tracking import TAG, stage_run
 
     params = load_params()
@@ -410,16 +472,7 @@ def main() -> None:
     # A report stage that fails leaves no report of an earlier run (the rejection below is no failure).
     with evidence_of_this_run(rc.json, rc.html, rc.pdf, rc.model_card, rc.manifest, params.compute.report):
         key = load_signing_key()  # before anything is written: a bad key stops the stage
-        inputs = {name: load_json(path, source) for name, source, path in (
-            ("decision", "gate_decision", params.gate.decision), ("evaluation", "evaluation", params.evaluate.report), ("pii", "pii_report", params.scrub.report),
-            ("pii_benchmark", "pii_benchmark", params.pii_benchmark.report), ("validation", "data_validation", params.validate_.report),
-            ("split", "split_report", params.split.report), ("train", "train_metrics", params.finetune.metrics),
-            ("base", "base_model", params.base_model.out_dir / "provenance.json"), ("adapter", "adapter", params.finetune.out_dir / "provenance.json"))}  # fmt: skip
-        from pipeline.common.policy import load_allowlist
-
-        approved = {m.id: m for m in load_allowlist(params.base_model.allowlist).models}
-        entry = approved.get(inputs["base"].get("model_id"))
-        inputs["base"]["upstream"] = entry.upstream if entry else None
+        inputs = load_inputs(params)
         decision = inputs["decision"]
         with stage_run(
             params.tracking,
@@ -437,43 +490,18 @@ def main() -> None:
                 signed=key is not None,
                 manifest_path=str(rc.manifest),
             )
-            images = {p.stem: p.read_bytes() for p in sorted(params.evaluate.plots_dir.glob("*.png"))}
-            if report["data_efficiency"] and curve.OUT_PNG.is_file():
-                images["data_efficiency"] = curve.OUT_PNG.read_bytes()
-            loss = plot_loss(params.finetune.plots_dir)
-            if loss:
-                images["loss"] = loss
             save_json(rc.json, report)
-            save_text(rc.html, render_html(report, images))
+            save_text(rc.html, render_html(report, report_images(params, report)))
             save_pdf(rc.html, rc.pdf, rc.browser)
             save_text(rc.model_card, render_model_card(report, params))
-            previous = [e for e in read_log(params.gate.audit_log) if e.get("event") == "evidence_manifest"]
-            manifest = build_manifest(
-                list_files(manifest_files(params)), previous[-1]["manifest_hash"] if previous else None, key, now_utc()
-            )
-            save_json(rc.manifest, manifest)
-            append_entry(params.gate.audit_log, "evidence_manifest", {"manifest_hash": manifest["manifest_hash"], "signed": manifest["signature"]["signed"],
-                                                                     "decision": decision["decision"], "version": decision.get("candidate_version")})  # fmt: skip
+            manifest = write_manifest(params, key, decision)
             for path in (rc.json, rc.html, rc.pdf, rc.model_card, rc.manifest, params.compute.report):
                 tracked.log_artifact(path, "reports")
             t = compute["totals"]
             tracked.log_metrics({f"compute_total/{k}": t[k] for k in ("wall_s", "cpu_s", "gpu_s", "peak_rss_mb", "tokens", "energy_kwh") if t[k] is not None}
                                 | {"compute_total/cost_eur": compute["cost"]["total_eur"]})  # fmt: skip
             tracked.set_tags({f"{TAG}decision": decision["decision"], f"{TAG}manifest_hash": manifest["manifest_hash"]})
-            registry = open_registry(params.tracking)
-            version = decision.get("registry", {}).get("version")
-            if registry is not None and version and tracked.run_id:
-                # Also on the training run the version came from: the auditor's path (version ->
-                # training run) ends at its datasets and its compliance report, side by side, and
-                # the version's tags link there.
-                training_run = registry.get_version(version).run_id
-                if training_run:
-                    for path in (rc.html, rc.pdf, rc.json, rc.model_card):
-                        if path.is_file():
-                            registry.client.log_artifact(training_run, str(path), "compliance")
-                where = f"runs:/{training_run}/compliance" if training_run else f"runs:/{tracked.run_id}/reports"
-                registry.set_tags(version, {f"{TAG}report_run_id": tracked.run_id, f"{TAG}compliance_report": f"{where}/{rc.html.name}",
-                                            f"{TAG}model_card": f"{where}/{rc.model_card.name}", f"{TAG}manifest_hash": manifest["manifest_hash"]})  # fmt: skip
+            link_to_registry(params, tracked.run_id, decision, manifest["manifest_hash"])
     log.info(
         "report: %s (%s, manifest %s, %s)",
         rc.html,
