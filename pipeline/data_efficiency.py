@@ -105,24 +105,28 @@ def run(
     subsets = nested_fractions(train, sorted(fractions), salt=str(params.finetune.seed))
     started = time.perf_counter()
     points: list[dict[str, Any]] = []
+    tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
+    base = AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True, dtype=torch.float32).eval()
     with precision_context(ev):
-        tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
-        base = AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True, dtype=torch.float32).eval()
         base_point = _figures(
             quality_and_fairness(
                 "base", Scorer(base, tokenizer, params.finetune.max_new_tokens), test, attrs, ev, fairness, scrub_fn
             )
         )
-        del base
-        with tempfile.TemporaryDirectory(prefix="govtune-curve-") as tmp:
-            for fraction, subset in subsets.items():
-                cfg = params.finetune.model_copy(update={"max_steps": steps, "checkpoint_interval": 0, "eval_interval": steps,
-                                                         "checkpoint_dir": Path(tmp) / "checkpoints"})  # fmt: skip
-                fingerprint = hashlib.sha256(f"curve:{fraction}:{base_sha}".encode()).hexdigest()
-                model, tok, state, _ = finetune.train(cfg, base_dir, subset, val, fingerprint, finetune.Dist())
-                model.eval()
-                adapter = (keep or Path(tmp)) / f"adapter-{fraction:g}"
-                model.save_pretrained(adapter, safe_serialization=True)
+    del base
+    with tempfile.TemporaryDirectory(prefix="govtune-curve-") as tmp:
+        for fraction, subset in subsets.items():
+            cfg = params.finetune.model_copy(update={"max_steps": steps, "checkpoint_interval": 0, "eval_interval": steps,
+                                                     "checkpoint_dir": Path(tmp) / "checkpoints"})  # fmt: skip
+            fingerprint = hashlib.sha256(f"curve:{fraction}:{base_sha}".encode()).hexdigest()
+            model, tok, state, _ = finetune.train(cfg, base_dir, subset, val, fingerprint, finetune.Dist())
+            model.eval()
+            adapter = (keep or Path(tmp)) / f"adapter-{fraction:g}"
+            model.save_pretrained(adapter, safe_serialization=True)
+            # Only the scoring runs under evaluate.precision: CPU autocast caches the bf16 copy of
+            # every weight until the context exits, so training inside one would never see the
+            # LoRA weights move (every point was the base model's, 2026-12-06).
+            with precision_context(ev):
                 result = quality_and_fairness(
                     f"{fraction:g}",
                     Scorer(model, tok, params.finetune.max_new_tokens),
@@ -132,15 +136,16 @@ def run(
                     fairness,
                     scrub_fn,
                 )
-                points.append({"fraction": fraction, "examples": len(subset), "steps": state.step, "train_tokens": state.tokens,
-                               "val_loss_final": state.evals[-1]["val_loss"] if state.evals else None,
-                               "adapter_sha256": sha256_file(adapter / "adapter_model.safetensors"), **_figures(result)})  # fmt: skip
-                log.info(
-                    "curve: %d examples -> category accuracy %.3f",
-                    len(subset),
-                    points[-1]["quality"]["category_accuracy"],
-                )
-                del model
+            points.append({"fraction": fraction, "examples": len(subset), "steps": state.step, "train_tokens": state.tokens,
+                           "val_loss_start": state.evals[0]["val_loss"] if state.evals else None,
+                           "val_loss_final": state.evals[-1]["val_loss"] if state.evals else None,
+                           "adapter_sha256": sha256_file(adapter / "adapter_model.safetensors"), **_figures(result)})  # fmt: skip
+            log.info(
+                "curve: %d examples -> category accuracy %.3f",
+                len(subset),
+                points[-1]["quality"]["category_accuracy"],
+            )
+            del model
     return {
         "what": "fine-tunes on nested fractions of the training split, each evaluated with the evaluate stage's measures on the same test tickets",
         "settings": {

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from pipeline.data_efficiency import nested_fractions, smallest_reaching
-from tests.conftest import read_json, run_cmd
+from tests.conftest import read_json, run_cmd, write_yaml
 
 
 def test_fractions_are_nested_and_independent_of_the_files_order():
@@ -31,6 +32,11 @@ def test_the_smallest_fraction_reaching_95_percent():
 @pytest.mark.slow
 def test_the_curve_on_the_tiny_profile_comes_from_real_runs(tiny_built, tmp_path):
     project = tiny_built.clone(tmp_path / "project")
+    # Scoring under bf16 CPU autocast, as on a CPU with native bf16: training must still move the
+    # adapter (an autocast around the training loop kept the first bf16 copy of the LoRA weights).
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["evaluate"]["precision"] = "bf16"
+    write_yaml(project / "params.yaml", params)
     keep = tmp_path / "adapters"
     proc = run_cmd(["govtune", "curve", "--fractions", "0.25", "0.5", "1.0", "--steps", "2", "--test-examples", "24",
                     "--keep-adapters", str(keep)], cwd=project)  # fmt: skip
@@ -40,10 +46,12 @@ def test_the_curve_on_the_tiny_profile_comes_from_real_runs(tiny_built, tmp_path
     sizes = [p["examples"] for p in curve["points"]]
     assert sizes == sorted(sizes) and sizes[-1] == curve["inputs"]["train_examples"]
     assert all(p["steps"] == 2 and p["n"] == 24 for p in curve["points"])
+    assert all(p["val_loss_final"] != p["val_loss_start"] for p in curve["points"])  # each fine-tune changed the model
     assert curve["settings"]["steps_per_fraction"] == 2 and curve["settings"]["pipeline_steps"] != 2
     assert (project / "reports" / "data_efficiency.png").read_bytes()[:4] == b"\x89PNG"
 
     # Each point's figure is the evaluate code's on that point's adapter: re-score the kept adapter.
+    import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -59,7 +67,8 @@ def test_the_curve_on_the_tiny_profile_comes_from_real_runs(tiny_built, tmp_path
         AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True), adapter
     ).eval()
     test = [json.loads(line) for line in (project / "data" / "splits" / "test.jsonl").read_text().splitlines()][:24]
-    preds = Scorer(model, tokenizer, 32).classify_batch([t["message"] for t in test], 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # evaluate.precision: bf16, as the curve scored it
+        preds = Scorer(model, tokenizer, 32).classify_batch([t["message"] for t in test], 8)
     accuracy = sum(p["category"] == t["category"] for p, t in zip(preds, test, strict=True)) / len(test)
     assert accuracy == pytest.approx(point["quality"]["category_accuracy"], abs=1e-4)
 
