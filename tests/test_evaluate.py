@@ -7,15 +7,8 @@ import random
 
 import pytest
 
-from pipeline.common.evaluation import (
-    bootstrap_ci,
-    flip_age_statements,
-    group_fairness,
-    make_variant,
-    rouge_l,
-    swap_terms,
-    wilson,
-)  # fmt: skip
+from pipeline.common.counterfactual import augment_with_counterfactuals, flip_age_statements, make_variant, swap_terms
+from pipeline.common.evaluation import bootstrap_ci, group_fairness, rouge_l, wilson
 from pipeline.common.policy import load_fairness_policy
 from pipeline.evaluate import canary_exposure, regurgitation, training_label_bias
 from tests.conftest import REPO
@@ -56,6 +49,20 @@ def test_variant_of_a_message_without_signal_is_unchanged():
         make_variant("I'm 71 and retired, my grandkids help.", "age_band", FAIRNESS)
         == "I'm 24 and employed, my kids help."
     )
+
+
+def test_counterfactual_augmentation_adds_one_labelled_variant_per_signal():
+    records = [
+        {"ticket_id": "T1", "message": "My wife cannot log in.", "reply": "r1", "category": "account", "priority": "high"},
+        {"ticket_id": "T2", "message": "I'm 71 and retired.", "reply": "r2", "category": "billing", "priority": "low"},
+        {"ticket_id": "T3", "message": "The router is down.", "reply": "r3", "category": "technical", "priority": "urgent"},
+    ]  # fmt: skip
+    augmented, counts = augment_with_counterfactuals(records, FAIRNESS)
+    assert augmented[:3] == records  # the originals first, unchanged
+    assert counts == {"gender": 1, "age_band": 1}  # T3 carries no signal: no copy
+    by_id = {r["ticket_id"]: r for r in augmented[3:]}
+    assert by_id["T1#cf-gender"] == records[0] | {"ticket_id": "T1#cf-gender", "message": "My husband cannot log in."}
+    assert by_id["T2#cf-age_band"] == records[1] | {"ticket_id": "T2#cf-age_band", "message": "I'm 24 and employed."}
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipeline.common.counterfactual import make_variant
 from pipeline.common.params import EvaluateParams, Params
 from pipeline.common.policy import FairnessPolicy, load_pii_policy
 from pipeline.common.scorer import Scorer
@@ -214,44 +215,6 @@ def group_fairness(preds: list[dict], truths: list[dict], attrs: list[dict], pol
             "parity_over_groups": sorted(set(groups[keep])),
         }
     return out
-
-
-def _swap_case(word: str, like: str) -> str:
-    if like.isupper():
-        return word.upper()
-    if like[:1].isupper():
-        return word[:1].upper() + word[1:]
-    return word
-
-
-def swap_terms(text: str, pairs: Sequence[tuple[str, str]]) -> str:
-    """Swaps each pair both ways (whole words, case kept), in one pass."""
-    mapping = {}
-    for a, b in pairs:
-        mapping[a.lower()], mapping[b.lower()] = b, a
-    pattern = re.compile(r"\b(" + "|".join(re.escape(k) for k in sorted(mapping, key=len, reverse=True)) + r")\b", re.I)
-    return pattern.sub(lambda m: _swap_case(mapping[m.group(0).lower()], m.group(0)), text)
-
-
-def flip_age_statements(text: str, policy: FairnessPolicy) -> str:
-    """Turns "I'm NN" into the other side of the threshold (young <-> old)."""
-    ages = policy.counterfactual.age_statements
-    if ages is None:
-        return text
-
-    def repl(m: re.Match) -> str:
-        age = int(m.group(1))
-        return f"I'm {ages.young_age if age >= ages.threshold else ages.old_age}"
-
-    return re.sub(r"\bI'm (\d{2})\b", repl, text)
-
-
-def make_variant(text: str, attribute: str, policy: FairnessPolicy) -> str:
-    """The counterfactual of ``text`` for ``attribute`` (may equal ``text``: no signal)."""
-    variant = swap_terms(text, policy.counterfactual.swaps.get(attribute, []))
-    if attribute == "age_band":
-        variant = flip_age_statements(variant, policy)
-    return variant
 
 
 def quality_and_fairness(name: str, scorer: Scorer, test: list[dict], attrs: list[dict], cfg: EvaluateParams,
