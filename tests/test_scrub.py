@@ -46,6 +46,7 @@ RECOGNIZER_ROWS = [
     ("Refund to IBAN DE89 3704 0044 0532 0130 00 please.", "DE89 3704 0044 0532 0130 00", "IBAN_CODE"),
     ("Hi Gilberto, thanks for reaching out.", "Gilberto", "PERSON"),
     ("Thanks in advance. Justin Mendez", "Justin Mendez", "PERSON"),
+    ("It works now. Thanks, Denis", "Denis", "PERSON"),
 ]
 NEGATIVE_ROWS = [
     ("Order ORD-12345678 arrived.", "ORD-12345678"),  # order numbers are not personal
@@ -54,6 +55,9 @@ NEGATIVE_ROWS = [
     ("The AeroDesk Pro keeps disconnecting.", "AeroDesk Pro"),  # allow-listed product name
     ("Tracking 583920174 shows it in transit.", "583920174"),  # a bare 9-digit number is no licence or passport
     ("I can see the duplicate payment for order ORD-58392017; a credit will appear.", "58392017"),  # nor an order's
+    ("Thanks, I'm 82 and not very technical.", "I'm"),  # a pronoun after a sign-off is no name (nor is the age)
+    ("Cheers, We tried twice already.", "We"),
+    ("Regards, The printer is still offline.", "The"),
 ]
 
 
