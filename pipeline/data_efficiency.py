@@ -119,7 +119,9 @@ def run(
             cfg = params.finetune.model_copy(update={"max_steps": steps, "checkpoint_interval": 0, "eval_interval": steps,
                                                      "checkpoint_dir": Path(tmp) / "checkpoints"})  # fmt: skip
             fingerprint = hashlib.sha256(f"curve:{fraction}:{base_sha}".encode()).hexdigest()
-            model, tok, state, _ = finetune.train(cfg, base_dir, subset, val, fingerprint, finetune.Dist())
+            model, tok, state, _ = finetune.train(
+                cfg, base_dir, finetune.with_counterfactuals(params, subset)[0], val, fingerprint, finetune.Dist()
+            )
             model.eval()
             adapter = (keep or Path(tmp)) / f"adapter-{fraction:g}"
             model.save_pretrained(adapter, safe_serialization=True)

@@ -70,6 +70,24 @@ class TrainState:
 # --- data ----------------------------------------------------------------------------------
 
 
+def with_counterfactuals(params: Params, records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The training records, and with ``finetune.counterfactual_augmentation`` their counterfactual copies.
+
+    Each copy swaps the demographic words of ``policies/fairness.yaml`` (``counterfactual``) and
+    keeps the labels, so the model learns that those words do not change the answer. Returns the
+    records and what was added (the policy file, its sha256, copies per attribute; empty when off).
+    """
+    if not params.finetune.counterfactual_augmentation:
+        return records, {}
+    from pipeline.common.counterfactual import augment_with_counterfactuals
+    from pipeline.common.policy import load_fairness_policy
+
+    path = params.evaluate.fairness_policy
+    augmented, added = augment_with_counterfactuals(records, load_fairness_policy(path))
+    log.info("counterfactual augmentation: %d training tickets + %s copies (%s)", len(records), added, path)
+    return augmented, {"policy": str(path), "policy_sha256": sha256_file(path), "added": added}
+
+
 def load_jsonl(path: Path) -> list[dict[str, Any]]:
     """Reads a split file."""
     with open(path, encoding="utf-8") as handle:
@@ -227,18 +245,99 @@ def load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:
     return payload
 
 
+@dataclass
+class TrainingRun:
+    """One run's working parts, built by :func:`setup` (the model, its data, its optimizer)."""
+
+    model: Any
+    tokenizer: Any
+    optimizer: Any
+    scheduler: Any
+    params: list[Any]
+    train_ex: list[Example]
+    val_ex: list[Example]
+    pad_id: int
+    device: str
+    precision: str
+    steps: int
+    truncated: int
+    no_answer: int
+    wrapped: Any = None  # the model as it is called: itself, or its DistributedDataParallel
+
+    def val_loss(self, batch_size: int) -> float:
+        return evaluate_loss(self.model, self.val_ex, self.pad_id, batch_size, self.device)
+
+    def summary(self, dist_info: Dist) -> dict[str, Any]:
+        return {
+            "steps": self.steps, "examples": len(self.train_ex), "truncated_examples": self.truncated,
+            "examples_without_answer": self.no_answer, "precision": self.precision, "device": self.device,
+            "world_size": dist_info.world, "trainable_parameters": sum(p.numel() for p in self.params),
+            "total_parameters": sum(p.numel() for p in self.model.parameters()),
+        }  # fmt: skip
+
+
 def train(
     cfg: FinetuneParams, base_dir: Path, train_records: list[dict], val_records: list[dict], fingerprint: str,
     dist_info: Dist,
 ) -> tuple[Any, Any, TrainState, dict[str, Any]]:  # fmt: skip
     """Runs (or resumes) LoRA training; returns ``(model, tokenizer, state, summary)``."""
     import torch
-    from peft import set_peft_model_state_dict
     from tqdm import tqdm
-    from transformers import AutoTokenizer, get_scheduler
 
+    refuse_active_autocast()
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
+    run = setup(cfg, base_dir, train_records, val_records, dist_info)
+    ckpt_path = cfg.checkpoint_dir / CHECKPOINT_FILE
+    state = restore(run, ckpt_path, fingerprint)
+    run.wrapped = wrap_distributed(run.model, run.device, dist_info)
+    per_step = cfg.grad_accum * dist_info.world
+    stream = micro_batch_stream([len(e.input_ids) for e in run.train_ex], cfg.batch_size, cfg.seed)
+    for _ in range(state.step * per_step):  # skip what was already trained on
+        next(stream)
+    if state.step == 0 and dist_info.main:
+        state.evals.append({"step": 0, "val_loss": run.val_loss(cfg.batch_size)})
+    run.model.train()
+    bar = tqdm(total=run.steps, initial=state.step, desc="finetune", unit="step", disable=not dist_info.main)
+    while state.step < run.steps:
+        row = optimizer_step(run, state, stream, cfg, dist_info)
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
+        bar.update(1)
+        last = state.step == run.steps
+        if dist_info.main and (state.step % cfg.eval_interval == 0 or last):
+            state.evals.append({"step": state.step, "val_loss": run.val_loss(cfg.batch_size)})
+        if dist_info.main and cfg.checkpoint_interval and (state.step % cfg.checkpoint_interval == 0 or last):
+            save_checkpoint(ckpt_path, run.model, run.optimizer, run.scheduler, state, fingerprint)
+            if os.environ.get(KILL_AFTER_STEP_ENV) == str(state.step):
+                os.kill(os.getpid(), signal.SIGKILL)
+    bar.close()
+    return run.model, run.tokenizer, state, run.summary(dist_info)
+
+
+def refuse_active_autocast() -> None:
+    """Stops when called inside an autocast context.
+
+    Autocast caches the low-precision copy of every weight until its context exits, so a training
+    loop inside one keeps computing with the weights as they were when it started: the loss is
+    scored, the optimizer steps, and the model never changes (``govtune curve``, 2026-12-06).
+    """
+    import torch
+
+    for device in ("cpu", "cuda"):
+        if torch.is_autocast_enabled(device):
+            raise GovtuneError(
+                "pipeline.finetune.train", f"called inside an active {device} autocast context",
+                "train outside it; score the trained model under autocast afterwards (as pipeline/data_efficiency.py does)",
+            )  # fmt: skip
+
+
+def setup(
+    cfg: FinetuneParams, base_dir: Path, train_records: list[dict], val_records: list[dict], dist_info: Dist
+) -> TrainingRun:
+    """Tokenizes the data and builds the model with fresh adapters, its optimizer and schedule."""
+    import torch
+    from transformers import AutoTokenizer, get_scheduler
+
     precision = resolve_precision(cfg.precision)
     device = f"cuda:{dist_info.local_rank}" if torch.cuda.is_available() else "cpu"
     tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
@@ -253,86 +352,78 @@ def train(
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps = total_steps(cfg, len(train_ex), dist_info.world)
     scheduler = get_scheduler(cfg.schedule, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=steps)
-    state = TrainState()
-    cfg.checkpoint_dir.mkdir(parents=True, exist_ok=True)  # a declared DVC out, even with checkpoints off
-    ckpt_path = cfg.checkpoint_dir / CHECKPOINT_FILE
-    payload = load_checkpoint(ckpt_path, fingerprint)
-    if payload is not None:
-        set_peft_model_state_dict(model, payload["adapter"])
-        optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
-        torch.set_rng_state(payload["torch_rng"])
-        state = TrainState(**payload["state"])
-        log.info("resuming from %s at step %d of %d", ckpt_path, state.step, steps)
-    ddp_model = model
-    if dist_info.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
+    return TrainingRun(model, tokenizer, optimizer, scheduler, params, train_ex, val_ex, pad_id, device, precision,
+                       steps, truncated, no_answer)  # fmt: skip
 
-        ddp_model = DistributedDataParallel(model, device_ids=[dist_info.local_rank] if device != "cpu" else None)
-    lengths = [len(e.input_ids) for e in train_ex]
-    stream = micro_batch_stream(lengths, cfg.batch_size, cfg.seed)
-    per_step = cfg.grad_accum * dist_info.world
-    for _ in range(state.step * per_step):  # skip what was already trained on
-        next(stream)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16" and device != "cpu" else _null_context()
-    )
-    if state.step == 0 and dist_info.main:
-        state.evals.append({"step": 0, "val_loss": evaluate_loss(model, val_ex, pad_id, cfg.batch_size, device)})
-    model.train()
-    bar = tqdm(total=steps, initial=state.step, desc="finetune", unit="step", disable=not dist_info.main)
-    while state.step < steps:
-        started = time.perf_counter()
-        step_tokens = step_padded = 0
-        loss_sum = 0.0
-        for k in range(per_step):
-            indices = next(stream)
-            if k % dist_info.world != dist_info.rank:
-                continue
-            batch = collate([train_ex[i] for i in indices], pad_id, cfg.label_weight)
-            step_tokens += int(batch["attention_mask"].sum())
-            step_padded += batch["attention_mask"].numel()
-            batch = {key: value.to(device) for key, value in batch.items()}
-            with autocast:
-                summed, n_answer = answer_loss(ddp_model, batch)
-                loss = summed / max(n_answer, 1) / cfg.grad_accum  # mean per answer token, as HF computes it
-            loss.backward()
-            loss_sum += loss.item()
-        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        state.step += 1
-        elapsed = time.perf_counter() - started
-        state.seconds += elapsed
-        state.tokens += step_tokens
-        state.padded_tokens += step_padded
-        row = {"step": state.step, "train_loss": loss_sum, "learning_rate": scheduler.get_last_lr()[0],
-               "tokens": step_tokens, "seconds": elapsed,
-               "tokens_per_s": step_tokens * dist_info.world / elapsed if elapsed else 0.0}  # fmt: skip
-        state.history.append(row)
-        bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
-        bar.update(1)
-        if dist_info.main and (state.step % cfg.eval_interval == 0 or state.step == steps):
-            state.evals.append(
-                {"step": state.step, "val_loss": evaluate_loss(model, val_ex, pad_id, cfg.batch_size, device)}
-            )
-        if (
-            dist_info.main
-            and cfg.checkpoint_interval
-            and (state.step % cfg.checkpoint_interval == 0 or state.step == steps)
-        ):
-            save_checkpoint(ckpt_path, model, optimizer, scheduler, state, fingerprint)
-            if os.environ.get(KILL_AFTER_STEP_ENV) == str(state.step):
-                os.kill(os.getpid(), signal.SIGKILL)
-    bar.close()
-    summary = {
-        "steps": steps, "examples": len(train_ex), "truncated_examples": truncated, "examples_without_answer": no_answer,
-        "precision": precision,
-        "device": device, "world_size": dist_info.world, "trainable_parameters": sum(p.numel() for p in params),
-        "total_parameters": sum(p.numel() for p in model.parameters()),
-    }  # fmt: skip
-    return model, tokenizer, state, summary
+
+def restore(run: TrainingRun, ckpt_path: Path, fingerprint: str) -> TrainState:
+    """The state to go on from: the checkpoint's (adapter, optimizer, schedule, RNG loaded) or a fresh one."""
+    import torch
+    from peft import set_peft_model_state_dict
+
+    ckpt_path.parent.mkdir(parents=True, exist_ok=True)  # a declared DVC out, even with checkpoints off
+    payload = load_checkpoint(ckpt_path, fingerprint)
+    if payload is None:
+        return TrainState()
+    set_peft_model_state_dict(run.model, payload["adapter"])
+    run.optimizer.load_state_dict(payload["optimizer"])
+    run.scheduler.load_state_dict(payload["scheduler"])
+    torch.set_rng_state(payload["torch_rng"])
+    state = TrainState(**payload["state"])
+    log.info("resuming from %s at step %d of %d", ckpt_path, state.step, run.steps)
+    return state
+
+
+def wrap_distributed(model: Any, device: str, dist_info: Dist) -> Any:
+    """The model in DistributedDataParallel when there is more than one process, else itself."""
+    if dist_info.world <= 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[dist_info.local_rank] if device != "cpu" else None)
+
+
+def optimizer_step(
+    run: TrainingRun, state: TrainState, stream: Iterator[list[int]], cfg: FinetuneParams, dist_info: Dist
+) -> dict[str, float]:
+    """One optimizer step over this process's share of ``grad_accum`` micro-batches; returns its history row."""
+    import torch
+
+    started = time.perf_counter()
+    step_tokens = step_padded = 0
+    loss_sum = 0.0
+    for k in range(cfg.grad_accum * dist_info.world):
+        indices = next(stream)
+        if k % dist_info.world != dist_info.rank:
+            continue
+        batch = collate([run.train_ex[i] for i in indices], run.pad_id, cfg.label_weight)
+        step_tokens += int(batch["attention_mask"].sum())
+        step_padded += batch["attention_mask"].numel()
+        batch = {key: value.to(run.device) for key, value in batch.items()}
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if run.precision == "bf16" and run.device != "cpu"
+            else _null_context()
+        )
+        with autocast:
+            summed, n_answer = answer_loss(run.wrapped, batch)
+            loss = summed / max(n_answer, 1) / cfg.grad_accum  # mean per answer token, as HF computes it
+        loss.backward()
+        loss_sum += loss.item()
+    torch.nn.utils.clip_grad_norm_(run.params, cfg.max_grad_norm)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    state.step += 1
+    elapsed = time.perf_counter() - started
+    state.seconds += elapsed
+    state.tokens += step_tokens
+    state.padded_tokens += step_padded
+    row = {"step": state.step, "train_loss": loss_sum, "learning_rate": run.scheduler.get_last_lr()[0],
+           "tokens": step_tokens, "seconds": elapsed,
+           "tokens_per_s": step_tokens * dist_info.world / elapsed if elapsed else 0.0}  # fmt: skip
+    state.history.append(row)
+    return row
 
 
 class _null_context:
@@ -446,7 +537,8 @@ def main() -> None:
         dist_info = init_distributed()
         base_id, base_sha = base_identity(base_dir)
         train_md5 = dvc_md5(train_path)
-        fingerprint = run_fingerprint(cfg, base_sha, train_md5, dist_info.world)
+        train_records, augmentation = with_counterfactuals(params, load_jsonl(train_path))
+        fingerprint = run_fingerprint(cfg, base_sha, train_md5 + augmentation.get("policy_sha256", ""), dist_info.world)
         outs = [cfg.out_dir, cfg.metrics, cfg.plots_dir]
         context = (
             stage_run(params.tracking, "finetune", [base_dir, train_path, val_path], outs, params.compute)
@@ -455,7 +547,7 @@ def main() -> None:
         )
         with context as tracked:
             model, tokenizer, state, summary = train(
-                cfg, base_dir, load_jsonl(train_path), load_jsonl(val_path), fingerprint, dist_info
+                cfg, base_dir, train_records, load_jsonl(val_path), fingerprint, dist_info
             )
             if not dist_info.main:
                 return
@@ -466,9 +558,10 @@ def main() -> None:
             provenance = {
                 "base_model_id": base_id, "base_model_sha256": base_sha, "base_model_dir": str(base_dir),
                 "data_md5": {"train": train_md5, "val": dvc_md5(val_path)}, "params_sha256": fingerprint,
+                "counterfactual_augmentation": augmentation or None,
                 "generation": {"max_new_tokens": cfg.max_new_tokens},  # how the model answers, served and evaluated
             }  # fmt: skip
-            metrics = train_metrics(state, summary) | {
+            metrics = train_metrics(state, summary | {"counterfactual_examples": augmentation.get("added")}) | {
                 "run": {"mlflow_run_id": getattr(tracked, "run_id", None), "git_commit": commit, "git_dirty": dirty}
             }
             save_adapter(model, tokenizer, cfg.out_dir, provenance)

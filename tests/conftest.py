@@ -191,6 +191,7 @@ def read_json(path: Path) -> object:
 TINY_FINETUNE = {
     "max_steps": 12, "batch_size": 4, "grad_accum": 1, "eval_interval": 4, "eval_max_examples": 8,
     "checkpoint_interval": 4, "warmup_steps": 2, "max_seq_len": 256, "learning_rate": 0.01, "max_new_tokens": 16,
+    "counterfactual_augmentation": True,  # opt-in in the default params; the tiny profile runs it end to end
 }  # fmt: skip
 TINY_EVALUATE = {
     "generate_examples": 4,

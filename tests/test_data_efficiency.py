@@ -51,12 +51,12 @@ def test_the_curve_on_the_tiny_profile_comes_from_real_runs(tiny_built, tmp_path
     assert (project / "reports" / "data_efficiency.png").read_bytes()[:4] == b"\x89PNG"
 
     # Each point's figure is the evaluate code's on that point's adapter: re-score the kept adapter.
-    import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from pipeline.common.io import sha256_file
-    from pipeline.common.scorer import Scorer
+    from pipeline.common.params import load_params
+    from pipeline.common.scorer import Scorer, precision_context
 
     point = curve["points"][1]
     adapter = keep / "adapter-0.5"
@@ -67,7 +67,7 @@ def test_the_curve_on_the_tiny_profile_comes_from_real_runs(tiny_built, tmp_path
         AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True), adapter
     ).eval()
     test = [json.loads(line) for line in (project / "data" / "splits" / "test.jsonl").read_text().splitlines()][:24]
-    with torch.autocast("cpu", dtype=torch.bfloat16):  # evaluate.precision: bf16, as the curve scored it
+    with precision_context(load_params(project / "params.yaml").evaluate):  # bf16, as the curve scored it
         preds = Scorer(model, tokenizer, 32).classify_batch([t["message"] for t in test], 8)
     accuracy = sum(p["category"] == t["category"] for p, t in zip(preds, test, strict=True)) / len(test)
     assert accuracy == pytest.approx(point["quality"]["category_accuracy"], abs=1e-4)

@@ -32,6 +32,12 @@ def test_dvc_repro_tiny_profile(tiny_built, tiny_project):
     assert read_json(tiny_project / "reports" / "split_report.json")["customer_overlap"] == 0
     metrics = read_json(tiny_project / "reports" / "train_metrics.json")
     assert metrics["val_loss_final"] < metrics["val_loss_base"]
+    # Counterfactual augmentation (on in the tiny profile): one copy per training ticket and attribute with a signal.
+    added = metrics["counterfactual_examples"]
+    assert added["gender"] > 0 and added["age_band"] > 0
+    assert metrics["examples"] == sum(1 for _ in open(tiny_project / "data/splits/train.jsonl")) + sum(added.values())
+    provenance = read_json(tiny_project / "models" / "adapter" / "provenance.json")
+    assert provenance["counterfactual_augmentation"]["added"] == added
     assert (tiny_project / "models" / "adapter" / "adapter_model.safetensors").is_file()
     shown = run_cmd(["dvc", "metrics", "show", "--json"], cwd=tiny_project, check=True).stdout
     assert "val_loss_final" in shown

@@ -189,6 +189,41 @@ def test_steps_and_fingerprint():
     assert base != run_fingerprint(cfg, "a", "c", 1) != run_fingerprint(cfg, "a", "b", 2)
 
 
+def test_training_inside_an_autocast_context_is_refused():
+    import torch
+
+    from pipeline.common.errors import GovtuneError
+    from pipeline.common.params import load_params
+    from pipeline.finetune import Dist, train
+
+    cfg = load_params(REPO / "params.yaml").finetune
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(GovtuneError, match="autocast"):
+        train(cfg, REPO / "models" / "no-such-base", [], [], "fingerprint", Dist())
+
+
+def test_counterfactual_augmentation_follows_its_param_and_names_its_policy():
+    from pipeline.common.io import sha256_file
+    from pipeline.common.params import load_params
+    from pipeline.finetune import with_counterfactuals
+
+    params = load_params(REPO / "params.yaml")
+    records = [{"ticket_id": "T1", "message": "My wife is locked out.", "reply": "r", "category": "account_access",
+                "priority": "high"}, {"ticket_id": "T2", "message": "No signal here.", "reply": "r",
+                "category": "billing", "priority": "low"}]  # fmt: skip
+    assert with_counterfactuals(params, records) == (records, {})  # off by default
+    on = params.model_copy(
+        update={"finetune": params.finetune.model_copy(update={"counterfactual_augmentation": True})}
+    )
+    augmented, info = with_counterfactuals(on, records)
+    assert [r["message"] for r in augmented] == [
+        "My wife is locked out.",
+        "No signal here.",
+        "My husband is locked out.",
+    ]
+    assert info["added"] == {"gender": 1, "age_band": 0}
+    assert info["policy_sha256"] == sha256_file(params.evaluate.fairness_policy)
+
+
 def _finetune(project, env=None):
     import os
 
