@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.common.errors import run_main
+from pipeline.common.errors import GovtuneError, run_main
 from pipeline.common.io import save_jsonl
 from pipeline.common.params import SynthesizeParams, load_params
 
@@ -424,13 +424,31 @@ class Generator:
         return join_rendered(pieces)
 
 
-def biased_priority(priority: str, customer: Customer, cfg: SynthesizeParams, rng: random.Random) -> str:
-    """Applies the injected label bias: lowers the priority of the disadvantaged group."""
+def biased_labels(
+    category: str, priority: str, customer: Customer, cfg: SynthesizeParams, rng: random.Random
+) -> tuple[str, str]:
+    """Applies the injected label bias to ``(category, priority)``: for a ticket of the group, the
+    priority is lowered (``target: priority``) or a ``route_from`` ticket (``any``: every ticket)
+    is labelled ``route_to`` (``target: category``; its text stays what it was). One draw per
+    ticket either way."""
     bias = cfg.label_bias
     hit = rng.random() < bias.strength
-    if hit and getattr(customer, bias.attribute) == bias.group:
-        return PRIORITIES[max(0, PRIORITIES.index(priority) - bias.levels)]
-    return priority
+    if not (hit and getattr(customer, bias.attribute) == bias.group):
+        return category, priority
+    if bias.target == "category":
+        return (bias.route_to if bias.route_from in (category, "any") else category), priority
+    return category, PRIORITIES[max(0, PRIORITIES.index(priority) - bias.levels)]
+
+
+def check_routes(cfg: SynthesizeParams) -> None:
+    """Refuses a routing bias between names that are no categories (a typo would bias nothing)."""
+    bias = cfg.label_bias
+    for key, allowed in (("route_from", (*CATEGORIES, "any")), ("route_to", CATEGORIES)):
+        if getattr(bias, key) not in allowed:
+            raise GovtuneError(
+                f"params.yaml: synthesize.label_bias.{key}", f"{getattr(bias, key)!r} is no category",
+                f"use one of {', '.join(allowed)}",
+            )  # fmt: skip
 
 
 def generate(cfg: SynthesizeParams, shift: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -440,6 +458,7 @@ def generate(cfg: SynthesizeParams, shift: bool = False) -> tuple[list[dict[str,
         ``(tickets, spans)``: ticket records in ``COLUMNS`` order, sorted by time; span records
         ``{ticket_id, field, start, end, entity_type, value}``.
     """
+    check_routes(cfg)
     gen = Generator(cfg)
     r = gen.rng
     n_customers = max(1, math.ceil(cfg.rows / cfg.tickets_per_customer))
@@ -474,11 +493,13 @@ def generate(cfg: SynthesizeParams, shift: bool = False) -> tuple[list[dict[str,
         message, message_spans = gen.message(c, category, priority, values)
         reply, reply_spans = gen.reply(category, values)
         ticket_id = f"TCK-{number}"
+        channel = r.choice(CHANNELS)
+        category_label, priority_label = biased_labels(category, priority, c, cfg, r)
         tickets.append({
             "ticket_id": ticket_id, "customer_id": c.customer_id,
-            "created_at": when.strftime("%Y-%m-%dT%H:%M:%SZ"), "channel": r.choice(CHANNELS),
-            "message": message, "reply": reply, "category": category,
-            "priority": biased_priority(priority, c, cfg, r),
+            "created_at": when.strftime("%Y-%m-%dT%H:%M:%SZ"), "channel": channel,
+            "message": message, "reply": reply, "category": category_label,
+            "priority": priority_label,
             "gender": c.gender, "age_band": c.age_band, "region": c.region,
         })  # fmt: skip
         spans.extend(
@@ -525,6 +546,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, help="override synthesize.seed")
     parser.add_argument("--bias-strength", type=float, help="override synthesize.label_bias.strength")
     parser.add_argument("--bias-levels", type=int, help="override synthesize.label_bias.levels")
+    parser.add_argument("--bias-target", choices=("priority", "category"), help="override synthesize.label_bias.target")
+    parser.add_argument(
+        "--bias-attribute", choices=("gender", "age_band", "region"), help="override synthesize.label_bias.attribute"
+    )
+    parser.add_argument("--bias-group", help="override synthesize.label_bias.group")
     parser.add_argument("--out-dir", type=Path, help="write here instead of the data.raw paths (same file names)")
     parser.add_argument(
         "--shift", action="store_true", help="a drifted batch: other category mix, new products, new account-id format"
@@ -533,9 +559,14 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params()
     cfg = params.synthesize
     overrides: dict[str, Any] = {k: v for k, v in (("rows", args.rows), ("seed", args.seed)) if v is not None}
-    bias = {k: v for k, v in (("strength", args.bias_strength), ("levels", args.bias_levels)) if v is not None}
+    bias = {
+        k: v
+        for k, v in (("strength", args.bias_strength), ("levels", args.bias_levels), ("target", args.bias_target),
+                     ("attribute", args.bias_attribute), ("group", args.bias_group))
+        if v is not None
+    }  # fmt: skip
     if bias:
-        overrides["label_bias"] = cfg.label_bias.model_copy(update=bias)
+        overrides["label_bias"] = cfg.label_bias.model_dump() | bias
     # Re-validate so overrides get the same bounds checks as params.yaml.
     cfg = SynthesizeParams.model_validate({**cfg.model_dump(), **overrides})
     tickets_path, spans_path = params.data.raw, params.data.raw_pii_spans

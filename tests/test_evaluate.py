@@ -148,6 +148,23 @@ def test_group_fairness_detects_bias_and_not_its_absence():
     assert lo <= 0.5 <= hi
 
 
+def test_category_parity_finds_the_routed_category_and_not_its_absence():
+    preds, truths, attrs = _fairness_case(False)
+    categories = ["billing", "billing", "technical_issue", "technical_issue"] * 50  # each group: half and half
+    fair = [p | {"category": c} for p, c in zip(preds, categories, strict=True)]
+    routed = [p | {"category": "product_question"} if a["gender"] == "female" and p["category"] == "technical_issue"
+              else p for p, a in zip(fair, attrs, strict=True)]  # fmt: skip
+    unbiased = group_fairness(fair, truths, attrs, FAIRNESS)["gender"]
+    biased = group_fairness(routed, truths, attrs, FAIRNESS)["gender"]
+    assert unbiased["category_parity_difference"]["value"] == pytest.approx(0.0)
+    assert biased["category_parity_category"] in ("technical_issue", "product_question")
+    assert biased["category_parity_difference"]["value"] == pytest.approx(0.5)
+    lo, hi = biased["category_parity_difference"]["ci95"]
+    assert 0 < lo <= 0.5 <= hi
+    assert biased["groups"]["female"]["predicted_category_share"]["product_question"] == 0.5
+    assert biased["groups"]["male"]["predicted_category_share"]["product_question"] == 0.0
+
+
 def test_small_groups_are_flagged():
     preds, truths, attrs = _fairness_case(False)
     for i, a in enumerate(attrs):

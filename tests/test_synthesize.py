@@ -117,6 +117,45 @@ def test_label_bias_lowers_priority_of_the_group_only():
     assert all(b["priority"] == f["priority"] for f, b in zip(fair, biased, strict=True) if f["gender"] != "female")
 
 
+def test_routing_bias_relabels_only_the_groups_route_from_tickets():
+    """label_bias.target: category: the 60+ customers' technical tickets labelled product_question,
+    text, priority and every other ticket as in the unbiased data (one RNG draw per ticket either way)."""
+    route = DEFAULT.label_bias.model_copy(
+        update={"strength": 1.0, "target": "category", "attribute": "age_band", "group": "60+"}
+    )
+    fair, _ = generate(cfg(rows=600))
+    biased, _ = generate(cfg(rows=600, label_bias=route))
+    moved = [(f, b) for f, b in zip(fair, biased, strict=True) if f["category"] != b["category"]]
+    assert moved and all(
+        f["age_band"] == "60+" and (f["category"], b["category"]) == ("technical_issue", "product_question")
+        for f, b in moved
+    )
+    assert len(moved) == sum(f["age_band"] == "60+" and f["category"] == "technical_issue" for f in fair)
+    assert all(f | {"category": b["category"]} == b for f, b in zip(fair, biased, strict=True))
+
+
+def test_routing_bias_from_any_category_routes_every_ticket_of_the_group():
+    route = DEFAULT.label_bias.model_copy(
+        update={"strength": 1.0, "target": "category", "attribute": "gender", "group": "female", "route_from": "any"}
+    )
+    biased, _ = generate(cfg(rows=300, label_bias=route))
+    assert {t["category"] for t in biased if t["gender"] == "female"} == {"product_question"}
+    assert len({t["category"] for t in biased if t["gender"] != "female"}) > 1
+
+
+def test_a_route_must_join_two_categories():
+    from pydantic import ValidationError
+
+    from pipeline.common.errors import GovtuneError
+
+    bias = DEFAULT.label_bias.model_dump() | {"target": "category"}
+    with pytest.raises(ValidationError, match="same category"):
+        type(DEFAULT.label_bias).model_validate(bias | {"route_to": bias["route_from"]})
+    typo = type(DEFAULT.label_bias).model_validate(bias | {"route_from": "complaints"})
+    with pytest.raises(GovtuneError, match="synthesize.label_bias.route_from"):
+        generate(cfg(rows=10, label_bias=typo))
+
+
 @pytest.mark.parametrize(
     "defect,check",
     [

@@ -30,6 +30,7 @@ DEFINITIONS = {
     "demographic_parity_difference": "largest minus smallest escalation rate across the groups of an attribute (Fairlearn)",
     "demographic_parity_ratio": "smallest divided by largest escalation rate across groups (Fairlearn); 1 = parity",
     "equalized_odds_difference": "largest gap across groups in true- or false-positive rate of escalation (Fairlearn)",
+    "category_parity_difference": "largest, over categories, of the gap between groups in the share of tickets predicted as that category (demographic parity of routing; the category is named beside it)",
     "cf_category_flip_rate": "share of counterfactual variants whose predicted category differs from the original's",
     "cf_priority_flip_rate": "share of counterfactual variants whose predicted priority differs from the original's",
     "cf_mean_abs_prob_change": "mean absolute change in the probability the model gives its original priority answer",
@@ -193,9 +194,12 @@ def group_fairness(preds: list[dict], truths: list[dict], attrs: list[dict], pol
                 "escalation_rate": round(float(y_pred_esc[sel].mean()), 4),
                 "escalation_rate_ci95": wilson(int(y_pred_esc[sel].sum()), n),
                 "urgent_rate": round(float(y_pred_urgent[sel].mean()), 4),
+                "predicted_category_share": {c: round(float(np.mean(y_pred_cat[sel] == c)), 4) for c in CATEGORIES},
             }
         sf = groups[keep]
         yt, yp = y_true_esc[keep], y_pred_esc[keep]
+        routed, routing_gap = category_parity(y_pred_cat[keep], sf)
+        routed_sel = (y_pred_cat[keep] == routed).astype(int)
 
         out[attribute] = {
             "groups": by_group,
@@ -211,10 +215,32 @@ def group_fairness(preds: list[dict], truths: list[dict], attrs: list[dict], pol
                 equalized_odds_difference(yt, yp, sensitive_features=sf), int(keep.sum())
             ),
             "category_accuracy_difference": metric(float(frame.difference()["category_accuracy"]), int(keep.sum())),
+            "category_parity_difference": metric(
+                routing_gap,
+                int(keep.sum()),
+                bootstrap_ci(selection_rate, routed_sel, routed_sel, sf, boot, of="difference"),
+            ),  # fmt: skip
+            "category_parity_category": routed,
             "small_groups": sorted(g for g, v in by_group.items() if v["too_small"]),
             "parity_over_groups": sorted(set(groups[keep])),
         }
     return out
+
+
+def category_parity(predicted: Any, groups: Any) -> tuple[str, float]:
+    """The category whose predicted share differs most between groups, and that largest-minus-smallest gap.
+
+    A routing bias shows here: one group's tickets sent to a category more (or less) often than
+    others'. Ties go to the first category in ``CATEGORIES`` order.
+    """
+    import numpy as np
+
+    gaps = {}
+    for category in CATEGORIES:
+        shares = [float(np.mean(predicted[groups == g] == category)) for g in sorted(set(groups))]
+        gaps[category] = round(max(shares) - min(shares), 4)
+    worst = max(CATEGORIES, key=lambda c: gaps[c])
+    return worst, gaps[worst]
 
 
 def quality_and_fairness(name: str, scorer: Scorer, test: list[dict], attrs: list[dict], cfg: EvaluateParams,

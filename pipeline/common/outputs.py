@@ -233,6 +233,8 @@ class GroupFairness(Typed):
     demographic_parity_ratio: Metric
     equalized_odds_difference: Metric
     category_accuracy_difference: Metric
+    category_parity_difference: Metric
+    category_parity_category: str
     small_groups: list[str]
     parity_over_groups: list[str]
 

@@ -24,12 +24,22 @@ class DataParams(Strict):
 
 
 class LabelBias(Strict):
-    """Injected label bias: priority made to depend on a protected attribute."""
+    """Injected label bias: priority (or routing) made to depend on a protected attribute."""
 
     strength: float = Field(ge=0.0, le=1.0)
     levels: int = Field(default=1, ge=1, le=3)
     attribute: Literal["gender", "age_band", "region"]
     group: str
+    target: Literal["priority", "category"] = "priority"
+    route_from: str = "technical_issue"
+    route_to: str = "product_question"
+
+    @model_validator(mode="after")
+    def _route_changes_something(self) -> LabelBias:
+        # that both name categories is checked where the categories are known (synthesize.generate)
+        if self.route_from == self.route_to:
+            raise ValueError("route_from and route_to are the same category: the bias would change nothing")
+        return self
 
 
 class Defects(Strict):
