@@ -392,6 +392,10 @@ def optimizer_step(
     started = time.perf_counter()
     step_tokens = step_padded = 0
     loss_sum = 0.0
+    bf16_gpu = run.precision == "bf16" and run.device != "cpu"
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if bf16_gpu else _null_context()
+    )  # re-entered per micro-batch
     for k in range(cfg.grad_accum * dist_info.world):
         indices = next(stream)
         if k % dist_info.world != dist_info.rank:
@@ -400,11 +404,6 @@ def optimizer_step(
         step_tokens += int(batch["attention_mask"].sum())
         step_padded += batch["attention_mask"].numel()
         batch = {key: value.to(run.device) for key, value in batch.items()}
-        autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if run.precision == "bf16" and run.device != "cpu"
-            else _null_context()
-        )
         with autocast:
             summed, n_answer = answer_loss(run.wrapped, batch)
             loss = summed / max(n_answer, 1) / cfg.grad_accum  # mean per answer token, as HF computes it

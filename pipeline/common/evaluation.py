@@ -228,17 +228,18 @@ def group_fairness(preds: list[dict], truths: list[dict], attrs: list[dict], pol
 
 
 def category_parity(predicted: Any, groups: Any) -> tuple[str, float]:
-    """The category whose predicted share differs most between groups, and that largest-minus-smallest gap.
+    """The category whose predicted share differs most between groups, and that gap (Fairlearn's
+    demographic parity difference of "predicted as that category").
 
     A routing bias shows here: one group's tickets sent to a category more (or less) often than
     others'. Ties go to the first category in ``CATEGORIES`` order.
     """
-    import numpy as np
+    from fairlearn.metrics import demographic_parity_difference
 
     gaps = {}
     for category in CATEGORIES:
-        shares = [float(np.mean(predicted[groups == g] == category)) for g in sorted(set(groups))]
-        gaps[category] = round(max(shares) - min(shares), 4)
+        chosen = (predicted == category).astype(int)
+        gaps[category] = round(float(demographic_parity_difference(chosen, chosen, sensitive_features=groups)), 4)
     worst = max(CATEGORIES, key=lambda c: gaps[c])
     return worst, gaps[worst]
 
