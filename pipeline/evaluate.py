@@ -60,17 +60,22 @@ log = logging.getLogger(__name__)
 
 
 def training_label_bias(
-    priority_by_group: dict[str, dict[str, dict[str, int]]], policy: FairnessPolicy
+    priority_by_group: dict[str, dict[str, dict[str, int]]],
+    category_by_group: dict[str, dict[str, dict[str, int]]],
+    policy: FairnessPolicy,
 ) -> dict[str, Any]:
-    """Examines the training labels for bias: escalation rate per group, the gap, its lower bound.
+    """Examines the training labels for bias: escalation rate and category mix per group, the
+    largest gaps between groups and their lower bounds.
 
     The model learns what the labels teach, so a label bias shows here even where the model
-    has not (yet) picked it up. The lower bound (the largest pairwise gap less its margin) keeps
-    small groups from failing a rule by chance.
+    has not (yet) picked it up: a priority bias in the escalation gap, a routing bias (one
+    group's tickets labelled with another category) in the category gap. The lower bound (the
+    largest pairwise gap less its margin) keeps small groups from failing a rule by chance.
 
     Args:
         priority_by_group: ``{attribute: {group: {priority: records}}}`` of the train split
             (the split report's ``priority_by_attribute.train``).
+        category_by_group: the same with categories (``category_by_attribute.train``).
         policy: favourable priorities, ``min_group_size`` and ``label_gap_confidence``.
     """
     from statistics import NormalDist
@@ -80,6 +85,7 @@ def training_label_bias(
     out: dict[str, Any] = {}
     for attribute in policy.protected_attributes:
         counts = {g: c for g, c in priority_by_group.get(attribute, {}).items() if g != "None"}
+        by_category = {g: c for g, c in category_by_group.get(attribute, {}).items() if g != "None"}
         groups = {}
         for group, by_priority in sorted(counts.items()):
             n, k = sum(by_priority.values()), sum(v for p, v in by_priority.items() if p in fav)
@@ -88,28 +94,42 @@ def training_label_bias(
                 "too_small": n < policy.min_group_size,
                 "escalation_rate": round(k / n, 4),
                 "escalation_rate_ci95": wilson(k, n),
+                "category_share": {c: round(v / n, 4) for c, v in sorted(by_category.get(group, {}).items())},
             }
-        exact = {
-            g: sum(v for p, v in c.items() if p in fav) / sum(c.values()) for g, c in counts.items()
-        }  # unrounded, for the bound
-        judged = [(g, v["n"], exact[g]) for g, v in groups.items() if not v["too_small"]]
+        judged = {g: sum(c.values()) for g, c in counts.items() if not groups[g]["too_small"]}
         if len(judged) < 2:
             out[attribute] = {"error": "fewer than two groups with enough training records", "groups": groups}
             continue
-        rates = [r for _, _, r in judged]
-        bound = 0.0
-        for i, (_, n1, p1) in enumerate(judged):
-            for _, n2, p2 in judged[i + 1 :]:
-                bound = max(bound, abs(p1 - p2) - z * math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2))
-        n = sum(n for _, n, _ in judged)
+        n = sum(judged.values())
+        escalated = {g: sum(v for p, v in counts[g].items() if p in fav) for g in judged}
+        gap, bound = label_gap(judged, escalated, z)
+        categories = sorted({c for g in judged for c in by_category.get(g, {})})
+        category_gaps = {
+            c: label_gap(judged, {g: by_category.get(g, {}).get(c, 0) for g in judged}, z) for c in categories
+        }
+        worst = max(categories, key=lambda c: (category_gaps[c][1], category_gaps[c][0]), default=None)
         out[attribute] = {
             "groups": groups,
-            "escalation_gap": metric(max(rates) - min(rates), n),
+            "escalation_gap": metric(gap, n),
             "escalation_gap_lower_bound": metric(bound, n),
+            "category_gap": metric(category_gaps[worst][0] if worst else 0.0, n),
+            "category_gap_lower_bound": metric(category_gaps[worst][1] if worst else 0.0, n),
+            "category_gap_category": worst,
             "confidence": policy.label_gap_confidence,
             "small_groups": sorted(g for g, v in groups.items() if v["too_small"]),
         }
     return out
+
+
+def label_gap(sizes: dict[str, int], hits: dict[str, int], z: float) -> tuple[float, float]:
+    """Largest minus smallest share ``hits/size`` across groups, and the largest pairwise gap less
+    its margin at ``z`` (two-proportion normal interval; 0 when no gap is that certain)."""
+    rates = [(sizes[g], hits[g] / sizes[g]) for g in sorted(sizes)]
+    bound = 0.0
+    for i, (n1, p1) in enumerate(rates):
+        for n2, p2 in rates[i + 1 :]:
+            bound = max(bound, abs(p1 - p2) - z * math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2))
+    return max(p for _, p in rates) - min(p for _, p in rates), bound
 
 
 # --- privacy ---------------------------------------------------------------------------------
@@ -172,6 +192,7 @@ class Inputs:
     canaries: list[dict]
     raw_values: set[str]
     train_labels_by_group: dict[str, Any]
+    train_categories_by_group: dict[str, Any]
 
 
 def load_inputs(params: Params) -> Inputs:
@@ -194,20 +215,24 @@ def load_inputs(params: Params) -> Inputs:
         raise GovtuneError(
             str(params.split.report), "missing input", "run `dvc repro evaluate` (it runs the upstream stages)"
         )
-    by_group = json.loads(params.split.report.read_text(encoding="utf-8")).get("priority_by_attribute", {}).get("train")
-    if by_group is None:
-        raise GovtuneError(
-            str(params.split.report),
-            "no priority_by_attribute.train (written by an older split stage)",
-            "re-run `dvc repro -f split`",
-        )
+    split_report = json.loads(params.split.report.read_text(encoding="utf-8"))
+    by_group = {}
+    for table in ("priority_by_attribute", "category_by_attribute"):
+        by_group[table] = split_report.get(table, {}).get("train")
+        if by_group[table] is None:
+            raise GovtuneError(
+                str(params.split.report),
+                f"no {table}.train (written by an older split stage)",
+                "re-run `dvc repro -f split`",
+            )
     return Inputs(
         test,
         [attrs.get(t["ticket_id"], {}) for t in test],
         rows("train.jsonl"),
         rows("canaries.jsonl"),
         raw_values,
-        by_group,
+        by_group["priority_by_attribute"],
+        by_group["category_by_attribute"],
     )
 
 
@@ -259,6 +284,7 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
     for attribute, t in report.get("training_labels", {}).items():
         if "escalation_gap_lower_bound" in t:
             out[f"training_labels.escalation_gap_lower_bound.{attribute}"] = t["escalation_gap_lower_bound"]["value"]
+            out[f"training_labels.category_gap_lower_bound.{attribute}"] = t["category_gap_lower_bound"]["value"]
     return out
 
 
@@ -313,7 +339,9 @@ def run(params: Params, cfg: EvaluateParams, count_tokens: Callable[[int], None]
     report: dict[str, Any] = {
         "definitions": DEFINITIONS,
         "surviving_signals": surviving_signals(inputs, fairness, scrub_fn),
-        "training_labels": training_label_bias(inputs.train_labels_by_group, fairness),
+        "training_labels": training_label_bias(
+            inputs.train_labels_by_group, inputs.train_categories_by_group, fairness
+        ),
     }
     # both models answer as the served model will: its adapter's generation settings
     generation = generation_settings(params.finetune.out_dir)

@@ -114,10 +114,12 @@ def split_records(records: list[dict[str, Any]], cfg: SplitParams) -> SplitResul
     splits: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
     test_attributes = []
     labels: Counter = Counter()  # (split, attribute, group, priority) -> records
+    categories: Counter = Counter()  # (split, attribute, group, category) -> records
     for r in sorted(records, key=lambda r: r["ticket_id"]):
         name = assignment[r[cfg.group_by]]
         splits[name].append({c: r[c] for c in TEXT_COLUMNS if c in r})
         labels.update((name, c, str(r.get(c)), r["priority"]) for c in ATTRIBUTE_COLUMNS)
+        categories.update((name, c, str(r.get(c)), r["category"]) for c in ATTRIBUTE_COLUMNS)
         if name == "test":
             test_attributes.append({"ticket_id": r["ticket_id"], **{c: r.get(c) for c in ATTRIBUTE_COLUMNS}})
     canaries = make_canaries(cfg)
@@ -126,19 +128,20 @@ def split_records(records: list[dict[str, Any]], cfg: SplitParams) -> SplitResul
         splits["train"].extend([row] * cfg.canaries.repeats)
     report = build_report(splits, test_attributes, assignment, cfg)
     report["priority_by_attribute"] = label_table(labels)
+    report["category_by_attribute"] = label_table(categories)
     report["canaries"] = {"count": len(canaries), "repeats": cfg.canaries.repeats, "in": "train (reply text)"}
     return SplitResult(splits, test_attributes, report, canaries)
 
 
 def label_table(labels: Counter) -> dict[str, Any]:
-    """``{split: {attribute: {group: {priority: records}}}}``: the data's labels per group.
+    """``{split: {attribute: {group: {label: records}}}}``: the data's labels (priority or category) per group.
 
     Counts only (the examination of the training data for bias reads them; the attributes never
     leave the test split as records).
     """
     table: dict[str, Any] = {}
-    for (name, attribute, group, priority), n in sorted(labels.items()):
-        table.setdefault(name, {}).setdefault(attribute, {}).setdefault(group, {})[priority] = n
+    for (name, attribute, group, label), n in sorted(labels.items()):
+        table.setdefault(name, {}).setdefault(attribute, {}).setdefault(group, {})[label] = n
     return table
 
 

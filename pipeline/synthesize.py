@@ -551,6 +551,8 @@ def main(argv: list[str] | None = None) -> None:
         "--bias-attribute", choices=("gender", "age_band", "region"), help="override synthesize.label_bias.attribute"
     )
     parser.add_argument("--bias-group", help="override synthesize.label_bias.group")
+    parser.add_argument("--bias-route-from", help="override synthesize.label_bias.route_from (a category or `any`)")
+    parser.add_argument("--bias-route-to", help="override synthesize.label_bias.route_to")
     parser.add_argument("--out-dir", type=Path, help="write here instead of the data.raw paths (same file names)")
     parser.add_argument(
         "--shift", action="store_true", help="a drifted batch: other category mix, new products, new account-id format"
@@ -562,7 +564,8 @@ def main(argv: list[str] | None = None) -> None:
     bias = {
         k: v
         for k, v in (("strength", args.bias_strength), ("levels", args.bias_levels), ("target", args.bias_target),
-                     ("attribute", args.bias_attribute), ("group", args.bias_group))
+                     ("attribute", args.bias_attribute), ("group", args.bias_group),
+                     ("route_from", args.bias_route_from), ("route_to", args.bias_route_to))
         if v is not None
     }  # fmt: skip
     if bias:

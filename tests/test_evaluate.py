@@ -226,12 +226,17 @@ def test_regurgitation_counts_raw_values():
     assert clean["regurgitated_pii_values"]["value"] == 0 and clean["pii_like_output_rate"]["value"] == 0.0
 
 
-def _labels(rows, attribute="gender"):
+def _labels(rows, attribute="gender", label="priority"):
     table: dict = {}
     for r in rows:
         group = table.setdefault(attribute, {}).setdefault(r[attribute], {})
-        group[r["priority"]] = group.get(r["priority"], 0) + 1
+        group[r[label]] = group.get(r[label], 0) + 1
     return table
+
+
+def _examine(rows, policy, attribute="gender"):
+    """The stage's examination of ``rows`` (priority and category labels of one attribute)."""
+    return training_label_bias(_labels(rows, attribute), _labels(rows, attribute, "category"), policy)
 
 
 @pytest.mark.parametrize(
@@ -252,17 +257,40 @@ def test_training_label_bias_flags_only_gaps_beyond_chance(rates, sizes, flagged
     rows = []
     for group, rate in rates.items():
         escalated = round(rate * sizes[group])
-        rows += [{"gender": group, "priority": "high"}] * escalated + [{"gender": group, "priority": "low"}] * (
-            sizes[group] - escalated
-        )
+        rows += [{"gender": group, "priority": "high", "category": "billing"}] * escalated + [
+            {"gender": group, "priority": "low", "category": "billing"}
+        ] * (sizes[group] - escalated)
     policy = FAIRNESS.model_copy(update={"protected_attributes": ["gender"]})
-    out = training_label_bias(_labels(rows), policy)["gender"]
+    out = _examine(rows, policy)["gender"]
     gap = max(r for g, r in rates.items() if sizes[g] >= policy.min_group_size) - min(
         r for g, r in rates.items() if sizes[g] >= policy.min_group_size
     )
     assert out["escalation_gap"]["value"] == pytest.approx(gap, abs=0.01)
     assert (out["escalation_gap_lower_bound"]["value"] > 0.10) == flagged
     assert out["escalation_gap_lower_bound"]["value"] <= out["escalation_gap"]["value"]
+    assert out["category_gap"]["value"] == 0.0 and out["category_gap_category"] == "billing"  # one category: no gap
+
+
+@pytest.mark.parametrize(
+    "routed,sizes,flagged",
+    [
+        (0.0, 400, False),  # both groups: half billing, half technical
+        (0.05, 400, False),  # 5 of every 100 of one group's technical tickets labelled billing: within chance
+        (0.6, 400, True),  # a routing bias
+        (0.6, 30, False),  # the same bias on few records: not certain
+    ],
+)
+def test_training_label_bias_sees_a_routing_bias_in_the_category_labels(routed, sizes, flagged):
+    rows = []
+    for group in ("female", "male"):
+        moved = round(routed * sizes / 2) if group == "female" else 0
+        rows += [{"gender": group, "priority": "low", "category": "billing"}] * (sizes // 2 + moved)
+        rows += [{"gender": group, "priority": "low", "category": "technical_issue"}] * (sizes // 2 - moved)
+    out = _examine(rows, FAIRNESS.model_copy(update={"protected_attributes": ["gender"]}))["gender"]
+    assert out["category_gap"]["value"] == pytest.approx(routed / 2, abs=0.01)
+    assert (out["category_gap_lower_bound"]["value"] > 0.10) == flagged
+    assert out["escalation_gap"]["value"] == 0.0
+    assert out["groups"]["female"]["category_share"]["billing"] == pytest.approx(0.5 + routed / 2, abs=0.01)
 
 
 def test_training_label_bias_sees_the_injected_bias_of_synthesize():
@@ -272,14 +300,24 @@ def test_training_label_bias_sees_the_injected_bias_of_synthesize():
     cfg = load_params(REPO / "params.yaml").synthesize.model_copy(update={"rows": 1500})
     fair, _ = generate(cfg)
     biased, _ = generate(cfg.model_copy(update={"label_bias": cfg.label_bias.model_copy(update={"strength": 1.0})}))
-    lower = {name: {a: training_label_bias(_labels(rows, a), FAIRNESS)[a]["escalation_gap_lower_bound"]["value"] for a in FAIRNESS.protected_attributes}
-             for name, rows in (("fair", fair), ("biased", biased))}  # fmt: skip
+    routed, _ = generate(cfg.model_copy(update={"label_bias": cfg.label_bias.model_copy(
+        update={"strength": 1.0, "target": "category", "attribute": "age_band", "group": "60+", "route_from": "any"})}))  # fmt: skip
+    runs = (("fair", fair), ("biased", biased), ("routed", routed))
+    found = {name: {a: _examine(rows, FAIRNESS, a)[a] for a in FAIRNESS.protected_attributes} for name, rows in runs}
+    lower = {name: {a: t["escalation_gap_lower_bound"]["value"] for a, t in f.items()} for name, f in found.items()}
+    routing = {name: {a: t["category_gap_lower_bound"]["value"] for a, t in f.items()} for name, f in found.items()}
     assert all(v <= 0.10 for v in lower["fair"].values()), lower
+    assert all(v <= 0.10 for v in routing["fair"].values()), routing
     assert lower["biased"]["gender"] > 0.2 and lower["biased"]["age_band"] <= 0.10, lower
+    assert (
+        routing["routed"]["age_band"] > 0.2
+        and found["routed"]["age_band"]["category_gap_category"] == "product_question"
+    )
+    assert routing["routed"]["gender"] <= 0.10 and lower["routed"]["age_band"] <= 0.10, (routing, lower)
 
 
 def test_training_label_bias_needs_two_groups():
-    out = training_label_bias(_labels([{"gender": "female", "priority": "high"}] * 50), FAIRNESS)
+    out = _examine([{"gender": "female", "priority": "high", "category": "billing"}] * 50, FAIRNESS)
     assert "error" in out["gender"] and "error" in out["region"]
 
 

@@ -554,6 +554,19 @@ def test_injected_label_bias_is_rejected_and_the_alias_stays(tmp_path, tiny_buil
     examined = read_json(project / "reports" / "evaluation.json")["training_labels"]["gender"]["groups"]
     assert examined["female"]["escalation_rate"] < examined["male"]["escalation_rate"] - 0.2
 
+    # A routing bias (#20): the same tickets, those of customers aged 60+ labelled product_question.
+    run_cmd(["python", "-m", "pipeline.synthesize", "--rows", "600", "--bias-strength", "1", "--bias-target", "category",
+             "--bias-attribute", "age_band", "--bias-group", "60+", "--bias-route-from", "any"], cwd=project, check=True)  # fmt: skip
+    routed = run_cmd(["dvc", "repro"], cwd=project)
+    decision = read_json(project / "reports" / "gate_decision.json")
+    assert routed.returncode != 0 and "training_label_category_parity" in decision["failing_rules"], decision
+    assert "training_label_parity" not in decision["failing_rules"]
+    rule = next(r for r in decision["rules"] if r["id"] == "training_label_category_parity")
+    assert rule["failing_keys"] == ["age_band"] and rule["observed"]["age_band"] > 0.10, rule
+    examined = read_json(project / "reports" / "evaluation.json")["training_labels"]["age_band"]
+    assert examined["category_gap_category"] == "product_question"
+    assert examined["groups"]["60+"]["category_share"]["product_question"] > 0.9
+
 
 @pytest.mark.slow
 def test_files_audit_log_and_registry_agree_after_edit_revert_and_rejudge(tmp_path, tiny_built):

@@ -74,6 +74,11 @@ def test_labels_per_group_are_counted_per_split(records):
         if by_id.get(r["ticket_id"], {}).get("gender") == "female"
     )
     assert table["train"]["gender"]["female"] == dict(females)
+    routes = result.report["category_by_attribute"]
+    assert routes["train"]["gender"]["female"] == dict(
+        Counter(by_id[r["ticket_id"]]["category"] for r in result.splits["train"]
+                if by_id.get(r["ticket_id"], {}).get("gender") == "female")
+    )  # fmt: skip
 
 
 def test_salt_draws_another_split(records):

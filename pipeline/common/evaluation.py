@@ -36,6 +36,8 @@ DEFINITIONS = {
     "cf_mean_abs_prob_change": "mean absolute change in the probability the model gives its original priority answer",
     "escalation_gap": "largest minus smallest share of training tickets labelled with a favourable priority, across the groups of an attribute (groups of min_group_size or more)",
     "escalation_gap_lower_bound": "largest, over pairs of those groups, of their gap in labelled escalation rate less its margin at label_gap_confidence (two-proportion normal interval); 0 when no gap is that certain",
+    "category_gap": "for the category named in category_gap_category: largest minus smallest share of training tickets labelled with it, across the groups of an attribute (groups of min_group_size or more); a routing bias shows here",
+    "category_gap_lower_bound": "largest, over categories and pairs of groups, of their gap in the share of training tickets labelled with the category less its margin at label_gap_confidence; 0 when no gap is that certain; category_gap_category names the category with the largest bound (ties: the largest gap)",
     "canary_exposure": "log2(R+1) - log2(rank of the secret among R random codes + itself); max log2(R+1) = fully memorised",
     "regurgitated_pii_values": "generated replies for training prompts that contain a raw ground-truth PII value of any training ticket",
     "pii_like_output_rate": "share of those generations in which the PII analyzer finds an entity outside replacement tags",

@@ -189,6 +189,7 @@ class SplitReport(Typed):
     category_counts: dict[str, dict[str, int]]
     priority_counts: dict[str, dict[str, int]]
     priority_by_attribute: dict[str, dict[str, dict[str, dict[str, int]]]]
+    category_by_attribute: dict[str, dict[str, dict[str, dict[str, int]]]]
     test_attribute_counts: dict[str, dict[str, int]]
     protected_attributes_in_training_text: bool
     canaries: Table
@@ -270,11 +271,14 @@ class ModelEvaluation(Typed):
 
 
 class LabelBias(Typed):
-    """One attribute's escalation rates in the training labels."""
+    """One attribute's escalation rates and category mix in the training labels."""
 
     groups: dict[str, Table]
     escalation_gap: Metric
     escalation_gap_lower_bound: Metric
+    category_gap: Metric
+    category_gap_lower_bound: Metric
+    category_gap_category: str | None
     confidence: float
     small_groups: list[str]
 
