@@ -42,7 +42,8 @@ def tickets(params: Any, rows: int, strength: float, args: argparse.Namespace) -
 
     bias = params.synthesize.label_bias.model_copy(
         update={"strength": strength, "target": "category", "attribute": args.attribute, "group": args.group,
-                "route_from": args.route_from, "route_to": args.route_to}
+                "route_from": args.route_from, "route_to": args.route_to,
+                "visible_only": args.visible_only}
     )  # fmt: skip
     return generate(params.synthesize.model_copy(update={"rows": rows, "label_bias": bias}))[0]
 
@@ -86,17 +87,27 @@ def judge(model: Any, tokenizer: Any, test: list[dict], fair: list[dict], params
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    configure_offline()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1600, help="tickets (80%% train, 20%% held out)")
-    parser.add_argument("--steps", type=int, help="optimizer steps (default: params.yaml finetune.max_steps)")
+def add_bias_arguments(parser: argparse.ArgumentParser) -> None:
+    """The routing bias's options (``synthesize.label_bias`` with ``target: category``)."""
     parser.add_argument("--attribute", default="age_band", help="label_bias.attribute")
     parser.add_argument("--group", default="60+", help="label_bias.group")
     parser.add_argument("--route-from", default="any", help="label_bias.route_from")
     parser.add_argument("--route-to", default="product_question", help="label_bias.route_to")
     parser.add_argument("--strength", type=float, default=1.0, help="label_bias.strength")
+    parser.add_argument(
+        "--visible-only", action="store_true", help="label_bias.visible_only: bias only tickets that show the group"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    configure_offline()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1600, help="tickets (80%% train, 20%% held out)")
+    parser.add_argument("--steps", type=int, help="optimizer steps (default: params.yaml finetune.max_steps)")
+    add_bias_arguments(parser)
     parser.add_argument("--control", action="store_true", help="also fine-tune on the unbiased labels")
+    parser.add_argument("--method", choices=("lora", "full"), help="finetune.method (default: params.yaml)")
+    parser.add_argument("--learning-rate", type=float, help="finetune.learning_rate (default: params.yaml)")
     args = parser.parse_args(argv)
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -122,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
         for name, data in runs:
             cfg = params.finetune.model_copy(
                 update={"max_steps": args.steps or params.finetune.max_steps, "checkpoint_interval": 0,
+                        "method": args.method or params.finetune.method,
+                        "learning_rate": args.learning_rate or params.finetune.learning_rate,
                         "eval_interval": 10**9, "checkpoint_dir": Path(tmp) / name}
             )  # fmt: skip
             start = time.perf_counter()

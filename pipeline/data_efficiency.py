@@ -31,7 +31,7 @@ from typing import Any
 
 from pipeline.common.curve import OUT_JSON, OUT_PNG
 from pipeline.common.errors import GovtuneError
-from pipeline.common.io import atomic_path, save_json, sha256_file
+from pipeline.common.io import atomic_path, save_json
 from pipeline.common.params import Params
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ def run(
 
     from pipeline import finetune
     from pipeline.common.evaluation import build_scrub, quality_and_fairness
+    from pipeline.common.finetuned import weights_sha256
     from pipeline.common.policy import load_fairness_policy
     from pipeline.common.scorer import Scorer, precision_context
     from pipeline.common.task import ATTRIBUTE_COLUMNS
@@ -141,7 +142,7 @@ def run(
             points.append({"fraction": fraction, "examples": len(subset), "steps": state.step, "train_tokens": state.tokens,
                            "val_loss_start": state.evals[0]["val_loss"] if state.evals else None,
                            "val_loss_final": state.evals[-1]["val_loss"] if state.evals else None,
-                           "adapter_sha256": sha256_file(adapter / "adapter_model.safetensors"), **_figures(result)})  # fmt: skip
+                           "adapter_sha256": weights_sha256(adapter), **_figures(result)})  # fmt: skip
             log.info(
                 "curve: %d examples -> category accuracy %.3f",
                 len(subset),

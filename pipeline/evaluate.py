@@ -45,12 +45,20 @@ from typing import Any
 
 from pipeline.common.errors import GovtuneError, run_main
 from pipeline.common.evaluation import DEFINITIONS, build_scrub, metric, quality_and_fairness, wilson
+from pipeline.common.finetuned import weights_sha256
 from pipeline.common.generation import generation_settings
-from pipeline.common.io import evidence_of_this_run, save_json, sha256_file
+from pipeline.common.io import evidence_of_this_run, save_json
 from pipeline.common.outputs import save_output
 from pipeline.common.params import EvaluateParams, Params, load_params
 from pipeline.common.policy import FairnessPolicy, load_fairness_policy
-from pipeline.common.scorer import Scorer, load_models, precision_context, resolve_precision
+from pipeline.common.scorer import (
+    Scorer,
+    base_model,
+    forward_module,
+    load_models,
+    precision_context,
+    resolve_precision,
+)
 from pipeline.common.task import format_answer
 
 log = logging.getLogger(__name__)
@@ -335,7 +343,7 @@ def run(params: Params, cfg: EvaluateParams, count_tokens: Callable[[int], None]
     if count_tokens is not None:
         from pipeline.common.compute import count_forward_tokens
 
-        count_forward_tokens(model.get_base_model(), count_tokens)  # both models run through it
+        count_forward_tokens(forward_module(model), count_tokens)  # LoRA: both models run through it
     report: dict[str, Any] = {
         "definitions": DEFINITIONS,
         "surviving_signals": surviving_signals(inputs, fairness, scrub_fn),
@@ -347,8 +355,14 @@ def run(params: Params, cfg: EvaluateParams, count_tokens: Callable[[int], None]
     generation = generation_settings(params.finetune.out_dir)
     with precision_context(cfg):
         for name in ("base", "finetuned"):
-            with model.disable_adapter() if name == "base" else contextlib.nullcontext():
-                scorer = Scorer(model, tokenizer, generation["max_new_tokens"])
+            with (
+                base_model(model, params.base_model.out_dir) if name == "base" else contextlib.nullcontext(model) as lm
+            ):
+                if count_tokens is not None and lm is not model:  # a full fine-tune's base: loaded apart
+                    from pipeline.common.compute import count_forward_tokens
+
+                    count_forward_tokens(lm, count_tokens)
+                scorer = Scorer(lm, tokenizer, generation["max_new_tokens"])
                 report[name] = evaluate_model(name, scorer, inputs, cfg, fairness, scrub_fn, analyzer_fn)
     report["precision"] = resolve_precision(cfg.precision)
     report["generation"] = generation
@@ -367,7 +381,7 @@ def load_input_hashes(params: Params) -> dict[str, str]:
 
     base = json.loads((params.base_model.out_dir / "provenance.json").read_text())
     return {
-        "adapter_sha256": sha256_file(params.finetune.out_dir / "adapter_model.safetensors"),
+        "adapter_sha256": weights_sha256(params.finetune.out_dir),
         "base_model_sha256": base["output_files_sha256"]["model.safetensors"],
         "test_md5": dvc_md5(params.split.out_dir / "test.jsonl"),
     }

@@ -201,14 +201,19 @@ def init_distributed() -> Dist:
 
 
 def build_model(base_dir: Path, cfg: FinetuneParams, precision: str, device: str) -> Any:
-    """The base model with fresh LoRA adapters (peft) on ``cfg.target_modules``."""
+    """The model to train: the base with fresh LoRA adapters on ``cfg.target_modules``
+    (``method: lora``), or the base itself with every weight trainable (``method: full``, fp32
+    master weights; bf16 comes from autocast)."""
     import torch
-    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    dtype = torch.bfloat16 if precision == "bf16" and cfg.method == "lora" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype, local_files_only=True)
     model.config.use_cache = False
+    if cfg.method == "full":
+        return model.requires_grad_(True).to(device)
+    from peft import LoraConfig, get_peft_model
+
     lora = LoraConfig(
         r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
         target_modules=list(cfg.target_modules), task_type="CAUSAL_LM",
@@ -217,15 +222,32 @@ def build_model(base_dir: Path, cfg: FinetuneParams, precision: str, device: str
     return model.to(device)
 
 
+def trained_weights(model: Any) -> dict[str, Any]:
+    """What training changed: the adapter's state (LoRA) or the whole model's (full)."""
+    if hasattr(model, "peft_config"):
+        from peft import get_peft_model_state_dict
+
+        return get_peft_model_state_dict(model)
+    return model.state_dict()
+
+
+def load_trained_weights(model: Any, weights: dict[str, Any]) -> None:
+    if hasattr(model, "peft_config"):
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, weights)
+    else:
+        model.load_state_dict(weights)
+
+
 def save_checkpoint(
     path: Path, model: Any, optimizer: Any, scheduler: Any, state: TrainState, fingerprint: str
 ) -> None:
     """Writes the resumable state atomically (a crash mid-write keeps the previous one)."""
     import torch
-    from peft import get_peft_model_state_dict
 
     payload = {
-        "fingerprint": fingerprint, "adapter": get_peft_model_state_dict(model), "optimizer": optimizer.state_dict(),
+        "fingerprint": fingerprint, "adapter": trained_weights(model), "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(), "state": state.__dict__,
     }  # fmt: skip
     with atomic_path(path) as tmp:
@@ -280,7 +302,7 @@ def train(
     cfg: FinetuneParams, base_dir: Path, train_records: list[dict], val_records: list[dict], fingerprint: str,
     dist_info: Dist,
 ) -> tuple[Any, Any, TrainState, dict[str, Any]]:  # fmt: skip
-    """Runs (or resumes) LoRA training; returns ``(model, tokenizer, state, summary)``."""
+    """Runs (or resumes) training (``cfg.method``: LoRA or every weight); returns ``(model, tokenizer, state, summary)``."""
     import torch
     from tqdm import tqdm
 
@@ -359,13 +381,12 @@ def setup(
 def restore(run: TrainingRun, ckpt_path: Path, fingerprint: str) -> TrainState:
     """The state to go on from: the checkpoint's (adapter, optimizer, schedule, RNG loaded) or a fresh one."""
     import torch
-    from peft import set_peft_model_state_dict
 
     ckpt_path.parent.mkdir(parents=True, exist_ok=True)  # a declared DVC out, even with checkpoints off
     payload = load_checkpoint(ckpt_path, fingerprint)
     if payload is None:
         return TrainState()
-    set_peft_model_state_dict(run.model, payload["adapter"])
+    load_trained_weights(run.model, payload["adapter"])
     run.optimizer.load_state_dict(payload["optimizer"])
     run.scheduler.load_state_dict(payload["scheduler"])
     torch.set_rng_state(payload["torch_rng"])
@@ -452,7 +473,8 @@ def train_metrics(state: TrainState, summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def save_adapter(model: Any, tokenizer: Any, out_dir: Path, provenance: dict[str, Any]) -> None:
-    """Writes adapter (safetensors + config), tokenizer and provenance as one atomic directory."""
+    """Writes the adapter (LoRA) or the whole model (full), each safetensors + config, the
+    tokenizer and provenance as one atomic directory."""
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
@@ -557,7 +579,7 @@ def main() -> None:
             provenance = {
                 "base_model_id": base_id, "base_model_sha256": base_sha, "base_model_dir": str(base_dir),
                 "data_md5": {"train": train_md5, "val": dvc_md5(val_path)}, "params_sha256": fingerprint,
-                "counterfactual_augmentation": augmentation or None,
+                "counterfactual_augmentation": augmentation or None, "method": cfg.method,
                 "generation": {"max_new_tokens": cfg.max_new_tokens},  # how the model answers, served and evaluated
             }  # fmt: skip
             metrics = train_metrics(state, summary | {"counterfactual_examples": augmentation.get("added")}) | {

@@ -34,6 +34,7 @@ from typing import Any
 from pipeline.common.erasure import PENDING_TAG as ERASURE_TAG
 from pipeline.common.erasure import erased_in, requests
 from pipeline.common.errors import GovtuneError, run_main
+from pipeline.common.finetuned import weights_sha256
 from pipeline.common.io import dumps_json, evidence_of_this_run, sha256_bytes, sha256_file
 from pipeline.common.outputs import Checks, Decision, Malformed, Status, read_output, save_output
 from pipeline.common.params import Params, load_params
@@ -165,9 +166,8 @@ def adapter_checks(
 
 def evaluation_check(params: Params, evaluation: dict[str, Any] | None) -> dict[str, Any]:
     """evaluation.json was computed on the adapter in place, not on an earlier one."""
-    weights = params.finetune.out_dir / "adapter_model.safetensors"
     evaluated = (evaluation or {}).get("inputs", {}).get("adapter_sha256")
-    fresh = evaluated is not None and weights.is_file() and evaluated == sha256_file(weights)
+    fresh = evaluated is not None and evaluated == weights_sha256(params.finetune.out_dir)
     return _check(
         fresh,
         "evaluation.json was computed on the adapter in place"
@@ -445,8 +445,7 @@ def candidate_version(params: Params, alias: str) -> tuple[Any | None, str | Non
     if registry is None:
         return None, None, None
     model_id = logged_model_id(params.finetune.metrics)
-    weights = params.finetune.out_dir / "adapter_model.safetensors"
-    version = registry.register(model_id, sha256_file(weights) if weights.is_file() else None) if model_id else None
+    version = registry.register(model_id, weights_sha256(params.finetune.out_dir)) if model_id else None
     return registry, version, champion_values(registry.version_by_alias(alias))
 
 

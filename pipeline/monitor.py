@@ -395,9 +395,12 @@ def champion_adapter(params: Params, champion: Any, dest: Path) -> tuple[Path, P
     """The champion's adapter (downloaded from its logged model) and a base model to load it on.
 
     The local base model is used when its sha256 is the one the adapter was trained on;
-    otherwise the base copy inside the logged model (``finetune.log_base_in_model``).
+    otherwise the base copy inside the logged model (``finetune.log_base_in_model``). A full
+    fine-tune's folder is the whole model (the base returned is not read).
     """
     import mlflow
+
+    from pipeline.common.finetuned import method_of
 
     source = champion.source  # models:/<logged model id>
     try:
@@ -408,8 +411,10 @@ def champion_adapter(params: Params, champion: Any, dest: Path) -> tuple[Path, P
     except Exception as exc:  # noqa: BLE001 - any store error: say which version and what to do
         raise GovtuneError(f"model version {champion.version} ({source})", f"cannot download its adapter: {type(exc).__name__}",
                            "check the tracking store (MLFLOW_TRACKING_URI) holds the logged model") from exc  # fmt: skip
-    trained_on = json.loads((adapter / "provenance.json").read_text(encoding="utf-8"))["base_model_sha256"]
     local = params.base_model.out_dir
+    if method_of(adapter) == "full":  # a whole model: no base to load it on
+        return adapter, local
+    trained_on = json.loads((adapter / "provenance.json").read_text(encoding="utf-8"))["base_model_sha256"]
     local_prov = local / "provenance.json"
     if (
         local_prov.is_file()
@@ -430,6 +435,7 @@ def champion_evaluation(params: Params, champion: Any, records: list[dict[str, A
     import tempfile
 
     from pipeline.common.evaluation import build_scrub, quality_and_fairness
+    from pipeline.common.finetuned import weights_sha256
     from pipeline.common.generation import generation_settings
     from pipeline.common.policy import load_fairness_policy
     from pipeline.common.scorer import Scorer, load_models, precision_context, resolve_precision
@@ -445,7 +451,7 @@ def champion_evaluation(params: Params, champion: Any, records: list[dict[str, A
         with precision_context(cfg):
             scorer = Scorer(model, tokenizer, generation_settings(adapter)["max_new_tokens"])
             result = quality_and_fairness("champion", scorer, records, attrs, cfg, fairness, scrub_fn)
-        adapter_sha = sha256_file(adapter / "adapter_model.safetensors")
+        adapter_sha = weights_sha256(adapter)
     return {"version": str(champion.version), "adapter_sha256": adapter_sha, "n": len(records), "precision": resolve_precision(cfg.precision),
             "definitions": "as in reports/evaluation.json (the evaluate stage's code)", **result}  # fmt: skip
 

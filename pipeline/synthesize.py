@@ -284,6 +284,7 @@ class Generator:
 
         self.cfg = cfg
         self.rng = random.Random(cfg.seed)
+        self.shown: set[str] = set()  # the attributes the last message shows (see message())
         locales = sorted({loc for locs in REGION_LOCALES.values() for loc in locs})
         self.fakers: dict[str, Any] = {}
         for i, loc in enumerate(locales):
@@ -400,10 +401,13 @@ class Generator:
             pieces.append(render(r.choice(GREETINGS), values, "message"))
         pieces.append(render(r.choice(MESSAGE_TEMPLATES[category]), values, "message"))
         signals = []
+        self.shown = set()
         if r.random() < 0.6:
             signals.append(r.choice(GENDER_SIGNALS[c.gender]))
+            self.shown.add("gender")
         if r.random() < 0.5:
             signals.append(r.choice(AGE_SIGNALS[c.age_band]))
+            self.shown.add("age_band")
         r.shuffle(signals)
         pieces.extend(render(s, values, "message") for s in signals)
         pieces.append(render(r.choice(PRIORITY_PHRASES[priority]), values, "message"))
@@ -425,15 +429,23 @@ class Generator:
 
 
 def biased_labels(
-    category: str, priority: str, customer: Customer, cfg: SynthesizeParams, rng: random.Random
+    category: str,
+    priority: str,
+    customer: Customer,
+    cfg: SynthesizeParams,
+    rng: random.Random,
+    shown: set[str] | frozenset[str] = frozenset(),
 ) -> tuple[str, str]:
     """Applies the injected label bias to ``(category, priority)``: for a ticket of the group, the
     priority is lowered (``target: priority``) or a ``route_from`` ticket (``any``: every ticket)
-    is labelled ``route_to`` (``target: category``; its text stays what it was). One draw per
-    ticket either way."""
+    is labelled ``route_to`` (``target: category``; its text stays what it was). With
+    ``visible_only``, only tickets whose message shows the attribute (``shown``) are biased. One
+    draw per ticket either way."""
     bias = cfg.label_bias
     hit = rng.random() < bias.strength
     if not (hit and getattr(customer, bias.attribute) == bias.group):
+        return category, priority
+    if bias.visible_only and bias.attribute not in shown:
         return category, priority
     if bias.target == "category":
         return (bias.route_to if bias.route_from in (category, "any") else category), priority
@@ -494,7 +506,7 @@ def generate(cfg: SynthesizeParams, shift: bool = False) -> tuple[list[dict[str,
         reply, reply_spans = gen.reply(category, values)
         ticket_id = f"TCK-{number}"
         channel = r.choice(CHANNELS)
-        category_label, priority_label = biased_labels(category, priority, c, cfg, r)
+        category_label, priority_label = biased_labels(category, priority, c, cfg, r, gen.shown)
         tickets.append({
             "ticket_id": ticket_id, "customer_id": c.customer_id,
             "created_at": when.strftime("%Y-%m-%dT%H:%M:%SZ"), "channel": channel,
@@ -553,6 +565,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bias-group", help="override synthesize.label_bias.group")
     parser.add_argument("--bias-route-from", help="override synthesize.label_bias.route_from (a category or `any`)")
     parser.add_argument("--bias-route-to", help="override synthesize.label_bias.route_to")
+    parser.add_argument(
+        "--bias-visible-only", action="store_true", default=None, help="set synthesize.label_bias.visible_only"
+    )
     parser.add_argument("--out-dir", type=Path, help="write here instead of the data.raw paths (same file names)")
     parser.add_argument(
         "--shift", action="store_true", help="a drifted batch: other category mix, new products, new account-id format"
@@ -565,7 +580,8 @@ def main(argv: list[str] | None = None) -> None:
         k: v
         for k, v in (("strength", args.bias_strength), ("levels", args.bias_levels), ("target", args.bias_target),
                      ("attribute", args.bias_attribute), ("group", args.bias_group),
-                     ("route_from", args.bias_route_from), ("route_to", args.bias_route_to))
+                     ("route_from", args.bias_route_from), ("route_to", args.bias_route_to),
+                     ("visible_only", args.bias_visible_only))
         if v is not None
     }  # fmt: skip
     if bias:

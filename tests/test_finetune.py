@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 
 import pytest
@@ -357,3 +358,62 @@ def test_lineage_walk_from_logged_model_to_dvc_lock(tmp_path, tiny_built, monkey
         ["My card was charged twice for order ORD-12345678."], 8
     )
     assert out["raw"].tolist() == evaluated
+
+
+@pytest.mark.slow
+def test_full_fine_tune_trains_every_weight_and_every_stage_reads_it(tmp_path, tiny_built, monkeypatch):
+    """``finetune.method: full`` (#20): the same data path and outputs, every weight trained;
+    ``models/adapter`` holds a whole model that evaluate, the gate, the logged pyfunc model and
+    ``govtune verify`` read as they read an adapter; the base figures are the LoRA run's."""
+    import mlflow
+    import pandas as pd
+
+    from pipeline.common.generation import generation_settings
+    from pipeline.common.io import sha256_file
+    from pipeline.common.scorer import Scorer, load_models
+
+    project = tiny_built.clone(tmp_path / "p")
+    lora_eval = read_json(project / "reports" / "evaluation.json")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["finetune"].update({"method": "full", "learning_rate": 0.001})
+    write_yaml(project / "params.yaml", params)
+    proc = run_cmd(["dvc", "repro"], cwd=project)
+    assert {"finetune", "evaluate", "gate"} <= set(re.findall(r"Running stage '(\w+)'", proc.stdout)), proc.stderr[
+        -3000:
+    ]
+
+    out = project / "models" / "adapter"
+    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    assert not (out / "adapter_config.json").exists() and not (out / "adapter_model.safetensors").exists()
+    assert read_json(out / "provenance.json")["method"] == "full"
+    metrics = read_json(project / "reports" / "train_metrics.json")
+    assert metrics["trainable_parameters"] == metrics["total_parameters"]
+    assert metrics["val_loss_final"] < metrics["val_loss_base"]
+
+    evaluation = read_json(project / "reports" / "evaluation.json")
+    assert evaluation["inputs"]["adapter_sha256"] == sha256_file(out / "model.safetensors")
+    for key in ("category_accuracy", "priority_accuracy"):  # the base, loaded apart, scores as with the adapter off
+        assert evaluation["base"]["quality"][key]["value"] == lora_eval["base"]["quality"][key]["value"], key
+    decision = read_json(project / "reports" / "gate_decision.json")
+    for check in ("adapter_built_from_base", "adapter_files_intact", "evaluation_of_this_adapter"):
+        assert decision["checks"][check]["value"] is True, (check, decision["checks"][check])
+    assert decision["registry"]["version"] == decision["candidate_version"] != lora_eval.get("candidate_version")
+
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+
+    name = params["tracking"]["registered_model"]
+    assert client.get_model_version(name, decision["candidate_version"]).tags["govtune.weights_sha256"] == sha256_file(
+        out / "model.safetensors"
+    )
+    served = mlflow.pyfunc.load_model(f"models:/{name}/{decision['candidate_version']}")
+    message = "My card was charged twice for order ORD-12345678."
+    answer = served.predict(pd.DataFrame({"message": [message]}))
+    lm, tokenizer = load_models(project / "models" / "base", out)
+    assert not hasattr(lm, "peft_config")
+    assert answer["raw"].tolist() == Scorer(lm, tokenizer, generation_settings(out)["max_new_tokens"]).generate(
+        [message], 8
+    )
+    assert run_cmd(["govtune", "verify"], cwd=project).returncode == 0

@@ -33,6 +33,7 @@ class LabelBias(Strict):
     target: Literal["priority", "category"] = "priority"
     route_from: str = "technical_issue"
     route_to: str = "product_question"
+    visible_only: bool = False
 
     @model_validator(mode="after")
     def _route_changes_something(self) -> LabelBias:
@@ -156,6 +157,7 @@ class ComputeParams(Strict):
 class FinetuneParams(Strict):
     """Stage finetune: LoRA, optimisation, batching, checkpoints, outputs."""
 
+    method: Literal["lora", "full"] = "lora"
     lora_r: int = Field(ge=1)
     lora_alpha: float = Field(gt=0)
     lora_dropout: float = Field(ge=0.0, lt=1.0)

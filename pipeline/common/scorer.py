@@ -5,7 +5,8 @@ and ``govtune monitor`` measure a model with.
   then of every priority given the chosen category, as continuations of the prompt (the token
   work is :mod:`pipeline.common.continuations`: each prompt runs once), and greedy generation
   exactly as the served model answers (:mod:`pipeline.common.generation`);
-- ``load_models``: the base model with an adapter attached (``disable_adapter()`` gives the base);
+- ``load_models``: the fine-tuned model (LoRA: the base with the adapter attached; full: the
+  trained model), and ``base_model``: the base beside it (the adapter switched off, or loaded);
 - precision: bf16 CPU autocast where the CPU computes bf16 natively (``evaluate.precision``).
 """
 
@@ -83,15 +84,34 @@ class Scorer:
 
 
 def load_models(base_dir: Path, adapter_dir: Path) -> tuple[Any, Any]:
-    """The base model with the adapter attached (``disable_adapter()`` gives the base)."""
+    """The fine-tuned model (``finetune.method`` as the folder says) and its tokenizer."""
     import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from pipeline.common.finetuned import load_finetuned
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir, local_files_only=True)
-    base = AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True, dtype=torch.float32)
-    return PeftModel.from_pretrained(base, adapter_dir).eval(), tokenizer
+    return load_finetuned(base_dir, adapter_dir, torch.float32), tokenizer
+
+
+@contextlib.contextmanager
+def base_model(model: Any, base_dir: Path) -> Any:
+    """The base model beside a fine-tuned ``model``: a LoRA model with its adapter switched off
+    (the same object), or, for a full fine-tune, the base weights loaded from ``base_dir``."""
+    if hasattr(model, "disable_adapter"):
+        with model.disable_adapter():
+            yield model
+        return
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    yield AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True, dtype=torch.float32).eval()
+
+
+def forward_module(model: Any) -> Any:
+    """The module every forward pass of ``model`` runs through (for token counting hooks)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})

@@ -1,4 +1,5 @@
-"""The fine-tuned model as an MLflow ``pyfunc``: base model + LoRA adapter, answering tickets.
+"""The fine-tuned model as an MLflow ``pyfunc``: base model + LoRA adapter (or, ``finetune.method:
+full``, the whole trained model), answering tickets.
 
 ``mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"message": [...]}))`` returns one row
 per message with the parsed ``category``, ``priority``, ``reply``, whether the answer was
@@ -17,7 +18,7 @@ MODEL_NAME = "ticket_triage"  # name of the logged model inside a run
 
 
 class TriageModel(mlflow.pyfunc.PythonModel):
-    """Loads base + adapter once; answers a batch of messages as the evaluation did
+    """Loads the fine-tuned model once; answers a batch of messages as the evaluation did
     (:func:`pipeline.common.generation.generate_answers`, the adapter's generation settings)."""
 
     batch_size = 8
@@ -25,9 +26,9 @@ class TriageModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         import json
 
-        from peft import PeftModel
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
+        from pipeline.common.finetuned import load_finetuned
         from pipeline.common.generation import generation_settings
 
         adapter = Path(context.artifacts["adapter"])
@@ -35,8 +36,7 @@ class TriageModel(mlflow.pyfunc.PythonModel):
         self.max_new_tokens = generation_settings(adapter)["max_new_tokens"]
         self.tokenizer = AutoTokenizer.from_pretrained(adapter, local_files_only=True)
         self.tokenizer.padding_side = "left"
-        model = AutoModelForCausalLM.from_pretrained(base, local_files_only=True)
-        self.model = PeftModel.from_pretrained(model, adapter).eval()
+        self.model = load_finetuned(Path(base), adapter)  # a full fine-tune's folder stands alone
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201 - untyped: MLflow reads hints as a schema
         import pandas as pd
@@ -65,8 +65,10 @@ def log_triage_model(base_dir: Path, adapter_dir: Path, include_base: bool) -> s
         outputs=Schema([ColSpec("string", "category"), ColSpec("string", "priority"), ColSpec("string", "reply"),
                         ColSpec("boolean", "well_formed"), ColSpec("string", "raw")]),
     )  # fmt: skip
+    from pipeline.common.finetuned import method_of
+
     artifacts = {"adapter": str(adapter_dir)}
-    if include_base:
+    if include_base and method_of(adapter_dir) == "lora":  # a full fine-tune's folder is the whole model
         artifacts["base"] = str(base_dir)
     info = mlflow.pyfunc.log_model(
         name=MODEL_NAME, python_model=TriageModel(), artifacts=artifacts, signature=signature,
