@@ -23,7 +23,7 @@ Recorded per run: the decision, the failing and waived rules, every fairness rul
 values, the fine-tuned and base models' counterfactual category flips and category parity per
 attribute (with CIs), the training-label category gaps, and the registry's ``champion`` alias
 read back from the clone's MLflow store. The JSON also carries the thresholds of the rules it
-judged, so ``tests/test_bias_rejection.py`` can tell when the policy moved after the run.
+judged, so a test reading it can tell when the policy moved after the run.
 
 Not a unit test: two default runs (~15 min each on 2 cores).
 
