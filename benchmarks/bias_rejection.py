@@ -61,7 +61,6 @@ FAIRNESS_RULES = (
     "equalized_odds_gap",
     "counterfactual_priority_flips",
     "counterfactual_category_flips",
-    "category_parity_gap",
 )
 ROUTED_RULE = "training_label_category_parity"
 PRIORITY_FLIPS = "counterfactual_priority_flips"

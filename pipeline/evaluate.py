@@ -340,9 +340,9 @@ def run(params: Params, cfg: EvaluateParams, count_tokens: Callable[[int], None]
     inputs = load_inputs(params)
     scrub_fn, analyzer_fn = build_scrub(params)
     model, tokenizer = load_models(params.base_model.out_dir, params.finetune.out_dir)
-    if count_tokens is not None:
-        from pipeline.common.compute import count_forward_tokens
+    from pipeline.common.compute import count_forward_tokens
 
+    if count_tokens is not None:
         count_forward_tokens(forward_module(model), count_tokens)  # LoRA: both models run through it
     report: dict[str, Any] = {
         "definitions": DEFINITIONS,
@@ -359,8 +359,6 @@ def run(params: Params, cfg: EvaluateParams, count_tokens: Callable[[int], None]
                 base_model(model, params.base_model.out_dir) if name == "base" else contextlib.nullcontext(model) as lm
             ):
                 if count_tokens is not None and lm is not model:  # a full fine-tune's base: loaded apart
-                    from pipeline.common.compute import count_forward_tokens
-
                     count_forward_tokens(lm, count_tokens)
                 scorer = Scorer(lm, tokenizer, generation["max_new_tokens"])
                 report[name] = evaluate_model(name, scorer, inputs, cfg, fairness, scrub_fn, analyzer_fn)

@@ -374,6 +374,8 @@ def test_full_fine_tune_trains_every_weight_and_every_stage_reads_it(tmp_path, t
 
     project = tiny_built.clone(tmp_path / "p")
     lora_eval = read_json(project / "reports" / "evaluation.json")
+    lora_version = read_json(project / "reports" / "gate_decision.json")["candidate_version"]
+    assert lora_version is not None
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["finetune"].update({"method": "full", "learning_rate": 0.001})
     write_yaml(project / "params.yaml", params)
@@ -397,7 +399,7 @@ def test_full_fine_tune_trains_every_weight_and_every_stage_reads_it(tmp_path, t
     decision = read_json(project / "reports" / "gate_decision.json")
     for check in ("adapter_built_from_base", "adapter_files_intact", "evaluation_of_this_adapter"):
         assert decision["checks"][check]["value"] is True, (check, decision["checks"][check])
-    assert decision["registry"]["version"] == decision["candidate_version"] != lora_eval.get("candidate_version")
+    assert decision["registry"]["version"] == decision["candidate_version"] != lora_version
 
     uri = f"sqlite:///{project / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

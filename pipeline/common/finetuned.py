@@ -5,8 +5,9 @@
 - ``full``: a whole Hugging Face model (``config.json``, ``model.safetensors``), every weight
   trained; it stands alone.
 
-Both hold the tokenizer and ``provenance.json``. Everything that reads the folder (evaluate,
-gate, monitor, the logged pyfunc model, verify) goes through here, so neither method is a fork.
+Both hold the tokenizer and ``provenance.json``. Everything that reads the trained weights
+(evaluate, gate, monitor, the logged pyfunc model, ``govtune curve``) goes through here, so
+neither method is a fork.
 """
 
 from __future__ import annotations
