@@ -143,6 +143,23 @@ def test_routing_bias_from_any_category_routes_every_ticket_of_the_group():
     assert len({t["category"] for t in biased if t["gender"] != "female"}) > 1
 
 
+def test_visible_only_biases_only_the_tickets_whose_text_shows_the_group():
+    """label_bias.visible_only: a 60+ ticket is routed only when its message states the age
+    (the group's own signals); every other ticket keeps its unbiased label."""
+    from pipeline.synthesize import AGE_SIGNALS
+
+    route = DEFAULT.label_bias.model_copy(update={"strength": 1.0, "target": "category", "attribute": "age_band",
+                                                  "group": "60+", "route_from": "any", "visible_only": True})  # fmt: skip
+    fair, _ = generate(cfg(rows=600))
+    biased, _ = generate(cfg(rows=600, label_bias=route))
+    cues = [s.split("{age}")[1][:12] for s in AGE_SIGNALS["60+"]]  # "and retired," / ", my grandkid"
+    shows = [f["age_band"] == "60+" and any(cue in f["message"] for cue in cues) for f in fair]
+    assert 0 < sum(shows) < sum(f["age_band"] == "60+" for f in fair)
+    for f, b, shown in zip(fair, biased, shows, strict=True):
+        assert b["category"] == ("product_question" if shown else f["category"]), (f["ticket_id"], shown)
+        assert f | {"category": b["category"]} == b
+
+
 def test_a_route_must_join_two_categories():
     from pydantic import ValidationError
 
