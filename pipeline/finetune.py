@@ -11,9 +11,12 @@ reply) through the base model's chat template, with the loss on the answer token
   a checkpoint resumes from it on the next ``dvc repro`` and ends with the same adapter as an
   uninterrupted run (bit for bit on CPU). A checkpoint made with other params, data or base
   model is ignored.
-- Scale-out: under ``torchrun``/``accelerate launch`` (``WORLD_SIZE`` > 1) the model is
-  wrapped in DistributedDataParallel (gloo on CPU, nccl on GPU); each process takes its share
-  of every step's micro-batches; rank 0 writes the outputs.
+- Scale-out: under ``torchrun``/``accelerate launch`` (``WORLD_SIZE`` > 1) each process takes
+  its share of every step's micro-batches (gloo on CPU, nccl on GPU) and rank 0 writes the
+  outputs. ``finetune.distributed: ddp`` wraps the model in DistributedDataParallel (every
+  process holds all of it); ``fsdp`` shards weights, gradients and optimizer state with FSDP2
+  (``fully_shard`` per transformer block); checkpoints and the saved model are gathered whole,
+  so the outputs are those of one process.
 - Lineage: one MLflow run with every param, the base model's sha256, per-step metrics, the
   train/val datasets (digest = DVC md5), the pinned environment, and the adapter as a logged
   ``pyfunc`` model (base + adapter) that answers tickets.
@@ -22,7 +25,7 @@ Inputs:  params ``finetune.*``, ``base_model.out_dir``, ``split.out_dir``; ``mod
          ``data/splits/{train,val}.jsonl``.
 Outputs: ``models/adapter/``, ``reports/train_metrics.json``, ``reports/plots/train_*.csv``.
 Run:     ``python -m pipeline.finetune`` or ``dvc repro finetune``;
-         ``torchrun --nproc_per_node 2 -m pipeline.finetune`` for DDP.
+         ``torchrun --nproc_per_node 2 -m pipeline.finetune`` for DDP or FSDP (``finetune.distributed``).
 """
 
 from __future__ import annotations
@@ -178,14 +181,16 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    fsdp: bool = False  # FSDP2 shards the model over the processes (``finetune.distributed: fsdp``, world > 1)
 
     @property
     def main(self) -> bool:
         return self.rank == 0
 
 
-def init_distributed() -> Dist:
-    """Joins the process group started by torchrun / accelerate launch, if any."""
+def init_distributed(mode: str = "ddp") -> Dist:
+    """Joins the process group started by torchrun / accelerate launch, if any; ``mode`` is
+    ``finetune.distributed`` (ddp | fsdp)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
@@ -197,7 +202,7 @@ def init_distributed() -> Dist:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         torch.cuda.set_device(local)
-    return Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local)
+    return Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local, fsdp=mode == "fsdp")
 
 
 def build_model(base_dir: Path, cfg: FinetuneParams, precision: str, device: str) -> Any:
@@ -240,15 +245,27 @@ def load_trained_weights(model: Any, weights: dict[str, Any]) -> None:
         model.load_state_dict(weights)
 
 
-def save_checkpoint(
-    path: Path, model: Any, optimizer: Any, scheduler: Any, state: TrainState, fingerprint: str
-) -> None:
-    """Writes the resumable state atomically (a crash mid-write keeps the previous one)."""
+def save_checkpoint(path: Path, run: TrainingRun, state: TrainState, fingerprint: str, dist_info: Dist) -> None:
+    """Writes the resumable state atomically (a crash mid-write keeps the previous one); rank 0 writes.
+
+    Under FSDP every rank takes part: the trained weights and the optimizer state are gathered
+    whole onto rank 0 (keyed by parameter name, as ``torch.distributed.checkpoint`` loads them back).
+    """
     import torch
 
+    if dist_info.fsdp:
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+        full = full_state_options()
+        weights = get_model_state_dict(run.model, options=full)
+        optimizer = get_optimizer_state_dict(run.model, run.optimizer, options=full)
+    elif dist_info.main:
+        weights, optimizer = trained_weights(run.model), run.optimizer.state_dict()
+    if not dist_info.main:
+        return
     payload = {
-        "fingerprint": fingerprint, "adapter": trained_weights(model), "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(), "state": state.__dict__,
+        "fingerprint": fingerprint, "adapter": weights, "optimizer": optimizer,
+        "scheduler": run.scheduler.state_dict(), "torch_rng": torch.get_rng_state(), "state": state.__dict__,
     }  # fmt: skip
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -311,14 +328,14 @@ def train(
     random.seed(cfg.seed)
     run = setup(cfg, base_dir, train_records, val_records, dist_info)
     ckpt_path = cfg.checkpoint_dir / CHECKPOINT_FILE
-    state = restore(run, ckpt_path, fingerprint)
+    state = restore(run, ckpt_path, fingerprint, dist_info)
     run.wrapped = wrap_distributed(run.model, run.device, dist_info)
     per_step = cfg.grad_accum * dist_info.world
     stream = micro_batch_stream([len(e.input_ids) for e in run.train_ex], cfg.batch_size, cfg.seed)
     for _ in range(state.step * per_step):  # skip what was already trained on
         next(stream)
-    if state.step == 0 and dist_info.main:
-        state.evals.append({"step": 0, "val_loss": run.val_loss(cfg.batch_size)})
+    if state.step == 0:
+        record_val_loss(run, state, cfg, dist_info)
     run.model.train()
     bar = tqdm(total=run.steps, initial=state.step, desc="finetune", unit="step", disable=not dist_info.main)
     while state.step < run.steps:
@@ -326,14 +343,25 @@ def train(
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
         bar.update(1)
         last = state.step == run.steps
-        if dist_info.main and (state.step % cfg.eval_interval == 0 or last):
-            state.evals.append({"step": state.step, "val_loss": run.val_loss(cfg.batch_size)})
-        if dist_info.main and cfg.checkpoint_interval and (state.step % cfg.checkpoint_interval == 0 or last):
-            save_checkpoint(ckpt_path, run.model, run.optimizer, run.scheduler, state, fingerprint)
-            if os.environ.get(KILL_AFTER_STEP_ENV) == str(state.step):
+        if state.step % cfg.eval_interval == 0 or last:
+            record_val_loss(run, state, cfg, dist_info)
+        if cfg.checkpoint_interval and (state.step % cfg.checkpoint_interval == 0 or last):
+            save_checkpoint(ckpt_path, run, state, fingerprint, dist_info)
+            if dist_info.main and os.environ.get(KILL_AFTER_STEP_ENV) == str(state.step):
                 os.kill(os.getpid(), signal.SIGKILL)
     bar.close()
-    return run.model, run.tokenizer, state, run.summary(dist_info)
+    model = gathered_model(run, cfg, base_dir, dist_info) if dist_info.fsdp else run.model
+    return model, run.tokenizer, state, run.summary(dist_info)
+
+
+def record_val_loss(run: TrainingRun, state: TrainState, cfg: FinetuneParams, dist_info: Dist) -> None:
+    """Rank 0 records the validation loss; under FSDP every rank runs the forward passes with it
+    (each gathers the shards of the others)."""
+    if not (dist_info.main or dist_info.fsdp):
+        return
+    loss = run.val_loss(cfg.batch_size)
+    if dist_info.main:
+        state.evals.append({"step": state.step, "val_loss": loss})
 
 
 def refuse_active_autocast() -> None:
@@ -370,6 +398,8 @@ def setup(
     no_answer = check_answer_tokens(train_ex, cfg.max_seq_len)
     val_ex, _ = encode_records(tokenizer, val_records[: cfg.eval_max_examples], cfg.max_seq_len)
     model = build_model(base_dir, cfg, precision, device)
+    if dist_info.fsdp:
+        shard_model(model)  # before the optimizer: sharding replaces the parameters
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps = total_steps(cfg, len(train_ex), dist_info.world)
@@ -378,16 +408,24 @@ def setup(
                        steps, truncated, no_answer)  # fmt: skip
 
 
-def restore(run: TrainingRun, ckpt_path: Path, fingerprint: str) -> TrainState:
-    """The state to go on from: the checkpoint's (adapter, optimizer, schedule, RNG loaded) or a fresh one."""
+def restore(run: TrainingRun, ckpt_path: Path, fingerprint: str, dist_info: Dist) -> TrainState:
+    """The state to go on from: the checkpoint's (adapter, optimizer, schedule, RNG loaded) or a fresh one.
+    Every process reads the file (one host, or a shared filesystem)."""
     import torch
 
     ckpt_path.parent.mkdir(parents=True, exist_ok=True)  # a declared DVC out, even with checkpoints off
     payload = load_checkpoint(ckpt_path, fingerprint)
     if payload is None:
         return TrainState()
-    load_trained_weights(run.model, payload["adapter"])
-    run.optimizer.load_state_dict(payload["optimizer"])
+    if dist_info.fsdp:
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+        full = full_state_options(strict=False)
+        set_model_state_dict(run.model, payload["adapter"], options=full)
+        set_optimizer_state_dict(run.model, run.optimizer, payload["optimizer"], options=full)
+    else:
+        load_trained_weights(run.model, payload["adapter"])
+        run.optimizer.load_state_dict(payload["optimizer"])
     run.scheduler.load_state_dict(payload["scheduler"])
     torch.set_rng_state(payload["torch_rng"])
     state = TrainState(**payload["state"])
@@ -396,12 +434,58 @@ def restore(run: TrainingRun, ckpt_path: Path, fingerprint: str) -> TrainState:
 
 
 def wrap_distributed(model: Any, device: str, dist_info: Dist) -> Any:
-    """The model in DistributedDataParallel when there is more than one process, else itself."""
-    if dist_info.world <= 1:
+    """The model in DistributedDataParallel when there is more than one process, else itself
+    (also under FSDP: :func:`shard_model` made it one that syncs its own gradients)."""
+    if dist_info.world <= 1 or dist_info.fsdp:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(model, device_ids=[dist_info.local_rank] if device != "cpu" else None)
+
+
+def shard_model(model: Any) -> None:
+    """FSDP2 (``fully_shard``): each transformer block is its own unit (its weights gathered just
+    for its forward and backward), then the root holds the rest (embeddings, head). The blocks are
+    the classes the model lists as unsplittable (``_no_split_modules``: ``LlamaDecoderLayer``)."""
+    from torch.distributed.fsdp import fully_shard
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    blocks = set(getattr(inner, "_no_split_modules", None) or ())
+    units = [m for m in model.modules() if type(m).__name__ in blocks]
+    if not units:
+        raise GovtuneError(
+            "params.yaml: finetune.distributed", f"{type(inner).__name__} names no transformer block class to shard",
+            "use distributed: ddp for this base model",
+        )  # fmt: skip
+    for unit in units:
+        fully_shard(unit)
+    fully_shard(model)
+
+
+def full_state_options(strict: bool = True) -> Any:
+    """Whole (unsharded) tensors of the trained parameters only, on the CPU of rank 0."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True, strict=strict)
+
+
+def gathered_model(run: TrainingRun, cfg: FinetuneParams, base_dir: Path, dist_info: Dist) -> Any:
+    """Under FSDP: the trained weights gathered whole into a fresh unsharded model on rank 0 (the
+    one that is saved, as a single process saves its own); ``None`` on the other ranks."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    weights = get_model_state_dict(run.model, options=full_state_options())  # every rank takes part
+    if not dist_info.main:
+        return None
+    model = build_model(base_dir, cfg, run.precision, "cpu")
+    result = model.load_state_dict(weights, strict=False)
+    trained = {name for name, p in model.named_parameters() if p.requires_grad}
+    if result.unexpected_keys or trained - set(weights):
+        raise GovtuneError(
+            "pipeline.finetune (fsdp)", f"gathered weights do not fit the model ({len(result.unexpected_keys)} unexpected, "
+            f"{len(trained - set(weights))} trained parameters missing)", "report this; train with distributed: ddp",
+        )  # fmt: skip
+    return model.eval()
 
 
 def optimizer_step(
@@ -555,7 +639,7 @@ def main() -> None:
         for path in (base_dir / "provenance.json", train_path, val_path):
             if not path.is_file():
                 raise GovtuneError(str(path), "missing input", "run the upstream stages first (`dvc repro finetune`)")
-        dist_info = init_distributed()
+        dist_info = init_distributed(cfg.distributed)
         base_id, base_sha = base_identity(base_dir)
         train_md5 = dvc_md5(train_path)
         train_records, augmentation = with_counterfactuals(params, load_jsonl(train_path))

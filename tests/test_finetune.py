@@ -1,4 +1,4 @@
-"""Tests of the finetune stage: batching, task format, resume after a crash, DDP, lineage."""
+"""Tests of the finetune stage: batching, task format, resume after a crash, DDP, FSDP, lineage."""
 
 from __future__ import annotations
 
@@ -225,10 +225,9 @@ def test_counterfactual_augmentation_follows_its_param_and_names_its_policy():
     assert info["policy_sha256"] == sha256_file(params.evaluate.fairness_policy)
 
 
-def _finetune(project, env=None):
+def _run_with(cmd, project, env=None):
     import os
 
-    cmd = [str(VENV_BIN / "python"), "-m", "pipeline.finetune"]
     old = dict(os.environ)
     os.environ.update(env or {})
     try:
@@ -236,6 +235,10 @@ def _finetune(project, env=None):
     finally:
         os.environ.clear()
         os.environ.update(old)
+
+
+def _finetune(project, env=None):
+    return _run_with([str(VENV_BIN / "python"), "-m", "pipeline.finetune"], project, env)
 
 
 def _reset(project):
@@ -283,6 +286,7 @@ def test_checkpoint_of_other_params_is_ignored(prepared):
         write_yaml(prepared / "params.yaml", params)
 
 
+@pytest.mark.scale
 @pytest.mark.slow
 @pytest.mark.xdist_group("finetune_prepared")
 def test_two_process_ddp_on_cpu(prepared):
@@ -296,6 +300,75 @@ def test_two_process_ddp_on_cpu(prepared):
     metrics = read_json(prepared / "reports" / "train_metrics.json")
     assert metrics["world_size"] == 2 and metrics["steps"] == TINY_FINETUNE["max_steps"]
     assert (prepared / "models" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def _torchrun(project, port, env=None):
+    cmd = [str(VENV_BIN / "torchrun"), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
+           str(port), "-m", "pipeline.finetune"]  # fmt: skip
+    return _run_with(cmd, project, env)
+
+
+def _adapter(project):
+    from safetensors.torch import load_file
+
+    folder = project / "models" / "adapter"
+    return load_file(folder / "adapter_model.safetensors"), sorted(p.name for p in folder.iterdir())
+
+
+def _assert_same_weights(got, expected, atol):
+    assert got.keys() == expected.keys()
+    worst = max(float((got[k] - expected[k]).abs().max()) for k in expected)
+    moved = max(float(v.abs().max()) for k, v in expected.items() if "lora_B" in k)
+    assert moved > 100 * atol, "the adapter did not train, so equal weights would prove nothing"
+    assert worst <= atol, f"largest difference {worst:.2e} > {atol:.0e}"
+
+
+@pytest.mark.scale
+@pytest.mark.slow
+@pytest.mark.xdist_group("finetune_prepared")
+def test_two_process_fsdp_trains_the_adapter_one_process_trains_and_resumes(prepared):
+    """FSDP2 over 2 CPU processes (gloo; ``finetune.distributed: fsdp``) writes the adapter that
+    one process writes when it takes both processes' micro-batches (grad_accum x 2; dropout off,
+    so both do the same arithmetic), the same files and validation losses; and a run killed after
+    a checkpoint (gathered from the shards) resumes under FSDP to the adapter of an unbroken run."""
+    path = prepared / "params.yaml"
+    original = path.read_text()
+    params = yaml.safe_load(original)
+    try:
+        params["finetune"].update({"lora_dropout": 0.0, "grad_accum": 2})
+        write_yaml(path, params)
+        _reset(prepared)
+        one = _finetune(prepared)
+        assert one.returncode == 0, one.stderr[-2000:]
+        expected, files = _adapter(prepared)
+        one_metrics = read_json(prepared / "reports" / "train_metrics.json")
+
+        params["finetune"].update({"grad_accum": 1, "distributed": "fsdp"})
+        write_yaml(path, params)
+        _reset(prepared)
+        two = _torchrun(prepared, 29534)
+        assert two.returncode == 0, two.stderr[-3000:]
+        metrics = read_json(prepared / "reports" / "train_metrics.json")
+        assert metrics["world_size"] == 2 and metrics["steps"] == one_metrics["steps"] == TINY_FINETUNE["max_steps"]
+        assert metrics["trainable_parameters"] == one_metrics["trainable_parameters"]
+        got, got_files = _adapter(prepared)
+        assert got_files == files
+        _assert_same_weights(got, expected, atol=1e-5)
+        assert metrics["val_loss_final"] == pytest.approx(one_metrics["val_loss_final"], abs=1e-4)
+        assert metrics["val_loss_final"] < metrics["val_loss_base"]
+
+        _reset(prepared)
+        killed = _torchrun(prepared, 29535, {"GOVTUNE_FAULT_KILL_AFTER_STEP": "8"})
+        assert killed.returncode != 0
+        assert (prepared / "models" / "checkpoints" / "finetune" / "checkpoint.pt").is_file()
+        assert not (prepared / "models" / "adapter").exists()
+        resumed = _torchrun(prepared, 29536)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert "resuming from" in resumed.stderr and "at step 8 of 12" in resumed.stderr
+        _assert_same_weights(_adapter(prepared)[0], got, atol=1e-6)
+    finally:
+        path.write_text(original)
+        _reset(prepared)
 
 
 @pytest.mark.slow

@@ -158,6 +158,7 @@ class FinetuneParams(Strict):
     """Stage finetune: LoRA, optimisation, batching, checkpoints, outputs."""
 
     method: Literal["lora", "full"] = "lora"
+    distributed: Literal["ddp", "fsdp"] = "ddp"
     lora_r: int = Field(ge=1)
     lora_alpha: float = Field(gt=0)
     lora_dropout: float = Field(ge=0.0, lt=1.0)
