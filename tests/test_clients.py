@@ -230,6 +230,7 @@ def test_remote_tracking_server_by_uri_only(tmp_path, tiny_model, monkeypatch):
     assert not (project / "mlflow.db").exists(), "the local store was used"
 
 
+@pytest.mark.scale
 @pytest.mark.slow
 @pytest.mark.enable_socket
 @pytest.mark.allow_hosts(["127.0.0.1"])

@@ -44,6 +44,7 @@ def remote_objects(remote: Path) -> list[Path]:
     return [p for p in remote.rglob("*") if p.is_file()]
 
 
+@pytest.mark.scale
 @pytest.mark.slow
 def test_push_pull_verify_and_erasure_on_the_remote(tmp_path, tiny_built):
     import mlflow
