@@ -12,11 +12,12 @@ import socket
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import VENV_BIN, copy_project, run_cmd, subprocess_env
+from tests.conftest import REPO, VENV_BIN, copy_project, run_cmd, subprocess_env
 
 RECORDS = 400  # the contract asks for >= 50 tickets per category and priority
 
@@ -52,12 +53,43 @@ def small_project(tmp_path_factory) -> Path:
     return project
 
 
+def test_the_actors_span_index_returns_each_tickets_spans_in_file_order_and_is_removed(tmp_path, monkeypatch):
+    """The Ray actors look their batches' labelled spans up in an SQLite index (their memory does
+    not grow with the input) written beside the sidecar, so the raw values stay in its folder."""
+    import sqlite3
+
+    from pipeline.common.keys import PseudonymKey
+    from pipeline.common.policy import load_pii_policy
+    from pipeline.common.scrubbing import RayScrubber, sidecar_index
+
+    sidecar = tmp_path / "raw" / "pii_spans.jsonl"
+    sidecar.parent.mkdir()
+    rows = [{"ticket_id": t, "field": f, "start": i, "end": i + 3, "entity_type": "PERSON", "value": f"v{i}"}
+            for i, (t, f) in enumerate([("T-2", "message"), ("T-1", "reply"), ("T-2", "reply"), ("T-10", "message")])]  # fmt: skip
+    sidecar.write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n")
+    monkeypatch.chdir(tmp_path)  # the stage names the sidecar relative to the project
+    with sidecar_index(Path("raw/pii_spans.jsonl")) as index:
+        assert Path(index).is_absolute() and Path(index).parent.parent == sidecar.parent  # actors run elsewhere
+        policy = load_pii_policy(REPO / "policies/pii.yaml").model_copy(update={"enabled": False})  # no engines
+        actor = RayScrubber((policy, PseudonymKey(b"k" * 32, "test"), 8, False), index, 10_000)
+        with ThreadPoolExecutor(1) as other:  # Ray Data calls an actor from another thread than its constructor's
+            spans = other.submit(actor.spans_of, ["T-1", "T-2", "T-3"]).result()
+        assert spans == {"T-1": [rows[1]], "T-2": [rows[0], rows[2]]}
+        with pytest.raises(sqlite3.OperationalError):  # read-only: an actor cannot change the truth
+            actor.index.execute("DELETE FROM spans")
+        actor.index.close()
+    assert [p.name for p in sidecar.parent.iterdir()] == ["pii_spans.jsonl"]
+    with sidecar_index(tmp_path / "none.jsonl") as index:
+        assert index == ""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
+@pytest.mark.scale
 @pytest.mark.slow
 @pytest.mark.enable_socket
 @pytest.mark.allow_hosts(["127.0.0.1"])

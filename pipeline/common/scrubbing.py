@@ -24,6 +24,7 @@ import logging
 import multiprocessing
 import os
 import re
+import tempfile
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -403,18 +404,30 @@ def scrub_file(
 class RayScrubber:
     """A Ray Data actor: builds the engines once (``init_worker``), then scrubs batches of raw lines.
 
-    The ground-truth sidecar (only labelled data has one) is loaded by each actor, by ticket.
+    The ground-truth spans (only labelled data has them) come from the sidecar's SQLite index
+    (:func:`sidecar_index`), fetched per batch, so an actor's memory does not grow with the input.
     """
 
-    def __init__(self, init_args: tuple, sidecar: str, max_record_bytes: int) -> None:
+    def __init__(self, init_args: tuple, index: str, max_record_bytes: int) -> None:
+        import sqlite3
+
         init_worker(*init_args)
         self.max_record_bytes = max_record_bytes
-        self.spans: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        if Path(sidecar).is_file():
-            with open(sidecar, encoding="utf-8") as handle:
-                for line in handle:
-                    span = json.loads(line)
-                    self.spans[str(span["ticket_id"])].append(span)
+        # Ray Data calls the actor from a thread other than the one that built it; one call at a time
+        self.index = (
+            sqlite3.connect(f"{Path(index).resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+            if index
+            else None
+        )
+
+    def spans_of(self, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        spans: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        if self.index is not None and ids:
+            marks = ",".join("?" * len(ids))
+            query = f"SELECT ticket_id, span FROM spans WHERE ticket_id IN ({marks}) ORDER BY rowid"  # noqa: S608
+            for ticket_id, span in self.index.execute(query, ids):
+                spans[ticket_id].append(json.loads(span))
+        return spans
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import pickle
@@ -424,12 +437,40 @@ class RayScrubber:
         from pipeline.common.records import parse_line
 
         records = [parse_line(0, line.encode("utf-8"), self.max_record_bytes) for line in batch["text"]]
-        chunk = [(r, self.spans.get(str(r.get("ticket_id")), [])) for r in records if r is not None]
-        results = scrub_chunk(chunk)
+        records = [r for r in records if r is not None]
+        spans = self.spans_of(sorted({str(r.get("ticket_id")) for r in records}))
+        results = scrub_chunk([(r, spans.get(str(r.get("ticket_id")), [])) for r in records])
         return {
             "line": np.array([line for line, _ in results], dtype=object),
             "stats": np.array([pickle.dumps(stats) for _, stats in results], dtype=object),
         }
+
+
+@contextmanager
+def sidecar_index(sidecar: Path) -> Iterator[str]:
+    """The ground-truth sidecar as an SQLite table keyed by ticket id, written by streaming it
+    (memory stays flat), for the Ray actors to look their batches' spans up in. It holds the
+    labelled values, so it lives beside the sidecar (``data/raw``: raw data stays there, and on a
+    cluster the actors read it where they read the raw file) and is removed after. Yields ``""``
+    when there is no sidecar (unlabelled data)."""
+    import sqlite3
+
+    if not (sidecar.is_file() and sidecar.stat().st_size > 0):
+        yield ""
+        return
+    with tempfile.TemporaryDirectory(prefix=".spans-index-", dir=sidecar.resolve().parent) as folder:
+        path = Path(folder) / "spans.sqlite"
+        connection = sqlite3.connect(path)
+        try:
+            connection.execute("CREATE TABLE spans (ticket_id TEXT NOT NULL, span TEXT NOT NULL)")
+            with open(sidecar, encoding="utf-8") as handle:
+                rows = ((str(json.loads(line)["ticket_id"]), line.strip()) for line in handle if line.strip())
+                connection.executemany("INSERT INTO spans VALUES (?, ?)", rows)
+            connection.execute("CREATE INDEX by_ticket ON spans (ticket_id)")
+            connection.commit()
+        finally:
+            connection.close()
+        yield str(path)
 
 
 def ray_results(
@@ -460,11 +501,14 @@ def ray_results(
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True
         context.enable_progress_bars = False  # the stage's own bar counts records
-        dataset = ray.data.read_text(str(raw.resolve())).map_batches(
-            RayScrubber, fn_constructor_args=(init_args, str(sidecar.resolve()), max_record_bytes),
-            batch_size=chunk_records, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1, batch_format="numpy",
-        )  # fmt: skip
-        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            yield [(str(line), pickle.loads(stats)) for line, stats in zip(batch["line"], batch["stats"], strict=True)]
+        with sidecar_index(sidecar) as index:
+            dataset = ray.data.read_text(str(raw.resolve())).map_batches(
+                RayScrubber, fn_constructor_args=(init_args, index, max_record_bytes), batch_size=chunk_records,
+                compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1, batch_format="numpy",
+            )  # fmt: skip
+            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                yield [
+                    (str(line), pickle.loads(stats)) for line, stats in zip(batch["line"], batch["stats"], strict=True)
+                ]
     finally:
         ray.shutdown()
