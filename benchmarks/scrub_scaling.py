@@ -23,7 +23,7 @@ with ``benchmarks.scrub_throughput``.
 Not a unit test: run it by hand on an otherwise idle machine (100k tickets take ~16 minutes per
 configuration on 2 cores).
 
-Run: ``python -m benchmarks.scrub_scaling [--sizes 1000 10000 100000] [--engine local|ray] [--ray-workers 2 1] [--rescan]``
+Run: ``python -m benchmarks.scrub_scaling [--sizes 1000 10000 100000] [--engine local|ray] [--ray-workers 2 1] [--no-local] [--rescan]``
 Writes ``reports/bench/scrub_scaling.json`` (``scrub_scaling_ray.json`` with ``--engine ray``).
 """
 
@@ -165,6 +165,8 @@ def main() -> None:
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="ray = the local engine, then Ray Data with each of --ray-workers, side by side")  # fmt: skip
     parser.add_argument("--ray-workers", type=int, nargs="+", default=[2, 1], help="Ray actors per configuration")
+    parser.add_argument("--no-local", action="store_true",
+                        help="with --engine ray: the Ray rows alone (to re-measure them; no local ratio, bytes compared between Ray runs only)")  # fmt: skip
     parser.add_argument("--workers", type=int, default=0, help=argparse.SUPPRESS)  # the child's
     parser.add_argument(
         "--rescan", action="store_true", help="re-scan the scrubbed text too (as the stage is configured)"
@@ -176,7 +178,7 @@ def main() -> None:
         return
     from pipeline.common.scrubbing import resolve_workers
 
-    configs = [("local", resolve_workers(0))]
+    configs = [] if args.no_local and args.engine == "ray" else [("local", resolve_workers(0))]
     if args.engine == "ray":
         configs += [("ray", w) for w in args.ray_workers]
     print(f"{'tickets':>8} {'engine':>6} {'workers':>7} {'input MB':>8} {'seconds':>8} {'s/1k':>6} {'rec/s':>7} "
@@ -197,7 +199,7 @@ def main() -> None:
     for n in args.sizes:
         at = {(r["engine"], r["workers"]): r for r in rows if r["tickets"] == n}
         for (engine, workers), row in at.items():
-            if engine == "ray":
+            if engine == "ray" and configs[0][0] == "local":
                 summary[f"ray_{workers}_vs_local_throughput_at_{n}"] = (
                     row["records_per_s"] / at[configs[0]]["records_per_s"]
                 )
