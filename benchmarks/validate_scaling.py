@@ -10,7 +10,7 @@ makes the figures meaningless and stops the run). From the largest size it deriv
 memory per 1,000 tickets and the number of tickets that fit in 16 GiB, the size up to which
 the README says validate runs on one machine.
 
-Not a unit test: run it by hand on an otherwise idle machine (~3 minutes at 100k).
+Not a unit test: run it by hand on an otherwise idle machine (~5.5 minutes for 10k and 100k, synthesis included).
 
 Run: ``python -m benchmarks.validate_scaling [--sizes 10000 100000]``
 Writes ``reports/bench/validate_scaling.json``.
