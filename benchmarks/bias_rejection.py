@@ -22,8 +22,11 @@ reason, and the decision lists them as waived.
 Recorded per run: the decision, the failing and waived rules, every fairness rule's observed
 values, the fine-tuned and base models' counterfactual category flips and category parity per
 attribute (with CIs), the training-label category gaps, and the registry's ``champion`` alias
-read back from the clone's MLflow store. The JSON also carries the thresholds of the rules it
-judged, so a test reading it can tell when the policy moved after the run.
+read back from the clone's MLflow store, and the seconds of each stage the run's ``dvc repro``
+ran (their compute ledgers). The JSON also carries the thresholds of the rules it judged and the
+policy's ``counterfactual.max_examples``, so a test reading it can tell when the policy moved
+after the run. It is written once the control has run too (``"biased": null``), so a
+biased run that does not finish leaves the control's half.
 
 Not a unit test: two default runs (~15 min each on 2 cores).
 
@@ -137,7 +140,14 @@ def summary(clone: Path, run: dict[str, Any], registered_model: str) -> dict[str
             },
         }  # fmt: skip
 
+    started = time.time() - run["seconds"] - 1  # the stages this repro ran wrote their ledgers after it began
+    stages = {
+        ledger.stem: json.loads(ledger.read_text(encoding="utf-8")).get("wall_s")
+        for ledger in sorted((clone / "reports" / "compute").glob("*.json"))
+        if ledger.stat().st_mtime >= started
+    }
     return run | {
+        "stage_seconds": stages,
         "decision": decision["decision"],
         "failing_rules": decision["failing_rules"],
         "waived_rules": decision["waived_rules"],
@@ -177,12 +187,15 @@ def main(argv: list[str] | None = None) -> None:
     waivers = clone / "policies" / "waivers.yaml"
     flips = waiver(PRIORITY_FLIPS, "Known finding of the default run (docs/evaluation.md), waived in this experiment "
                    "only, so that the pair isolates the routing bias")  # fmt: skip
-    out: dict[str, Any] = {"commit": commit.stdout.strip(), "args": vars(args) | {"keep": str(args.keep or "")}}
+    fairness = yaml.safe_load((clone / "policies" / "fairness.yaml").read_text(encoding="utf-8"))
+    out: dict[str, Any] = {"commit": commit.stdout.strip(), "args": vars(args) | {"keep": str(args.keep or "")},
+                           "counterfactual_max_examples": fairness["counterfactual"]["max_examples"]}  # fmt: skip
     try:
         waivers.write_text(yaml.safe_dump({"waivers": [flips]}, sort_keys=False), encoding="utf-8")
         print("control: dvc repro ...", flush=True)
         out["control"] = summary(clone, repro(clone, env), registered_model)
         print(f"  {out['control']['decision']} {out['control']['failing_rules']}", flush=True)
+        save_json(OUT, out | {"biased": None})  # the control's half, should the biased run not finish
         bias = ["--bias-strength", str(args.strength), "--bias-target", "category", "--bias-attribute", args.attribute,
                 "--bias-group", args.group, "--bias-route-from", args.route_from, "--bias-route-to", args.route_to,
                 *(["--bias-visible-only"] if args.visible_only else [])]  # fmt: skip
