@@ -31,7 +31,8 @@ biased run that does not finish leaves the control's half.
 Not a unit test: two default runs (~15 min each on 2 cores).
 
 Run: ``python -m benchmarks.bias_rejection [--attribute gender --group female --visible-only] [-S ...] [--keep DIR]``
-Writes ``reports/bias_rejection.json`` (committed: the test reads it).
+Writes ``reports/bias_rejection.json`` (committed: docs/evaluation.md cites it; the 2026-12-07 record
+does not show a model-level rejection, so no test judges it yet).
 """
 
 from __future__ import annotations
