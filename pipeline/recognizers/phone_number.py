@@ -4,7 +4,8 @@ Presidio's ``PhoneRecognizer`` validates numbers with ``phonenumbers`` for a few
 local and foreign formats (``76 177 296``, ``0494 41 18 24``, ``(72) 583-350``,
 ``650-752-7354x549``) go through. This one matches 6 to 15 digits in groups (optional ``+``
 country code, area code in brackets, extension) and scores them by how phone-like they are:
-an international prefix or an extension is enough on its own; plain digit groups count only
+an international prefix (``+`` or ``00``, also before one unbroken run: ``0041422401234``) or an
+extension is enough on its own; plain digit groups count only
 with a phone word nearby ("call", "mobile", "fax", ...), which Presidio's context enhancer
 finds. Dates, times, IP addresses and decimals are never phones.
 """
@@ -16,7 +17,7 @@ import re
 from pipeline.recognizers._base import SpanRecognizer
 
 PHONE = re.compile(
-    r"(?:(?<=\\n)|(?<![\w+.\-/]))(?:\+\d{1,3}[ .-]?(?:\(0\)[ ]?)?)?(?:\(\d{1,5}\)[ .-]?)?\d{2,8}(?:[ .-]\d{2,8}){0,5}"
+    r"(?:(?<=\\n)|(?<![\w+.\-/]))(?:\+\d{1,3}[ .-]?(?:\(0\)[ ]?)?)?(?:\(\d{1,5}\)[ .-]?)?(?:00\d{7,13}|\d{2,8})(?:[ .-]\d{2,8}){0,5}"
     r"(?:[ ]?(?:x|ext\.?|extension)[ ]?\d{1,5})?(?![\w/])(?!\.\d)",
     re.IGNORECASE,
 )
@@ -36,12 +37,23 @@ CUE_AFTER = re.compile(r"[ -]{0,3}\(?(?:office|fax|mobile|cell|home|work|desk|ph
 CUED = 0.5
 
 
+def _international(number: str) -> bool:
+    """``00`` and a country code, in spaced groups or one run: 0044 20 7946 0958, 00724078754
+    (not a dashed id that starts with zeros, such as the SSN 004-51-5722)."""
+    return number.startswith("00") and "-" not in number and "." not in number and sum(c.isdigit() for c in number) >= 9
+
+
 def score_of(number: str) -> float:
     """0 = not a phone; 0.6 = phone on its own; 0.25 = phone only with a phone word nearby."""
     digits = sum(c.isdigit() for c in number)
     if not MIN_DIGITS <= digits <= MAX_DIGITS or NOT_PHONE.match(number):
         return 0.0
-    if number.startswith("+") or re.search(r"(?:x|ext)\.? ?\d+$", number, re.IGNORECASE) or number.startswith("("):
+    if (
+        number.startswith("+")
+        or _international(number)
+        or re.search(r"(?:x|ext)\.? ?\d+$", number, re.IGNORECASE)
+        or number.startswith("(")
+    ):
         return 0.6
     if " " not in number and "-" not in number and "." not in number:
         return 0.25 if digits >= 7 else 0.0  # one unbroken run: an id as often as a phone

@@ -52,7 +52,9 @@ SUFFIXES = (
     "Groves Harbors Hills Inlet Island Islands Junctions Key Knolls Lake Lakes Lights Loaf Manors Meadow "
     "Mission Mountain Mountains Neck Oval Overpass Park Parks Parkways Passage Pine Plain Point Points Rapid "
     "Rest Rest River Roads Route Shoal Shore Skyway Spring Spurs Squares Streets Trafficway Trailer Walks "
-    "Wall Well Colonnade Footway Plateau Courtyard Ground"
+    "Wall Well Colonnade Footway Plateau Courtyard Ground "
+    # the abbreviation of a transliterated street word: 92 Vasileos Pavlou str, 250 Theotokopoulou Str.
+    "Str str"
 ).split()
 PREFIXES = (
     "Via Viale Piazza Piazzale Corso Largo Vicolo Strada Contrada Rue Avenue Boulevard Bd Chemin Place Allée "
@@ -63,20 +65,24 @@ PREFIXES = (
     "Prospekt Jalan Jl ul al "
     # Spanish and Italian street types (as listed by the Spanish and Italian postal formats)
     "Acceso Bajada Callejón Cañada Cuesta Glorieta Pasadizo Pasaje Rambla Urbanización Vial Borgo Canale "
-    "Incrocio Rotonda Stretto"
+    "Incrocio Rotonda Stretto "
+    # Greek: street, avenue, square
+    "Οδός Οδ Λεωφόρος Λεωφ Πλατεία"
 ).split()
 COMPOUND = (
     "straße strasse str gasse weg platz allee ring damm chaussee ufer steig pfad markt graben hof park "
     "straat laan plein gracht kade singel dijk dreef hof vej gade vænget vænge alle vei veien veg vegen "
     "gata gatan vägen väg gränd stig katu tie kuja polku kaari tori raitti utca út tér körút sor ulice "
-    "ulica cesta náměstí trg braut stræti gata gasse"
+    "ulica cesta náměstí trg braut stræti gata gasse rakpart rkp stíg stígur vegur sugárút fasor"
 ).split()
 UNITS = r"(?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|Fl|Room|Rm|Bldg|Building|Dept|Studio|Piso|Puerta|Interno|Scala)"
 
 _SUFFIX = "|".join(sorted(set(SUFFIXES), key=len, reverse=True))
 # street types written in lower case too ("48 rue des Dunes"), none of them an English word
-LOWER_PREFIXES = "rue calle rua rúa avenida strada ulica chemin allée impasse quai boulevard viale piazza".split()
-_PREFIX = "|".join(sorted(set(PREFIXES) | set(LOWER_PREFIXES), key=len, reverse=True))
+LOWER_PREFIXES = "rue calle rua rúa avenida strada ulica chemin allée impasse quai boulevard viale piazza οδός οδ λεωφόρος πλατεία".split()
+# French street types that are English words too, taken in lower case only before a particle: 3 route de Lyon
+_FRENCH_LOWER = r"(?:route|place|avenue|cours|passage)(?= (?:de|du|des|d'|la|le|les)\b)"
+_PREFIX = "|".join(sorted(set(PREFIXES) | set(LOWER_PREFIXES), key=len, reverse=True)) + "|" + _FRENCH_LOWER
 _COMPOUND = r"(?:[^\W\d_][\w'’-]*)?(?:" + "|".join(sorted(set(COMPOUND), key=len, reverse=True)) + r")\.?"
 _MONTH = r"(?!(?:January|February|March|April|May|June|July|August|September|October|November|December|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)\b)"
 # capitalised words that begin sentences or name things, never a street: "I'm 18", "Version 10"
@@ -87,7 +93,7 @@ _UNIT = rf"(?-i:{UNITS})\.? ?#?{_NUM}"
 
 ANCHORS: tuple[tuple[re.Pattern[str], float], ...] = tuple((re.compile(p, re.IGNORECASE), s) for p, s in (
     # number, name, English street type: 12 Meadow Drive, 083 254 Damvergi Street, 1090 43rd Avenue
-    (rf"{_B}{_NUMS} (?:(?:{_WORD}|{_ORDINAL}) ){{0,4}}(?-i:{_SUFFIX})\b\.?{_DIR}(?: {_NUM}\b)?", 0.6),
+    (rf"{_B}{_NUMS} (?:(?:{_WORD}|{_ORDINAL})  ?){{0,4}}(?-i:{_SUFFIX})\b\.?{_DIR}(?: {_NUM}\b)?", 0.6),
     # capitalised name and English street type, no number: Pisano Row (weak: needs context)
     (rf"{_B}(?:{_CAP} ){{1,3}}(?-i:{_SUFFIX})\b\.?{_DIR}", 0.3),
     # street type first, house number after or before: Via Leopardi 83, 87 Rue du Niger
@@ -105,6 +111,8 @@ ANCHORS: tuple[tuple[re.Pattern[str], float], ...] = tuple((re.compile(p, re.IGN
     # capitalised name and number (weak: needs an address word nearby): Helmstok 174, Kárpát u. 6
     (rf"{_B}{_MONTH}{_NOT_STREET}(?:{_CAP} ){{0,2}}{_MONTH}{_NOT_STREET}{_CAP} {_NUM}\b", 0.2),
     (rf"{_B}{_MONTH}{_NOT_STREET}{_CAP}(?: {_NOT_STREET}{_CAP}| {_SHORT}){{1,3}} {_NUM}\b", 0.2),
+    # what follows "address:" or "addresses ... are:", from a house number: address: 52410 185 M. Sfakianaki
+    (rf"\baddress(?:es)?\b[^\n.?!:]{{0,25}}?(?::|\bis\b|\bare\b)[ \t]*(?P<a>{_NUMS} {_MONTH}{_NOT_STREET}(?:{_CAP} ){{0,3}}{_CAP})", 0.6),
     # units and post boxes
     (rf"{_B}{_UNIT}\b", 0.5),
     (rf"{_B}P\.? ?O\.? ?Box \d{{1,6}}\b", 0.6),
@@ -120,7 +128,7 @@ _EMPTY = r"(?-i:nan|NaN|None|null|N/A)"  # an empty field written out by an expo
 _POSTCODE = r"(?-i:[A-Z]\d[A-Z] ?\d[A-Z]\d|\d{4} ?[A-Z]{2}|\([A-Z]{2}\)|\([A-Z][a-z]+\))"  # ... Cyprus (Greek) 64408
 _PART = (
     rf"(?:{_UNIT}|{_EMPTY}\b|{_POSTCODE}(?!\w)|(?:the )?corner of|and (?=\d)|{_NUMS}|(?-i:[A-Z]{{2,3}})\b|(?-i:[A-Z]{{1,2}}\d[A-Z\d]? ?\d[A-Z]{{2}})\b"
-    rf"|{_CAP}(?: (?:(?-i:de|da|do|del|della|di|du|la|le|van|von|der|den|am|an|im|bei|sur|upon|on|u|en|y|e)) {_CAP}| {_CAP}){{0,3}}(?: {_NUM}\b)?)"
+    rf"|{_CAP}(?:/{_CAP})?(?: (?:(?-i:de|da|do|del|della|di|du|la|le|van|von|der|den|am|an|im|bei|sur|upon|on|u|en|y|e|nad|pod|na|aan|op|sous|lès|les|zum|zur)) {_CAP}| {_CAP}){{0,3}}(?: {_NUM}\b)?)"
 )
 EXTEND = re.compile(rf"{_SEP}(?:{_PART})(?![\w@])")
 # what an anchor may grow back over: a corner, or a house number (with a lower-case particle an
@@ -130,6 +138,18 @@ STOP = re.compile(
     r"^(?:Mobile|Desk|Fax|Phone|Tel|Email|E-mail|Website|Name|Address|Date|When|Where|Office|Cell)\b", re.IGNORECASE
 )
 MAX_STEPS = 6
+# the street line above a unit or postal line that an anchor starts: "4093 110 Kontomari\n Apt. 925"
+PREV_LINE = re.compile(
+    rf"(?:^|(?<=\\n)|(?<=\n))[ \t>?}}|]*(?P<line>{_NUMS} {_MONTH}{_NOT_STREET}(?:{_CAP}(?: |(?=[ \t,]*(?:\\n|\n)))){{1,3}})"
+    rf"[ \t,]*(?:\\n|\n)[ \t>?}}|]*$"
+)
+WEAK = 0.4  # the policy's minimum: a weak anchor under it needs a context word, or a sign below
+CORNER, FOREIGN = 0.6, 0.5
+# between two streets of a corner: "4123 Robson St St. and Vizirov Lodge St.", "út 78. St. and ..."
+CORNER_GAP = re.compile(rf"\.?(?: (?-i:{_SUFFIX})\.?)?,? (?:and|&) $")
+FOREIGN_SHAPE = re.compile(rf"(?:{_CAP} ){{1,2}}{_NUM}")
+LOCATIVE = re.compile(r"\b(?:on|at) $", re.IGNORECASE)
+CLAUSE_END = re.compile(r"[ \t]*(?:[.,;:!?)]|\\n|\n|$)")
 # a full stop after a word of four or more letters or a number, then a capital: a sentence ends
 # (an abbreviation such as "St. Jennifer" or "Apt. 4" does not)
 SENTENCE_END = re.compile(r"(\w{4,}|\d)\.\s+(?=[A-Z])")
@@ -159,17 +179,62 @@ class StreetAddressRecognizer(SpanRecognizer):
         "mail",
     )
 
+    def __init__(self, ner_model: str = "") -> None:
+        self.ner_model = ner_model
+        super().__init__()
+
+    def load(self) -> None:
+        self._english()
+
+    def _english(self) -> frozenset[str]:
+        """The spaCy package's English words (none without a package: no name counts as foreign)."""
+        from pipeline.recognizers._words import english_words
+
+        return english_words(self.ner_model) if self.ner_model else frozenset()
+
     def spans(self, text: str) -> list[tuple[int, int, float]]:
         found: list[tuple[int, int, float]] = []
         for pattern, score in ANCHORS:
             for m in pattern.finditer(text):
-                start, end = m.start(), m.end()
+                start, end = m.span("a") if "a" in pattern.groupindex else m.span()
                 lead = LEAD.search(text, max(0, start - 20), start)
                 if lead:
                     start = lead.start()
+                above = PREV_LINE.search(text, max(0, start - 80), start)
+                if above:
+                    start = above.start("line")
                 end = self._grow(text, end)
                 found.append((start, end, score))
-        return _merge(found)
+        return _merge(self._lift(text, found))
+
+    def _lift(self, text: str, found: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
+        """Weak matches that count after all: a street named at a corner with a found address
+        ("the corner of 4123 Robson St. and **Vizirov Lodge St.**", joined into one span), and a
+        name that is no English word with a house number, after "on"/"at" and ending its clause
+        ("The bus station is on **Midhraun 10**"; "on Windows 10" and "on Ubuntu 22 and" stay)."""
+        strong = [(s, e) for s, e, score in found if score >= WEAK]
+        out = []
+        for start, end, score in found:
+            if score < WEAK:
+                before = next((s for s, e in strong if e <= start and CORNER_GAP.match(text, e, start)), None)
+                after = next((e for s, e in strong if end <= s and CORNER_GAP.match(text, end, s)), None)
+                if before is not None or after is not None:
+                    start, end, score = min(start, before or start), max(end, after or end), CORNER
+                elif self._foreign_street(text, start, end):
+                    score = FOREIGN
+            out.append((start, end, score))
+        return out
+
+    def _foreign_street(self, text: str, start: int, end: int) -> bool:
+        words = [w.casefold() for w in re.findall(r"[^\W\d_]{3,}", text[start:end])]
+        english = self._english()
+        return (
+            bool(words)
+            and bool(FOREIGN_SHAPE.fullmatch(text, start, end))
+            and bool(LOCATIVE.search(text, max(0, start - 6), start))
+            and bool(CLAUSE_END.match(text, end))
+            and not any(w in english or w.removesuffix("s") in english for w in words)
+        )
 
     @staticmethod
     def _grow(text: str, end: int) -> int:
