@@ -76,6 +76,7 @@ ADDRESS_ROWS = [
     # session 22: street-name-then-number after "on"/"at", corners, more street words, the line above a unit
     ("The bus station is on Midhraun 10", "Midhraun 10"),  # no street word: a foreign name, "on", a clause end
     ("Stop at the corner of 4123 Robson St. and Vizirov Lodge St.", "4123 Robson St. and Vizirov Lodge St."),
+    ("4123 Robson St. and Vizirov Lodge St. is the corner", "4123 Robson St. and Vizirov Lodge St."),  # one span from 0
     ("Ana Silva lives at 49828 3 route de Lyon, IVRY-SUR-SEINE", "49828 3 route de Lyon, IVRY-SUR-SEINE"),
     (
         "Meet me at 820 250 Theotokopoulou Str., HARSTAD, Norway after six",

@@ -20,6 +20,13 @@ NEVER = frozenset(
 SIGN_OFFS = frozenset("regards thanks cheers best hi hello dear greetings sincerely yours".split())
 
 
+def is_english(word: str, english: frozenset[str], lemma: str = "") -> bool:
+    """``word``, its lemma or its form without a plural "s" is an English word of ``english``
+    ("Logs", "Regards"), or it is a month or a weekday: no name and no foreign street name."""
+    folded = word.casefold()
+    return folded in NEVER or bool({folded, lemma.casefold(), folded.removesuffix("s")} & english)
+
+
 @functools.cache
 def first_names() -> frozenset[str]:
     """Case-folded first names of every Faker locale (computed once per process, ~0.2 s)."""

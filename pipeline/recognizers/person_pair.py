@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.recognizers._base import TokenRecognizer
-from pipeline.recognizers._words import NEVER, english_words, first_names
+from pipeline.recognizers._words import english_words, first_names, is_english
 
 SCORE = 0.45
 NOT_PEOPLE = frozenset({"FAC", "PRODUCT", "LAW", "LANGUAGE", "MONEY", "QUANTITY", "PERCENT", "DATE", "TIME", "CARDINAL",
@@ -39,10 +39,9 @@ COMPANY = frozenset(
 def unknown_proper(token: Any, english: frozenset[str]) -> bool:
     """A capitalised word of two or more letters, no English word, no stop word, not upper case."""
     text = token.text
-    word = text.casefold()
     return (
         token.is_alpha and len(text) >= 2 and text[:1].isupper() and not text.isupper() and not token.is_stop
-        and not {word, token.lemma_.casefold(), word.removesuffix("s")} & english and word not in NEVER
+        and not is_english(text, english, token.lemma_)
         and token.pos_ in ("PROPN", "NOUN", "ADJ", "X") and token.ent_type_ not in NOT_PEOPLE
     )  # fmt: skip
 

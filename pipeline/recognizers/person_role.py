@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.recognizers._base import TokenRecognizer
-from pipeline.recognizers._words import NEVER, english_words
+from pipeline.recognizers._words import english_words, is_english
 
 ROLES = frozenset({"nsubj", "nsubjpass", "dative", "dobj"})
 NOT_PEOPLE = frozenset(
@@ -52,11 +52,9 @@ def unknown_name(token: Any, english: frozenset[str], any_entity: bool = False) 
     """A capitalised word of three or more letters that is no English word (nor the inflection of one:
     "Logs", "Regards") and not upper case; nor part of a facility, product, ... entity unless ``any_entity``."""
     text = token.text
-    word = text.casefold()
     return (
         token.is_alpha and len(text) >= 3 and text[:1].isupper() and not text.isupper() and not token.is_stop
-        and not {word, token.lemma_.casefold(), word.removesuffix("s")} & english and word not in NEVER
-        and (any_entity or token.ent_type_ not in NOT_PEOPLE)
+        and not is_english(text, english, token.lemma_) and (any_entity or token.ent_type_ not in NOT_PEOPLE)
     )  # fmt: skip
 
 
@@ -93,13 +91,13 @@ def role_spans(doc: Any, english: frozenset[str]) -> list[tuple[int, int]]:
     """Character spans of unknown names acting as a verb's subject or object, or as an addressee."""
     out = []
     for token in doc:
-        if token.dep_ in ("compound", "amod") and unknown_name(token, english, any_entity=True):
+        if token.dep_ in ("compound", "amod"):
             # whatever the NER calls the word before "novel" ("the Obad novel" is no facility)
-            first = _author_of(token, english)
+            first = _author_of(token, english) if unknown_name(token, english, any_entity=True) else None
             if first is not None:
                 out.append((doc[first].idx, token.idx + len(token.text)))
             continue
-        if not unknown_name(token, english) or token.dep_ in ("compound", "amod"):
+        if not unknown_name(token, english):
             continue
         in_role = token.dep_ in ROLES and token.head.pos_ in ("VERB", "AUX")
         if not (in_role or _addressee(token) or _possessor(token)):

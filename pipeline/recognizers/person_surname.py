@@ -18,7 +18,7 @@ import re
 from typing import Any
 
 from pipeline.recognizers._base import TokenRecognizer
-from pipeline.recognizers._words import NEVER, english_words
+from pipeline.recognizers._words import english_words, is_english
 
 SCORE = 0.45
 ENDINGS = (
@@ -48,7 +48,7 @@ def surname(token: Any, english: frozenset[str]) -> bool:
     word = text.casefold()
     if not (token.is_alpha and text[:1].isupper() and not text.isupper()):
         return False
-    if token.is_stop or word in NEVER or {word, token.lemma_.casefold(), word.removesuffix("s")} & english:
+    if token.is_stop or is_english(text, english, token.lemma_):
         return False
     if token.ent_type_ in NOT_PEOPLE or token.pos_ not in ("PROPN", "NOUN", "ADJ", "X"):
         return False

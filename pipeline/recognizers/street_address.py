@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 
 from pipeline.recognizers._base import SpanRecognizer
+from pipeline.recognizers._words import english_words, is_english
 
 _B = r"(?:(?<=\\n)|\b)"  # a word boundary, also right after an escaped "\n" written out in the text
 _NUM = r"\d{1,6}[A-Za-z]?(?:[/-]\d{1,5}[A-Za-z]?)?"
@@ -149,6 +150,7 @@ CORNER, FOREIGN = 0.6, 0.5
 CORNER_GAP = re.compile(rf"\.?(?: (?-i:{_SUFFIX})\.?)?,? (?:and|&) $")
 FOREIGN_SHAPE = re.compile(rf"(?:{_CAP} ){{1,2}}{_NUM}")
 LOCATIVE = re.compile(r"\b(?:on|at) $", re.IGNORECASE)
+_LETTERS = re.compile(r"[^\W\d_]{3,}")
 CLAUSE_END = re.compile(r"[ \t]*(?:[.,;:!?)]|\\n|\n|$)")
 # a full stop after a word of four or more letters or a number, then a capital: a sentence ends
 # (an abbreviation such as "St. Jennifer" or "Apt. 4" does not)
@@ -188,8 +190,6 @@ class StreetAddressRecognizer(SpanRecognizer):
 
     def _english(self) -> frozenset[str]:
         """The spaCy package's English words (none without a package: no name counts as foreign)."""
-        from pipeline.recognizers._words import english_words
-
         return english_words(self.ner_model) if self.ner_model else frozenset()
 
     def spans(self, text: str) -> list[tuple[int, int, float]]:
@@ -219,21 +219,24 @@ class StreetAddressRecognizer(SpanRecognizer):
                 before = next((s for s, e in strong if e <= start and CORNER_GAP.match(text, e, start)), None)
                 after = next((e for s, e in strong if end <= s and CORNER_GAP.match(text, end, s)), None)
                 if before is not None or after is not None:
-                    start, end, score = min(start, before or start), max(end, after or end), CORNER
+                    start = before if before is not None else start
+                    end = after if after is not None else end
+                    score = CORNER
                 elif self._foreign_street(text, start, end):
                     score = FOREIGN
             out.append((start, end, score))
         return out
 
     def _foreign_street(self, text: str, start: int, end: int) -> bool:
-        words = [w.casefold() for w in re.findall(r"[^\W\d_]{3,}", text[start:end])]
+        """A weak "Name 49" after "on"/"at", ending its clause, with no English word in the name."""
+        words = _LETTERS.findall(text, start, end)
         english = self._english()
         return (
             bool(words)
             and bool(FOREIGN_SHAPE.fullmatch(text, start, end))
             and bool(LOCATIVE.search(text, max(0, start - 6), start))
             and bool(CLAUSE_END.match(text, end))
-            and not any(w in english or w.removesuffix("s") in english for w in words)
+            and not any(is_english(w, english) for w in words)
         )
 
     @staticmethod
