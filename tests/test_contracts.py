@@ -213,9 +213,11 @@ BAD_TEXT = [
     ("promotion.yaml", lambda t: t.replace("fail_on_reject: true", 'fail_on_reject: "true"', 1), ["fail_on_reject", "without quotes"]),
     ("pii.yaml", lambda t: t.replace("PERSON: {min_score: 0.4", 'PERSON: {min_score: "0.4"', 1), ["entities.PERSON.min_score", "without quotes"]),
     ("params.yaml", lambda t: t.replace("tracking:", "tracking:\n  enabled: true", 1), ["params.yaml", "duplicate key 'tracking.enabled'"]),
+    ("pii.yaml", lambda t: t.replace("phone_regions: [US, GB,", "phone_regions: [US, UK,", 1), ["phone_regions", "'UK'", "GB, not UK"]),
     # negative rows: the same keys once, and unquoted numbers, are fine
     ("promotion.yaml", lambda t: t.replace("threshold: 0.80 ", "threshold: 0.8  ", 1), None),
     ("fairness.yaml", lambda t: t + "# min_group_size: 5\n", None),
+    ("pii.yaml", lambda t: t.replace("phone_regions: [US, GB, DE, FR, IL, IN, CA, BR]", "phone_regions: [US, GB]", 1), None),
 ]  # fmt: skip
 
 

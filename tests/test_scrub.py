@@ -302,6 +302,29 @@ def test_bounded_imap_keeps_order_and_at_most_window_tasks_in_flight():
     assert out == [i * i for i in range(50)] and pool.most_in_flight == 4
 
 
+def test_rescan_runs_only_changed_texts_and_keeps_the_first_pass_for_the_rest(monkeypatch):
+    """The re-scan sends the analyzer only what the scrub changed; an unchanged text (no PII found)
+    keeps its first pass's detections, in its place."""
+    from pipeline.common.pii import Detection
+
+    seen = []
+
+    def detect(_analyzer, _policy, texts, _batch_size):
+        seen.append(list(texts))
+        return [[Detection(0, 1, "PERSON", 0.5)] for _ in texts]
+
+    monkeypatch.setattr(scrubbing, "detect_batch", detect)
+    monkeypatch.setitem(scrubbing._WORKER, "analyzer", None)
+    monkeypatch.setitem(scrubbing._WORKER, "batch_size", 8)
+    records = [{"message": "Hi Ana"}, {"message": "no pii"}, {"message": None}, {"message": "call 555"}]
+    scrubbed = [{"message": "Hi <PERSON>"}, {"message": "no pii"}, {"message": None}, {"message": "call <PHONE>"}]
+    first = [[Detection(3, 6, "PERSON", 0.9)], [], [], [Detection(5, 8, "PHONE_NUMBER", 0.4)]]
+    out = scrubbing.rescan(None, records, scrubbed, "message", first)
+    assert seen == [["Hi <PERSON>", "call <PHONE>"]]  # the unchanged and the empty text are not analyzed again
+    assert out[1] == [] and out[2] == [] and out[0] == out[3] == [Detection(0, 1, "PERSON", 0.5)]
+    assert first[0] == [Detection(3, 6, "PERSON", 0.9)]  # the first pass is left as it was
+
+
 # --- the input must be the one validation certified ---------------------------------------------
 
 

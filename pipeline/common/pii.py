@@ -16,6 +16,7 @@ from typing import Any
 from pipeline.common.check_digits import iban_ok, luhn_ok
 from pipeline.common.keys import PseudonymKey, keyed_digest, pseudonym
 from pipeline.common.policy import PiiPolicy, RecognizerPolicy
+from pipeline.common.regex_needs import text_can_match
 
 # Text our operators put in place of PII; the residual re-scan ignores detections inside it.
 _TAG = re.compile(r"<[A-Z_]+(?:_[0-9a-f]{10})?>|\*{4,}|\b[0-9a-f]{64}\b")
@@ -36,6 +37,7 @@ VALIDATORS: dict[str, Callable[[str], bool]] = {"luhn": luhn_ok, "iban": iban_ok
 
 def build_recognizer(spec: RecognizerPolicy) -> Any:
     """A Presidio PatternRecognizer from a policy entry (with an optional check-digit validator)."""
+    import regex as regex_engine  # the engine PatternRecognizer compiles with
     from presidio_analyzer import Pattern, PatternRecognizer
 
     validator = VALIDATORS.get(spec.validator) if spec.validator else None
@@ -44,10 +46,26 @@ def build_recognizer(spec: RecognizerPolicy) -> Any:
         def validate_result(self, pattern_text: str) -> bool | None:
             return validator(pattern_text) if validator else None
 
+        def analyze(
+            self, text: str, entities: list[str], nlp_artifacts: Any = None, regex_flags: int | None = None
+        ) -> list[Any]:
+            """Runs only the patterns that can match ``text`` (``regex_needs``): the same results,
+            without scanning a text for a greeting that has no "Hi " in it."""
+            possible = [p for p, can_match in zip(self.patterns, checks, strict=True) if can_match(text)]
+            if not possible:
+                return []
+            every, self.patterns = self.patterns, possible  # an analyzer serves one text at a time
+            try:
+                return super().analyze(text, entities, nlp_artifacts, regex_flags)
+            finally:
+                self.patterns = every
+
     patterns = [Pattern(f"{spec.name}_{i}", regex, spec.score) for i, regex in enumerate(spec.patterns)]
-    return PolicyPatternRecognizer(
+    recognizer = PolicyPatternRecognizer(
         supported_entity=spec.entity, name=spec.name, patterns=patterns, context=spec.context or None
     )
+    checks = [text_can_match(p.regex, recognizer.global_regex_flags, regex_engine) for p in patterns]
+    return recognizer
 
 
 def builtin_recognizer(name: str, ner_model: str) -> Any:
@@ -70,6 +88,7 @@ def build_analyzer(policy: PiiPolicy) -> Any:
     from presidio_analyzer import AnalyzerEngine
     from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
     from presidio_analyzer.nlp_engine import NlpEngineProvider
+    from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
     logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
     provider = NlpEngineProvider(
@@ -84,6 +103,10 @@ def build_analyzer(policy: PiiPolicy) -> Any:
     analyzer = AnalyzerEngine(
         nlp_engine=provider.create_engine(), supported_languages=[policy.language], context_aware_enhancer=enhancer
     )
+    # Presidio's phone recognizer, for the policy's regions: each region is one more pass of the
+    # phonenumbers matcher over every text
+    analyzer.registry.remove_recognizer("PhoneRecognizer")
+    analyzer.registry.add_recognizer(PhoneRecognizer(supported_regions=tuple(policy.phone_regions)))
     for spec in policy.recognizers:
         analyzer.registry.add_recognizer(build_recognizer(spec))
     for name in policy.builtin_recognizers:

@@ -12,7 +12,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, StrictBool, StrictFloat, StrictInt, model_validator
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, field_validator, model_validator
 
 from pipeline.common.config import Strict, load_model, load_yaml, validate
 from pipeline.common.errors import GovtuneError
@@ -255,6 +255,10 @@ class RecognizerPolicy(Strict):
         return self
 
 
+# the national phone formats Presidio's PhoneRecognizer matches by default
+PRESIDIO_PHONE_REGIONS = ("US", "GB", "DE", "FR", "IL", "IN", "CA", "BR")
+
+
 class PiiPolicy(Strict):
     """``policies/pii.yaml``: what PII is, how it is found, what replaces it."""
 
@@ -270,6 +274,22 @@ class PiiPolicy(Strict):
     propagate_names: StrictBool = False
     escaped_line_breaks: StrictBool = False  # read a literal \\n, \\r, \\t as a line break when detecting
     allow_list: list[str] = []
+    phone_regions: list[str] = Field(
+        default=list(PRESIDIO_PHONE_REGIONS), min_length=1
+    )  # national phone formats matched
+
+    @field_validator("phone_regions")
+    @classmethod
+    def _known_regions(cls, regions: list[str]) -> list[str]:
+        import phonenumbers
+
+        unknown = [r for r in regions if r not in phonenumbers.SUPPORTED_REGIONS]
+        if unknown:
+            raise ValueError(
+                f"phone_regions: unknown region code(s) {', '.join(map(repr, unknown))}: use ISO 3166 codes as the "
+                "phonenumbers package knows them (GB, not UK)"
+            )
+        return regions
 
     @model_validator(mode="after")
     def _recognizers_feed_policy_entities(self) -> PiiPolicy:

@@ -143,9 +143,7 @@ def scrub_chunk(chunk: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> lis
     residual: dict[str, list[list[Detection]]] = {}
     if _WORKER["rescan"] and policy.enabled:
         for name in policy.fields:
-            residual[name] = detect_batch(
-                _WORKER["analyzer"], policy, [r.get(name) for r in scrubbed_records], _WORKER["batch_size"]
-            )
+            residual[name] = rescan(policy, records, scrubbed_records, name, detections[name])
     results = []
     for i, ((record, spans), out) in enumerate(zip(chunk, scrubbed_records, strict=True)):
         stats = RecordStats()
@@ -164,6 +162,28 @@ def scrub_chunk(chunk: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> lis
                     stats.residual[d.entity] += 1
         results.append((json.dumps(out, ensure_ascii=False, separators=(",", ":")), stats))
     return results
+
+
+def rescan(
+    policy: PiiPolicy,
+    records: list[dict[str, Any]],
+    scrubbed: list[dict[str, Any]],
+    name: str,
+    first_pass: list[list[Detection]],
+) -> list[list[Detection]]:
+    """The analyzer's detections in field ``name`` of the scrubbed records. A text the scrub left
+    as it was gets its first pass's detections again (the analyzer would find the same in the same
+    text), so only changed texts run through the NLP a second time."""
+    changed = [
+        i
+        for i, (before, after) in enumerate(zip(records, scrubbed, strict=True))
+        if before.get(name) != after.get(name)
+    ]
+    found = detect_batch(_WORKER["analyzer"], policy, [scrubbed[i].get(name) for i in changed], _WORKER["batch_size"])
+    out = list(first_pass)
+    for i, detections in zip(changed, found, strict=True):
+        out[i] = detections
+    return out
 
 
 # --- orchestration --------------------------------------------------------------------------

@@ -22,7 +22,9 @@ colon, an e-mail, a long digit run (a phone) or after six steps.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
+from pipeline.common.regex_needs import text_can_match
 from pipeline.recognizers._base import SpanRecognizer
 from pipeline.recognizers._words import english_words, is_english
 
@@ -92,6 +94,10 @@ _LINE_START = r"(?:^|(?<=\\n)|(?<=\n))[ \t>}|]*"  # the start of the text or of 
 _DIR = r"(?: (?:North|South|East|West|N|S|E|W|NE|NW|SE|SW)\b\.?)?"
 _UNIT = rf"(?-i:{UNITS})\.? ?#?{_NUM}"
 
+# the same anchors fail fast where no capital starts a word (the month and not-a-street checks are long)
+_AT_CAP = r"(?=(?-i:[A-ZÀ-ÖØ-ÞĀ-ŽΆΈ-ΏΑ-ΩА-Я]))"
+_COMPOUND_ANCHOR = rf"{_B}(?:{_NUMS} )?(?:{_CAP} ){{0,2}}{_COMPOUND}(?: {_NUM}\b)"
+
 ANCHORS: tuple[tuple[re.Pattern[str], float], ...] = tuple((re.compile(p, re.IGNORECASE), s) for p, s in (
     # number, name, English street type: 12 Meadow Drive, 083 254 Damvergi Street, 1090 43rd Avenue
     (rf"{_B}{_NUMS} (?:(?:{_WORD}|{_ORDINAL})  ?){{0,4}}(?-i:{_SUFFIX})\b\.?{_DIR}(?: {_NUM}\b)?", 0.6),
@@ -101,17 +107,17 @@ ANCHORS: tuple[tuple[re.Pattern[str], float], ...] = tuple((re.compile(p, re.IGN
     (rf"{_B}(?:{_NUMS},? )?(?-i:{_PREFIX})\.? (?:{_WORD} ){{0,4}}{_WORD},? {_NUM}\b", 0.6),
     (rf"{_B}{_NUMS},? (?-i:{_PREFIX})\.? (?:{_WORD} ){{0,4}}{_WORD}", 0.6),
     # compound street word and number: Favoritenstrasse 36, Bécsi utca 53., 0671 Langenhorner Chaussee 76
-    (rf"{_B}(?:{_NUMS} )?(?:{_CAP} ){{0,2}}{_COMPOUND}(?: {_NUM}\b)", 0.6),
+    (_COMPOUND_ANCHOR, 0.6),
     # number, capitalised name, number: 637 Strojírenská 1006, 445 Cruce Casa de Postas 34, 03391 Bem rkp. 93
     (rf"{_B}{_NUMS} {_MONTH}{_NOT_STREET}(?:{_CAP} ){{0,2}}{_CAP} {_NUM}\b", 0.5),
     (rf"{_B}{_NUMS} {_MONTH}{_NOT_STREET}{_CAP}(?: {_NOT_STREET}{_CAP}| {_SHORT}){{1,4}} {_NUM}\b", 0.5),
     # a street line of its own: house number, name, number, then a line break or a comma (7257 Trg revolucije 61)
     (rf"{_LINE_START}{_NUMS} {_MONTH}{_NOT_STREET}{_CAP}(?: {_NOT_STREET}{_CAP}| (?-i:[a-zß-öø-ÿ][\w'’-]*)){{1,3}} {_NUM}(?=[ \t]*(?:\\n|\n|,|$))", 0.5),
     # name and number before a lower-case street word: El Roqueo 75 street, Velký průhon 426 street
-    (rf"{_B}{_MONTH}{_NOT_STREET}{_CAP}(?: (?:{_CAP}|(?-i:[a-zß-öø-ÿ][\w'’-]*))){{0,3}} {_NUM}(?= (?-i:street|road|avenue|square|lane)\b)", 0.6),
+    (rf"{_B}{_AT_CAP}{_MONTH}{_NOT_STREET}{_CAP}(?: (?:{_CAP}|(?-i:[a-zß-öø-ÿ][\w'’-]*))){{0,3}} {_NUM}(?= (?-i:street|road|avenue|square|lane)\b)", 0.6),
     # capitalised name and number (weak: needs an address word nearby): Helmstok 174, Kárpát u. 6
-    (rf"{_B}{_MONTH}{_NOT_STREET}(?:{_CAP} ){{0,2}}{_MONTH}{_NOT_STREET}{_CAP} {_NUM}\b", 0.2),
-    (rf"{_B}{_MONTH}{_NOT_STREET}{_CAP}(?: {_NOT_STREET}{_CAP}| {_SHORT}){{1,3}} {_NUM}\b", 0.2),
+    (rf"{_B}{_AT_CAP}{_MONTH}{_NOT_STREET}(?:{_CAP} ){{0,2}}{_MONTH}{_NOT_STREET}{_CAP} {_NUM}\b", 0.2),
+    (rf"{_B}{_AT_CAP}{_MONTH}{_NOT_STREET}{_CAP}(?: {_NOT_STREET}{_CAP}| {_SHORT}){{1,3}} {_NUM}\b", 0.2),
     # what follows "address:" or "addresses ... are:", from a house number: address: 52410 185 M. Sfakianaki
     (rf"\baddress(?:es)?\b[^\n.?!:]{{0,25}}?(?::|\bis\b|\bare\b)[ \t]*(?P<a>{_NUMS} {_MONTH}{_NOT_STREET}(?:{_CAP} ){{0,3}}{_CAP})", 0.6),
     # units and post boxes
@@ -121,6 +127,26 @@ ANCHORS: tuple[tuple[re.Pattern[str], float], ...] = tuple((re.compile(p, re.IGN
     (rf"{_B}[ADF]PO A[AEP] \d{{5}}\b", 0.6),
     (rf"{_B}US(?:NS|NV|CGC|S) {_CAP}", 0.6),
 ))  # fmt: skip
+# what a text needs for each anchor to match in it (a digit, "Box"): most anchors skip most texts.
+# The compound anchor also needs its street word right before a number ("...strasse 36"), which
+# the parser's check cannot see in an alternation of sixty words. Only the words right before a
+# number are tried against them, not every word of the text.
+_WORD_BEFORE_NUMBER = re.compile(r"([\w'’-]+)\.? \d")
+_COMPOUND_TAIL = re.compile(rf"(?:{'|'.join(COMPOUND)})\Z", re.IGNORECASE)
+
+
+def _compound_before_number(text: str) -> bool:
+    return any(_COMPOUND_TAIL.search(m.group(1)) for m in _WORD_BEFORE_NUMBER.finditer(text))
+
+
+def _needs(pattern: re.Pattern[str]) -> Callable[[str], bool]:
+    can_match = text_can_match(pattern.pattern, pattern.flags)
+    if pattern.pattern != _COMPOUND_ANCHOR:
+        return can_match
+    return lambda text: can_match(text) and _compound_before_number(text)
+
+
+ANCHOR_NEEDS = tuple(_needs(pattern) for pattern, _ in ANCHORS)
 
 # what may follow an anchor and still be part of the address
 _SEP = r"(?:(?:[ ,]*(?:\\n|\n)[ \t>?}|,]*){1,2}| ?, ?|(?<!\.) )"  # line breaks and commas in any order; not across a full stop
@@ -194,7 +220,9 @@ class StreetAddressRecognizer(SpanRecognizer):
 
     def spans(self, text: str) -> list[tuple[int, int, float]]:
         found: list[tuple[int, int, float]] = []
-        for pattern, score in ANCHORS:
+        for (pattern, score), can_match in zip(ANCHORS, ANCHOR_NEEDS, strict=True):
+            if not can_match(text):
+                continue
             for m in pattern.finditer(text):
                 start, end = m.span("a") if "a" in pattern.groupindex else m.span()
                 lead = LEAD.search(text, max(0, start - 20), start)
