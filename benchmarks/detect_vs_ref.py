@@ -13,11 +13,13 @@ Two uses:
 - ``--ref <the commit before a speed change>``: the detections must be identical on both corpora
   (issue #22: no recall traded for speed), and the ratio says what the change bought;
 - ``--ref a59ea9c`` (the stage when issue #19 was filed): what the recognizers added since cost,
-  against #19's budget of 1.15x; the detections differ there by design (counts only are shown).
+  against #19's budget of 1.15x; the detections differ there by design (counts only are shown);
+- ``--ref HEAD --policy <an edited copy of policies/pii.yaml>``: what a policy change (fewer
+  ``phone_regions``, another recognizer) costs or buys, in time and in detections.
 
 Nothing here prints or writes a detected value: only counts of detections and of texts.
 
-Run: ``python -m benchmarks.detect_vs_ref --ref REF [--tickets 1000] [--repeats 3]``
+Run: ``python -m benchmarks.detect_vs_ref --ref REF [--policy FILE] [--tickets 1000] [--repeats 3]``
 Writes ``reports/bench/detect_vs_ref.json`` (``--out``).
 """
 
@@ -41,13 +43,13 @@ REPO = Path(__file__).resolve().parents[1]
 # What each side runs, in its own tree: build the analyzer, warm it up, time detection per corpus.
 CHILD = r"""
 import json, sys, time
-tree, texts_path, out_path = sys.argv[1:4]
+tree, policy_path, texts_path, out_path = sys.argv[1:5]
 sys.path.insert(0, tree)
 from pipeline.common.offline import configure_offline
 configure_offline()
 from pipeline.common.pii import build_analyzer, detect_batch
 from pipeline.common.policy import load_pii_policy
-policy = load_pii_policy(tree + "/policies/pii.yaml")
+policy = load_pii_policy(policy_path)
 analyzer = build_analyzer(policy)
 corpora = json.load(open(texts_path, encoding="utf-8"))
 detect_batch(analyzer, policy, corpora["tickets"][:16], 16)
@@ -85,8 +87,8 @@ def corpora(tickets: int) -> dict[str, list[str]]:
     return {"tickets": [r.get(f) or "" for r in records for f in fields], "independent": independent}
 
 
-def run_side(tree: Path, texts: Path, out: Path) -> dict[str, Any]:
-    subprocess.run([sys.executable, "-c", CHILD, str(tree), str(texts), str(out)], check=True, cwd=tree)
+def run_side(tree: Path, policy: Path, texts: Path, out: Path) -> dict[str, Any]:
+    subprocess.run([sys.executable, "-c", CHILD, str(tree), str(policy), str(texts), str(out)], check=True, cwd=tree)
     return json.loads(out.read_text(encoding="utf-8"))
 
 
@@ -108,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ref", required=True, help="the git commit (or tag, branch) to compare with")
     parser.add_argument("--tickets", type=int, default=1000, help="records of data/raw (two texts each)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--policy", type=Path, default=REPO / "policies" / "pii.yaml",
+        help="this side's PII policy (an edited copy: what a policy change costs or buys, against --ref HEAD)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench" / "detect_vs_ref.json")
     args = parser.parse_args(argv)
     sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", args.ref], check=True, capture_output=True, text=True)
@@ -120,9 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.repeats):
             for side in ("ref", "this") if i % 2 == 0 else ("this", "ref"):
                 print(f"repeat {i + 1}/{args.repeats}: {side}", flush=True)
-                tree = ref_tree if side == "ref" else REPO
-                runs[side].append(run_side(tree, texts_path, Path(tmp) / f"{side}-{i}.json"))
-    result: dict[str, Any] = {"ref": args.ref, "ref_commit": sha.stdout.strip(), "repeats": args.repeats, "corpora": {}}
+                tree, policy = (ref_tree, ref_tree / "policies" / "pii.yaml") if side == "ref" else (REPO, args.policy)
+                runs[side].append(run_side(tree, policy.resolve(), texts_path, Path(tmp) / f"{side}-{i}.json"))
+    result: dict[str, Any] = {"ref": args.ref, "ref_commit": sha.stdout.strip(), "policy": str(args.policy),
+                              "repeats": args.repeats, "corpora": {}}  # fmt: skip
     for name, corpus in texts.items():
         seconds = {side: [round(r[name]["seconds"], 3) for r in rs] for side, rs in runs.items()}
         cpu = {side: [round(r[name]["cpu_seconds"], 3) for r in rs] for side, rs in runs.items()}

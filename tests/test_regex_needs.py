@@ -128,3 +128,17 @@ def test_filtered_recognizers_find_what_unfiltered_ones_find(texts, monkeypatch)
     monkeypatch.setattr(street_address, "ANCHOR_NEEDS", tuple(lambda _t: True for _ in street_address.ANCHORS))
     assert filtered == [street.spans(text) for text in texts]
     assert any(filtered)
+
+
+def test_detect_vs_ref_counts_what_differs():
+    """The benchmark that proves the filters change no detection must see a difference when there is one."""
+    from benchmarks.detect_vs_ref import compare
+
+    same = [[[0, 3, "PERSON", 0.85]], []]
+    assert compare(same, same)["identical"] is True
+    moved = [[[0, 4, "PERSON", 0.85]], [[5, 9, "PHONE_NUMBER", 0.4]]]
+    result = compare(moved, same)
+    assert result == {"identical": False, "texts_differing": 2, "detections_only_this": 2, "detections_only_ref": 1,
+                      "detections_this": 2, "detections_ref": 1}  # fmt: skip
+    rescored = [[[0, 3, "PERSON", 0.5]], []]  # the same span with another score is a difference too
+    assert compare(rescored, same)["texts_differing"] == 1
