@@ -201,6 +201,23 @@ TINY_EVALUATE = {
 }
 
 
+TEST_BOOTSTRAP_SAMPLES = 50
+
+
+def small_fairness(text: str, min_group_size: int) -> str:
+    """``policies/fairness.yaml`` for a small test project: groups of ``min_group_size`` judged,
+    and 50 bootstrap resamples instead of 200. Each resample is one Fairlearn ``MetricFrame``
+    (~20 ms of pandas), 7 intervals per model: 200 cost ~30 s per model evaluation. The
+    intervals' code is the same at any count; tests/test_evaluate.py checks them against a hand
+    loop."""
+    for old, new in (("min_group_size: 20", f"min_group_size: {min_group_size}"),
+                     ("samples: 200", f"samples: {TEST_BOOTSTRAP_SAMPLES}")):  # fmt: skip
+        if old not in text:
+            raise AssertionError(f"policies/fairness.yaml no longer holds {old!r}: update tests/conftest.py")
+        text = text.replace(old, new)
+    return text
+
+
 def make_tiny_project(root, tiny_model, rows=300, finetune=None):
     """A project copy on the tiny profile: tiny model, `rows` tickets, small contract and training."""
     from benchmarks.tiny_model import allowlist_entry
@@ -210,7 +227,7 @@ def make_tiny_project(root, tiny_model, rows=300, finetune=None):
     contract = project / "policies" / "data_contract.yaml"
     contract.write_text(contract.read_text().replace("min_rows: 50", "min_rows: 10"))
     fairness = project / "policies" / "fairness.yaml"  # a ~40-record test split: judge groups of 5+
-    fairness.write_text(fairness.read_text().replace("min_group_size: 20", "min_group_size: 5"))
+    fairness.write_text(small_fairness(fairness.read_text(), min_group_size=5))
     path, files = tiny_model
     allow = project / "policies" / "models.yaml"
     data = yaml.safe_load(allow.read_text())
@@ -317,7 +334,7 @@ def make_real_project(root, rows, finetune, evaluate=None, bias=None, min_group_
     contract = project / "policies" / "data_contract.yaml"
     contract.write_text(contract.read_text().replace("min_rows: 50", "min_rows: 5"))
     fairness = project / "policies" / "fairness.yaml"
-    fairness.write_text(fairness.read_text().replace("min_group_size: 20", f"min_group_size: {min_group_size}"))
+    fairness.write_text(small_fairness(fairness.read_text(), min_group_size))
     promotion = project / "policies" / "promotion.yaml"  # record the decision, don't stop the run
     promotion.write_text(promotion.read_text().replace("fail_on_reject: true", "fail_on_reject: false"))
     params = yaml.safe_load((project / "params.yaml").read_text())
