@@ -2,9 +2,10 @@
 
 Both train the same base model (``models/base/``) with the same LoRA config, batch size,
 sequence length, learning rate and train split, for the same number of optimizer steps, in
-one process, one after the other. Throughput counts real (non-padding) tokens per second of
-training-step time, the first step of each excluded (warm-up). Padding waste is reported for
-both. Not a unit test: run it by hand on an otherwise idle machine.
+one process, one after the other; then the stage again with ``finetune.share_prefix: true``
+(the shared system prompt run once per micro-batch). Throughput counts real (non-padding)
+tokens per second of training-step time, the first step of each excluded (warm-up). Padding
+waste is reported for each. Not a unit test: run it by hand on an otherwise idle machine.
 
 ``--profile`` instead runs the stage's loop for a few steps under the torch profiler and sums
 the self CPU time of its operators: the share in matrix multiplies is work both contenders must
@@ -154,17 +155,20 @@ def main() -> None:
         return
     trainer = bench_trainer(cfg, base, train, args.steps)
     stage = bench_stage(cfg, base, train, args.steps)
+    shared = bench_stage(cfg.model_copy(update={"share_prefix": True}), base, train, args.steps)
     ratio = stage["tokens_per_s"] / trainer["tokens_per_s"]
-    print(f"\n{'method':<28}{'steps':>6}{'real tokens':>13}{'padding':>9}{'seconds':>9}{'tokens/s':>10}")
-    for name, r in (("HF Trainer + PEFT", trainer), ("govtune finetune stage", stage)):
+    shared_ratio = shared["tokens_per_s"] / trainer["tokens_per_s"]
+    print(f"\n{'method':<36}{'steps':>6}{'real tokens':>13}{'padding':>9}{'seconds':>9}{'tokens/s':>10}")
+    rows = (("HF Trainer + PEFT", trainer), ("govtune finetune stage", stage), ("stage, share_prefix: true", shared))
+    for name, r in rows:
         print(
-            f"{name:<28}{r['steps_timed']:>6}{r['real_tokens']:>13}{r['padding_waste']:>9.1%}{r['seconds']:>9.1f}{r['tokens_per_s']:>10.1f}"
+            f"{name:<36}{r['steps_timed']:>6}{r['real_tokens']:>13}{r['padding_waste']:>9.1%}{r['seconds']:>9.1f}{r['tokens_per_s']:>10.1f}"
         )
-    print(f"ratio (stage / Trainer): {ratio:.2f}x  (target >= 1.3x)")
+    print(f"ratio (stage / Trainer): {ratio:.2f}x; with share_prefix {shared_ratio:.2f}x  (target >= 1.5x)")
     save_json(Path("reports/bench/finetune_throughput.json"), {
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": __import__("os").cpu_count()},
         "model": str(base), "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum, "max_seq_len": cfg.max_seq_len, "lora_r": cfg.lora_r,
-        "trainer": trainer, "stage": stage, "ratio": ratio,
+        "trainer": trainer, "stage": stage, "ratio": ratio, "stage_share_prefix": shared, "ratio_share_prefix": shared_ratio,
     })  # fmt: skip
 
 

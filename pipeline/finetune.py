@@ -47,6 +47,7 @@ from pipeline.common.errors import GovtuneError, run_main
 from pipeline.common.io import atomic_path, evidence_of_this_run, save_json, save_text, sha256_file
 from pipeline.common.outputs import save_output
 from pipeline.common.params import FinetuneParams, Params, load_params
+from pipeline.common.shared_prefix import shared_prefix_loss
 from pipeline.common.training import Example, answer_loss, collate, encode_records, evaluate_loss
 
 log = logging.getLogger(__name__)
@@ -155,10 +156,12 @@ def total_steps(cfg: FinetuneParams, n_examples: int, world: int) -> int:
 
 
 def run_fingerprint(cfg: FinetuneParams, base_sha: str, train_md5: str, world: int) -> str:
-    """Identity of a training run: a checkpoint resumes only a run with the same fingerprint."""
-    blob = json.dumps(
-        {"cfg": cfg.model_dump(mode="json"), "base": base_sha, "train": train_md5, "world": world}, sort_keys=True
-    )
+    """Identity of a training run: a checkpoint resumes only a run with the same fingerprint.
+
+    ``share_prefix`` counts only when on: off, training is what it was before the key existed,
+    so a checkpoint written then still resumes."""
+    config = cfg.model_dump(mode="json", exclude=None if cfg.share_prefix else {"share_prefix"})
+    blob = json.dumps({"cfg": config, "base": base_sha, "train": train_md5, "world": world}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -324,6 +327,11 @@ def train(
     from tqdm import tqdm
 
     refuse_active_autocast()
+    if cfg.share_prefix and dist_info.world > 1:
+        raise GovtuneError(
+            "params.yaml: finetune.share_prefix", f"true, with {dist_info.world} training processes (untested with "
+            "DDP/FSDP: a step runs two forward passes)", "set finetune.share_prefix: false for distributed training",
+        )  # fmt: skip
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     run = setup(cfg, base_dir, train_records, val_records, dist_info)
@@ -510,7 +518,7 @@ def optimizer_step(
         step_padded += batch["attention_mask"].numel()
         batch = {key: value.to(run.device) for key, value in batch.items()}
         with autocast:
-            summed, n_answer = answer_loss(run.wrapped, batch)
+            summed, n_answer = (shared_prefix_loss if cfg.share_prefix else answer_loss)(run.wrapped, batch)
             loss = summed / max(n_answer, 1) / cfg.grad_accum  # mean per answer token, as HF computes it
         loss.backward()
         loss_sum += loss.item()

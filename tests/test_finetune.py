@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import signal
 
@@ -10,7 +12,7 @@ import yaml
 
 from pipeline.common.task import encode_example, format_answer, label_token_count, parse_answer
 from pipeline.common.training import Example, answer_loss, collate, encode_records
-from pipeline.finetune import epoch_batches, run_fingerprint, total_steps
+from pipeline.finetune import Dist, epoch_batches, run_fingerprint, total_steps, train, trained_weights
 from pipeline.report import STAGES
 from tests.conftest import REPO, TINY_FINETUNE, VENV_BIN, make_tiny_project, read_json, run_cmd, write_yaml
 
@@ -188,6 +190,21 @@ def test_steps_and_fingerprint():
     assert base == run_fingerprint(cfg, "a", "b", 1)
     assert base != run_fingerprint(cfg.model_copy(update={"learning_rate": 0.1}), "a", "b", 1)
     assert base != run_fingerprint(cfg, "a", "c", 1) != run_fingerprint(cfg, "a", "b", 2)
+    # share_prefix off is the training that came before the key: its checkpoints still resume
+    legacy = {k: v for k, v in cfg.model_dump(mode="json").items() if k != "share_prefix"}
+    blob = json.dumps({"cfg": legacy, "base": "a", "train": "b", "world": 1}, sort_keys=True)
+    assert not cfg.share_prefix and base == hashlib.sha256(blob.encode()).hexdigest()
+    assert base != run_fingerprint(cfg.model_copy(update={"share_prefix": True}), "a", "b", 1)
+
+
+def test_a_shared_prefix_in_distributed_training_is_refused():
+    from pipeline.common.errors import GovtuneError
+    from pipeline.common.params import load_params
+
+    cfg = load_params(REPO / "params.yaml").finetune.model_copy(update={"share_prefix": True})
+    with pytest.raises(GovtuneError, match="finetune.share_prefix") as err:
+        train(cfg, REPO / "models" / "no-such-base", [], [], "fingerprint", Dist(rank=0, world=2))
+    assert "share_prefix: false" in str(err.value)
 
 
 def test_training_inside_an_autocast_context_is_refused():
@@ -492,3 +509,88 @@ def test_full_fine_tune_trains_every_weight_and_every_stage_reads_it(tmp_path, t
         [message], 8
     )
     assert run_cmd(["govtune", "verify"], cwd=project).returncode == 0
+
+
+@pytest.mark.parametrize("label_weight", [1.0, 3.0])
+def test_shared_prefix_loss_gives_the_plain_loss_and_gradients(tiny_model, label_weight, monkeypatch):
+    """finetune.share_prefix (the shared system prompt run once, its cache repeated over the
+    batch) computes the plain loss and LoRA gradients, weighted or not; a batch whose rows
+    differ earlier shares less."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from benchmarks.finetune_variants import timed_step
+    from pipeline.common.params import load_params
+    from pipeline.common.shared_prefix import common_prefix, shared_prefix_loss
+    from pipeline.finetune import build_model
+
+    tok = AutoTokenizer.from_pretrained(tiny_model[0])
+    records = [{"message": m, "category": c, "priority": p, "reply": r} for m, c, p, r in (
+        ("My card was charged twice this month.", "billing", "high", "Refunded."),
+        ("The parcel never arrived.", "shipping", "medium", "We are tracing it now."),
+        ("App crashes on login after the update, every time I try.", "technical", "urgent", "Fix coming."),
+    )]  # fmt: skip
+    examples, _ = encode_records(tok, records, 256, count_labels=True)
+    batch = collate(examples, tok.pad_token_id or 0, label_weight)
+    assert ("loss_weights" in batch) == (label_weight != 1.0)
+    shared = common_prefix(batch)
+    assert 2 <= shared < min(len(e.input_ids) for e in examples)  # the chat template's system turn, at least
+    assert bool((batch["labels"][:, :shared] == -100).all())
+    cfg = load_params(REPO / "params.yaml").finetune.model_copy(update={"lora_dropout": 0.0, "lora_r": 4})
+    torch.manual_seed(0)
+    model = build_model(tiny_model[0], cfg, "fp32", "cpu").train()
+    for p in model.parameters():  # LoRA's B starts at zero: make the adapter matter to the gradients
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.05)
+    _, plain_loss, plain_grads = timed_step(model, batch, answer_loss)
+    import pipeline.common.training as training
+
+    def no_fallback(*args, **kwargs):
+        raise AssertionError("the shared path fell back to the plain loss")
+
+    monkeypatch.setattr(training, "answer_loss", no_fallback)
+    _, shared_loss, shared_grads = timed_step(model, batch, shared_prefix_loss)
+    assert shared_loss == pytest.approx(plain_loss, rel=1e-5)
+    for a, b in zip(plain_grads, shared_grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+    broken = dict(batch, input_ids=batch["input_ids"].clone())
+    broken["input_ids"][1:, shared - 1] = (broken["input_ids"][0, shared - 1] + 1) % len(tok)  # rows differ earlier
+    assert common_prefix(broken) == shared - 1
+
+
+def test_the_stage_trains_alike_with_a_shared_prefix(tiny_model, tmp_path, monkeypatch):
+    """finetune.share_prefix in the stage's loop: with dropout off, the same loss at every step
+    and the same adapter (to float rounding) as the plain loop."""
+    import torch
+
+    from pipeline.common.params import load_params
+    from pipeline.synthesize import generate
+
+    monkeypatch.chdir(tmp_path)
+    params = load_params(REPO / "params.yaml")
+    records, _ = generate(params.synthesize.model_copy(update={"rows": 24}))
+    cfg = params.finetune.model_copy(update=TINY_FINETUNE | {
+        "max_steps": 3, "lora_dropout": 0.0, "checkpoint_interval": 0, "eval_interval": 100, "eval_max_examples": 2,
+        "checkpoint_dir": tmp_path / "ckpt", "counterfactual_augmentation": False,
+    })  # fmt: skip
+    import pipeline.finetune as stage
+    from pipeline.common.shared_prefix import common_prefix, shared_prefix_loss
+
+    prefixes = []
+
+    def counted(model, batch):
+        prefixes.append(common_prefix(batch))
+        return shared_prefix_loss(model, batch)
+
+    monkeypatch.setattr(stage, "shared_prefix_loss", counted)
+    runs = {}
+    for shared in (False, True):
+        model, _, state, _ = train(
+            cfg.model_copy(update={"share_prefix": shared}), tiny_model[0], records, records[:2], "fp", Dist()
+        )
+        runs[shared] = ([h["train_loss"] for h in state.history], trained_weights(model))
+    assert len(prefixes) == cfg.max_steps * cfg.grad_accum and min(prefixes) >= 2  # every micro-batch shared one
+    assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-4)
+    assert set(runs[True][1]) == set(runs[False][1])
+    for name, weight in runs[False][1].items():
+        torch.testing.assert_close(runs[True][1][name], weight, rtol=1e-3, atol=1e-5)

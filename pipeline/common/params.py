@@ -174,6 +174,7 @@ class FinetuneParams(Strict):
     max_seq_len: int = Field(ge=16)
     max_grad_norm: float = Field(gt=0)
     label_weight: float = Field(gt=0)
+    share_prefix: bool = False
     counterfactual_augmentation: bool
     seed: int
     precision: Literal["auto", "fp32", "bf16"]
