@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -73,7 +74,6 @@ def main() -> None:
     torch.manual_seed(cfg.seed)
     model = build_model(base, cfg, "fp32", "cpu").train()
     variant_loss = shared_prefix_loss
-    plain = model
     if args.variant == "compile":
         decoder = model.base_model.model.model
         compiled = torch.compile(decoder, dynamic=True)
@@ -91,7 +91,7 @@ def main() -> None:
     for repeat in range(args.repeats):
         for i, batch in enumerate(batches):
             swap(False)
-            t_plain, loss_plain, g_plain = timed_step(plain, batch, answer_loss)
+            t_plain, loss_plain, g_plain = timed_step(model, batch, answer_loss)
             swap(True)
             t_var, loss_var, g_var = timed_step(model, batch, variant_loss)
             diff = max(
@@ -114,7 +114,7 @@ def main() -> None:
     print(f"{args.variant}: median ratio {summary['median_ratio']:.3f} (range {summary['min_ratio']:.3f}-"
           f"{summary['max_ratio']:.3f}), total {summary['total_ratio']:.3f} (plain time / variant time)")  # fmt: skip
     save_json(Path(f"reports/bench/finetune_variants_{args.variant}.json"), {
-        "machine": {"platform": platform.platform(), "cpus": __import__("os").cpu_count(), "torch": torch.__version__},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
         "model": str(base), "batch_size": size, "variant": args.variant, "summary": summary, "batches": results,
     })  # fmt: skip
 
